@@ -1,0 +1,237 @@
+package clip
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/unclip-go/unclip/nn"
+	"github.com/unclip-go/unclip/tensor"
+)
+
+// TextConfig is the part of a transformers CLIPTextConfig the text encoder
+// needs (text_encoder/config.json).
+type TextConfig struct {
+	VocabSize             int     `json:"vocab_size"`
+	HiddenSize            int     `json:"hidden_size"`
+	IntermediateSize      int     `json:"intermediate_size"`
+	ProjectionDim         int     `json:"projection_dim"`
+	NumHiddenLayers       int     `json:"num_hidden_layers"`
+	NumAttentionHeads     int     `json:"num_attention_heads"`
+	MaxPositionEmbeddings int     `json:"max_position_embeddings"`
+	HiddenAct             string  `json:"hidden_act"`
+	LayerNormEps          float32 `json:"layer_norm_eps"`
+	EOSTokenID            int64   `json:"eos_token_id"`
+}
+
+// DefaultTextConfig is transformers' CLIPTextConfig default (the ViT-B/32
+// text tower); fields absent from a config.json keep these values.
+func DefaultTextConfig() TextConfig {
+	return TextConfig{VocabSize: 49408, HiddenSize: 512, IntermediateSize: 2048, ProjectionDim: 512,
+		NumHiddenLayers: 12, NumAttentionHeads: 8, MaxPositionEmbeddings: 77, HiddenAct: "quick_gelu",
+		LayerNormEps: 1e-5, EOSTokenID: 49407}
+}
+
+// LoadTextConfig reads a CLIPTextConfig (or the text_config of a CLIPConfig).
+func LoadTextConfig(path string) (TextConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return TextConfig{}, fmt.Errorf("clip: %w", err)
+	}
+	var wrap struct {
+		TextConfig json.RawMessage `json:"text_config"`
+	}
+	if err := json.Unmarshal(data, &wrap); err != nil {
+		return TextConfig{}, fmt.Errorf("clip: %s: %w", path, err)
+	}
+	if len(wrap.TextConfig) > 0 && string(wrap.TextConfig) != "null" {
+		data = wrap.TextConfig
+	}
+	cfg := DefaultTextConfig()
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return TextConfig{}, fmt.Errorf("clip: %s: %w", path, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return TextConfig{}, fmt.Errorf("clip: %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Validate checks that the configuration describes a buildable model.
+func (c TextConfig) Validate() error {
+	switch {
+	case c.HiddenSize <= 0 || c.NumAttentionHeads <= 0 || c.HiddenSize%c.NumAttentionHeads != 0:
+		return fmt.Errorf("hidden_size %d is not a positive multiple of num_attention_heads %d", c.HiddenSize, c.NumAttentionHeads)
+	case c.NumHiddenLayers < 0 || c.IntermediateSize <= 0 || c.ProjectionDim <= 0:
+		return fmt.Errorf("bad layer sizes (layers %d, intermediate %d, projection %d)", c.NumHiddenLayers, c.IntermediateSize, c.ProjectionDim)
+	case c.VocabSize <= 0 || c.MaxPositionEmbeddings <= 0:
+		return fmt.Errorf("bad vocab_size %d or max_position_embeddings %d", c.VocabSize, c.MaxPositionEmbeddings)
+	case !nn.ValidActivation(c.HiddenAct):
+		return fmt.Errorf("unsupported hidden_act %q", c.HiddenAct)
+	}
+	return nil
+}
+
+// TextModel is transformers' CLIPTextModelWithProjection.
+type TextModel struct {
+	Config    TextConfig
+	tokEmb    *nn.Embedding
+	posEmb    *tensor.Tensor
+	layers    []textLayer
+	finalNorm *nn.LayerNorm
+	proj      *nn.Linear
+}
+
+type textLayer struct {
+	norm1, norm2 *nn.LayerNorm
+	attn         *nn.Attention
+	mlp          *nn.MLP
+}
+
+// TextOutput holds what the pipeline uses from the text encoder.
+type TextOutput struct {
+	// TextEmbeds is the projected pooled output (B, projection_dim).
+	TextEmbeds *tensor.Tensor
+	// LastHidden is last_hidden_state after final_layer_norm (B, L, hidden).
+	LastHidden *tensor.Tensor
+}
+
+// WeightFiles lists the safetensors files of a text_encoder folder:
+// model[.variant].safetensors.
+func WeightFiles(dir, variant string) ([]string, error) {
+	name := "model.safetensors"
+	if variant != "" {
+		name = "model." + variant + ".safetensors"
+	}
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err != nil {
+		return nil, fmt.Errorf("clip: text encoder weights: %w", err)
+	}
+	return []string{p}, nil
+}
+
+// LoadTextModel loads text_encoder/{config.json, model.safetensors} and
+// binds the weights to dev (nil: CPU).
+func LoadTextModel(dir, variant string, dev tensor.Backend) (*TextModel, error) {
+	cfg, err := LoadTextConfig(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	files, err := WeightFiles(dir, variant)
+	if err != nil {
+		return nil, err
+	}
+	sd, err := nn.LoadStateDict(files...)
+	if err != nil {
+		return nil, fmt.Errorf("clip: %w", err)
+	}
+	m, err := NewTextModel(cfg, sd, dev)
+	if err != nil {
+		return nil, fmt.Errorf("clip: %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// NewTextModel binds a text model from a state dict.
+func NewTextModel(cfg TextConfig, sd *nn.StateDict, dev tensor.Backend) (*TextModel, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	sd.Ignore["text_model.embeddings.position_ids"] = true
+	b := nn.NewBinder(sd, dev)
+	tm := b.Sub("text_model")
+	h := cfg.HiddenSize
+	m := &TextModel{Config: cfg}
+	m.tokEmb = nn.NewEmbedding(tm.Sub("embeddings.token_embedding"), cfg.VocabSize, h)
+	m.posEmb = tm.Sub("embeddings.position_embedding").Tensor("weight", cfg.MaxPositionEmbeddings, h)
+	hd := h / cfg.NumAttentionHeads
+	for i := 0; i < cfg.NumHiddenLayers; i++ {
+		lb := tm.Subf("encoder.layers.%d", i)
+		ab := lb.Sub("self_attn")
+		m.layers = append(m.layers, textLayer{
+			norm1: nn.NewLayerNorm(lb.Sub("layer_norm1"), h, cfg.LayerNormEps),
+			norm2: nn.NewLayerNorm(lb.Sub("layer_norm2"), h, cfg.LayerNormEps),
+			attn: &nn.Attention{
+				Q: nn.NewLinear(ab.Sub("q_proj"), h, h, true), K: nn.NewLinear(ab.Sub("k_proj"), h, h, true),
+				V: nn.NewLinear(ab.Sub("v_proj"), h, h, true), Out: nn.NewLinear(ab.Sub("out_proj"), h, h, true),
+				Heads: cfg.NumAttentionHeads, HeadDim: hd, Scale: nn.DefaultScale(hd),
+			},
+			mlp: &nn.MLP{
+				FC1: nn.NewLinear(lb.Sub("mlp.fc1"), h, cfg.IntermediateSize, true),
+				FC2: nn.NewLinear(lb.Sub("mlp.fc2"), cfg.IntermediateSize, h, true),
+				Act: nn.Activation(cfg.HiddenAct),
+			},
+		})
+	}
+	m.finalNorm = nn.NewLayerNorm(tm.Sub("final_layer_norm"), h, cfg.LayerNormEps)
+	m.proj = nn.NewLinear(b.Sub("text_projection"), h, cfg.ProjectionDim, false)
+	b.CheckUnused()
+	if err := b.Err(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// PoolIndex returns the position whose hidden state is pooled for one row
+// of ids: with the legacy config eos_token_id == 2 it is the argmax of the
+// ids (the first 49407 in practice); otherwise the first position holding
+// eos_token_id, or 0 when there is none.
+func (m *TextModel) PoolIndex(ids []int64) int {
+	if m.Config.EOSTokenID == 2 {
+		best := 0
+		for i, v := range ids {
+			if v > ids[best] {
+				best = i
+			}
+		}
+		return best
+	}
+	for i, v := range ids {
+		if v == m.Config.EOSTokenID {
+			return i
+		}
+	}
+	return 0
+}
+
+// Forward encodes token ids (B rows of L ≤ max_position_embeddings ids).
+// No attention mask is applied beyond the causal one, as in the pipeline.
+func (m *TextModel) Forward(ids [][]int64) (TextOutput, error) {
+	if len(ids) == 0 {
+		return TextOutput{}, fmt.Errorf("clip: no token ids")
+	}
+	bsz, l := len(ids), len(ids[0])
+	if l == 0 || l > m.Config.MaxPositionEmbeddings {
+		return TextOutput{}, fmt.Errorf("clip: %d tokens per row, the model takes 1..%d", l, m.Config.MaxPositionEmbeddings)
+	}
+	flat := make([]int64, 0, bsz*l)
+	for _, row := range ids {
+		if len(row) != l {
+			return TextOutput{}, fmt.Errorf("clip: rows of %d and %d tokens", l, len(row))
+		}
+		for _, id := range row {
+			if id < 0 || id >= int64(m.Config.VocabSize) {
+				return TextOutput{}, fmt.Errorf("clip: token id %d outside the vocabulary of %d", id, m.Config.VocabSize)
+			}
+		}
+		flat = append(flat, row...)
+	}
+	dev := m.tokEmb.W.Backend()
+	idt := tensor.FromInt64(flat, bsz, l).To(dev)
+	x := tensor.Add(m.tokEmb.Forward(idt), m.posEmb.Narrow(0, 0, l))
+	for _, ly := range m.layers {
+		x = tensor.Add(x, ly.attn.Forward(ly.norm1.Forward(x), nil, true))
+		x = tensor.Add(x, ly.mlp.Forward(ly.norm2.Forward(x)))
+	}
+	last := m.finalNorm.Forward(x)
+	pooled := make([]*tensor.Tensor, bsz)
+	for i, row := range ids {
+		pooled[i] = last.Narrow(0, i, 1).Narrow(1, m.PoolIndex(row), 1).Reshape(1, m.Config.HiddenSize)
+	}
+	embeds := m.proj.Forward(tensor.Concat(0, pooled...))
+	if err := embeds.Err(); err != nil {
+		return TextOutput{}, fmt.Errorf("clip: text encoder: %w", err)
+	}
+	return TextOutput{TextEmbeds: embeds, LastHidden: last}, nil
+}

@@ -1,0 +1,223 @@
+// Package golden reads recorded diffusers runs (the parity oracle in
+// ../shared/fixtures: golden.safetensors beside golden.json) and compares
+// tensors against them with the statistics the tolerances are stated in.
+package golden
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/unclip-go/unclip/nn"
+	"github.com/unclip-go/unclip/tensor"
+	"github.com/unclip-go/unclip/tensor/safetensors"
+)
+
+// Settings are the pipeline arguments of the recorded run.
+type Settings struct {
+	Prompts         []string `json:"prompts"`
+	Seed            uint64   `json:"seed"`
+	PriorSteps      int      `json:"prior_steps"`
+	DecoderSteps    int      `json:"decoder_steps"`
+	SuperResSteps   int      `json:"super_res_steps"`
+	PriorGuidance   float32  `json:"prior_guidance"`
+	DecoderGuidance float32  `json:"decoder_guidance"`
+}
+
+// TokenizerCase is one recorded tokenizer input and its exact output.
+type TokenizerCase struct {
+	Text          string  `json:"text"`
+	InputIDs      []int64 `json:"input_ids"`
+	AttentionMask []int64 `json:"attention_mask"`
+}
+
+// Meta is golden.json.
+type Meta struct {
+	Scenario       string          `json:"scenario"`
+	Settings       Settings        `json:"settings"`
+	TokenizerCases []TokenizerCase `json:"tokenizer_cases"`
+	NoiseShapes    [][]int         `json:"noise_shapes"`
+	Calls          map[string]int  `json:"calls"`
+}
+
+// File is an open recording.
+type File struct {
+	st   *safetensors.File
+	Meta Meta
+	// HasMeta is false when no golden.json was found beside the tensors.
+	HasMeta bool
+}
+
+// Open reads a golden safetensors file and the golden.json beside it.
+func Open(path string) (*File, error) {
+	st, err := safetensors.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("golden: %w", err)
+	}
+	f := &File{st: st}
+	mp := filepath.Join(filepath.Dir(path), "golden.json")
+	data, err := os.ReadFile(mp)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		st.Close()
+		return nil, fmt.Errorf("golden: %w", err)
+	default:
+		if err := json.Unmarshal(data, &f.Meta); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("golden: %s: %w", mp, err)
+		}
+		f.HasMeta = true
+	}
+	return f, nil
+}
+
+// Close unmaps the file.
+func (f *File) Close() error { return f.st.Close() }
+
+// Has reports whether the recording holds key.
+func (f *File) Has(key string) bool {
+	_, ok := f.st.Get(key)
+	return ok
+}
+
+// Keys lists the recorded tensor names with the given prefix, sorted.
+func (f *File) Keys(prefix string) []string {
+	var out []string
+	for _, k := range f.st.Keys() {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Tensor returns a recorded tensor as a CPU tensor (zero-copy).
+func (f *File) Tensor(key string) (*tensor.Tensor, error) {
+	info, ok := f.st.Get(key)
+	if !ok {
+		return nil, fmt.Errorf("golden: no tensor %q in %s", key, f.st.Path())
+	}
+	return nn.FromSafetensors(info)
+}
+
+// Float32s returns a recorded F32 tensor's values and shape.
+func (f *File) Float32s(key string) ([]float32, []int, error) {
+	t, err := f.Tensor(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := t.Float32s()
+	return v, t.Shape(), err
+}
+
+// Int64s returns a recorded I64 tensor's values.
+func (f *File) Int64s(key string) ([]int64, error) {
+	t, err := f.Tensor(key)
+	if err != nil {
+		return nil, err
+	}
+	return t.Int64s()
+}
+
+// Int returns a recorded I64 scalar (a timestep, say).
+func (f *File) Int(key string) (int, error) {
+	v, err := f.Int64s(key)
+	if err != nil {
+		return 0, err
+	}
+	if len(v) != 1 {
+		return 0, fmt.Errorf("golden: %q holds %d values, want a scalar", key, len(v))
+	}
+	return int(v[0]), nil
+}
+
+// Bools returns a recorded BOOL tensor's values and shape.
+func (f *File) Bools(key string) ([]bool, []int, error) {
+	t, err := f.Tensor(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := t.Bools()
+	return v, t.Shape(), err
+}
+
+// Stats summarises the difference between two arrays.
+type Stats struct {
+	MaxAbs  float64
+	MeanAbs float64
+	P999    float64 // 99.9th percentile of |got − want|
+	MaxRef  float64 // max |want|
+	N       int
+}
+
+// Compare computes difference statistics; lengths must match. A NaN on
+// either side counts as an infinite difference.
+func Compare(got, want []float32) (Stats, error) {
+	if len(got) != len(want) {
+		return Stats{}, fmt.Errorf("golden: %d values, want %d", len(got), len(want))
+	}
+	s := Stats{N: len(got)}
+	d := make([]float64, len(got))
+	var sum float64
+	for i := range got {
+		e := math.Abs(float64(got[i]) - float64(want[i]))
+		if math.IsNaN(e) {
+			e = math.Inf(1)
+		}
+		d[i] = e
+		sum += e
+		s.MaxAbs = math.Max(s.MaxAbs, e)
+		s.MaxRef = math.Max(s.MaxRef, math.Abs(float64(want[i])))
+	}
+	if len(d) > 0 {
+		s.MeanAbs = sum / float64(len(d))
+		sort.Float64s(d)
+		s.P999 = d[min(len(d)-1, int(math.Ceil(0.999*float64(len(d))))-1)]
+	}
+	return s, nil
+}
+
+// FixturesDir locates the shared fixtures: $UNCLIP_FIXTURES, else
+// ../shared/fixtures beside the repository root found by walking up from
+// the working directory to go.mod.
+func FixturesDir() (string, error) {
+	if d := os.Getenv("UNCLIP_FIXTURES"); d != "" {
+		if _, err := os.Stat(d); err != nil {
+			return "", fmt.Errorf("golden: UNCLIP_FIXTURES: %w", err)
+		}
+		return d, nil
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			p := filepath.Join(filepath.Dir(d), "shared", "fixtures")
+			if _, err := os.Stat(p); err != nil {
+				return "", fmt.Errorf("golden: fixtures not found at %s (set UNCLIP_FIXTURES): %w", p, err)
+			}
+			return p, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("golden: no go.mod above %s; set UNCLIP_FIXTURES", wd)
+		}
+	}
+}
+
+// Tiny returns the paths of the unclip-tiny fixture: its model folder and
+// golden.safetensors.
+func Tiny() (model, golden string, err error) {
+	d, err := FixturesDir()
+	if err != nil {
+		return "", "", err
+	}
+	return filepath.Join(d, "unclip-tiny", "model"), filepath.Join(d, "unclip-tiny", "golden.safetensors"), nil
+}

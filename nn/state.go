@@ -1,0 +1,224 @@
+// Package nn holds the layers the unCLIP models are built from (Linear,
+// LayerNorm, Embedding, Conv2d, GroupNorm, attention, MLP, ...) and the
+// binding of their weights from a state dict by key prefix, with shape
+// checks. It imports package tensor only: no backend, no model.
+package nn
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/unclip-go/unclip/tensor"
+	"github.com/unclip-go/unclip/tensor/safetensors"
+)
+
+// StateDict is a named set of weight tensors, usually the memory-mapped
+// contents of one or more safetensors files.
+type StateDict struct {
+	tensors map[string]*tensor.Tensor
+	used    map[string]bool
+	files   []*safetensors.File
+	// Ignore lists keys that a checkpoint may carry but no layer reads
+	// (buffers such as position_ids); they are not reported as unused.
+	Ignore map[string]bool
+}
+
+// NewStateDict wraps tensors already in memory.
+func NewStateDict(ts map[string]*tensor.Tensor) *StateDict {
+	return &StateDict{tensors: ts, used: map[string]bool{}, Ignore: map[string]bool{}}
+}
+
+// LoadStateDict memory-maps safetensors files and exposes every tensor
+// without copying. Close releases the mappings once the weights are no
+// longer used (or have been uploaded to a device).
+func LoadStateDict(paths ...string) (*StateDict, error) {
+	sd := NewStateDict(map[string]*tensor.Tensor{})
+	for _, p := range paths {
+		f, err := safetensors.Open(p)
+		if err != nil {
+			sd.Close()
+			return nil, err
+		}
+		sd.files = append(sd.files, f)
+		for _, k := range f.Keys() {
+			info, _ := f.Get(k)
+			t, err := FromSafetensors(info)
+			if err != nil {
+				sd.Close()
+				return nil, fmt.Errorf("%s: %w", p, err)
+			}
+			if _, dup := sd.tensors[k]; dup {
+				sd.Close()
+				return nil, fmt.Errorf("%s: tensor %q appears in two files", p, k)
+			}
+			sd.tensors[k] = t
+		}
+	}
+	return sd, nil
+}
+
+// FromSafetensors wraps a safetensors entry as a CPU tensor (no copy when
+// the data is aligned).
+func FromSafetensors(info safetensors.TensorInfo) (*tensor.Tensor, error) {
+	dt, err := tensor.ParseDType(string(info.DType))
+	if err != nil {
+		return nil, fmt.Errorf("tensor %q: %w", info.Name, err)
+	}
+	return tensor.FromBytes(dt, info.Data, info.Shape...), nil
+}
+
+// Close unmaps the files behind the state dict.
+func (sd *StateDict) Close() error {
+	var errs []error
+	for _, f := range sd.files {
+		errs = append(errs, f.Close())
+	}
+	sd.files = nil
+	return errors.Join(errs...)
+}
+
+// Keys lists every tensor name, sorted.
+func (sd *StateDict) Keys() []string {
+	keys := make([]string, 0, len(sd.tensors))
+	for k := range sd.tensors {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Lookup returns a tensor by name without marking it used.
+func (sd *StateDict) Lookup(key string) (*tensor.Tensor, bool) {
+	t, ok := sd.tensors[key]
+	return t, ok
+}
+
+// Unused lists the keys no layer has bound (excluding Ignore).
+func (sd *StateDict) Unused() []string {
+	var out []string
+	for _, k := range sd.Keys() {
+		if !sd.used[k] && !sd.Ignore[k] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// NumParams counts the elements of every tensor.
+func (sd *StateDict) NumParams() int64 {
+	var n int64
+	for _, t := range sd.tensors {
+		n += int64(t.Numel())
+	}
+	return n
+}
+
+// Binder hands out weights under a key prefix, checking shapes. Errors are
+// collected rather than returned one by one, so a model constructor reads
+// as a list of layers; Err reports them all at the end. After an error a
+// placeholder of the expected shape is returned so construction can go on.
+type Binder struct {
+	sd     *StateDict
+	prefix string
+	dev    tensor.Backend
+	errs   *[]error
+}
+
+// NewBinder binds weights from sd, moving each one to dev (nil: leave it on
+// the CPU).
+func NewBinder(sd *StateDict, dev tensor.Backend) Binder {
+	return Binder{sd: sd, dev: dev, errs: new([]error)}
+}
+
+// Sub returns a binder for the keys under prefix + name + ".".
+func (b Binder) Sub(name string) Binder {
+	b.prefix += name + "."
+	return b
+}
+
+// Subf is Sub with a formatted name ("layers.%d").
+func (b Binder) Subf(format string, args ...any) Binder { return b.Sub(fmt.Sprintf(format, args...)) }
+
+// Prefix is the binder's key prefix.
+func (b Binder) Prefix() string { return b.prefix }
+
+// Has reports whether the key prefix+name exists.
+func (b Binder) Has(name string) bool {
+	_, ok := b.sd.tensors[b.prefix+name]
+	return ok
+}
+
+// HasPrefix reports whether any key starts with prefix+name+".".
+func (b Binder) HasPrefix(name string) bool {
+	p := b.prefix + name + "."
+	for k := range b.sd.tensors {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Errorf records a construction error (an unsupported option, say).
+func (b Binder) Errorf(format string, args ...any) {
+	*b.errs = append(*b.errs, fmt.Errorf(format, args...))
+}
+
+// Tensor returns the weight prefix+name, which must have the given shape.
+func (b Binder) Tensor(name string, shape ...int) *tensor.Tensor {
+	key := b.prefix + name
+	t, ok := b.sd.tensors[key]
+	if !ok {
+		b.Errorf("missing tensor %q (expected shape %v)", key, shape)
+		return tensor.Zeros(shape...)
+	}
+	b.sd.used[key] = true
+	if !tensor.SameShape(t.Shape(), shape) {
+		b.Errorf("tensor %q has shape %v, expected %v", key, t.Shape(), shape)
+		return tensor.Zeros(shape...)
+	}
+	if !t.DType().IsFloat() {
+		b.Errorf("tensor %q has type %v, expected a float type", key, t.DType())
+		return tensor.Zeros(shape...)
+	}
+	if b.dev != nil {
+		t = t.To(b.dev)
+		if err := t.Err(); err != nil {
+			b.Errorf("tensor %q: %v", key, err)
+		}
+	}
+	return t
+}
+
+// Optional returns the weight when it exists, else nil.
+func (b Binder) Optional(name string, shape ...int) *tensor.Tensor {
+	if !b.Has(name) {
+		return nil
+	}
+	return b.Tensor(name, shape...)
+}
+
+// Err reports every error recorded so far (at most 20 listed), or nil.
+func (b Binder) Err() error {
+	errs := *b.errs
+	if len(errs) == 0 {
+		return nil
+	}
+	if len(errs) > 20 {
+		n := len(errs)
+		errs = append(errs[:20:20], fmt.Errorf("... and %d more", n-20))
+	}
+	return errors.Join(errs...)
+}
+
+// CheckUnused records an error naming the keys no layer has bound.
+func (b Binder) CheckUnused() {
+	if u := b.sd.Unused(); len(u) > 0 {
+		if len(u) > 10 {
+			u = append(u[:10:10], fmt.Sprintf("... (%d in all)", len(u)))
+		}
+		b.Errorf("unused tensors in checkpoint: %s", strings.Join(u, ", "))
+	}
+}

@@ -1,0 +1,149 @@
+package tensor
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// Backend executes ops on the tensors whose storage it owns. The CPU
+// reference backend runs each op at once; a GPU backend may record ops and
+// run them in batches, synchronising only in Download and Sync.
+type Backend interface {
+	// Name identifies the backend ("cpu", "vulkan:0", ...).
+	Name() string
+	// Alloc returns storage for n bytes (zeroed on the CPU).
+	Alloc(n int) (*Storage, error)
+	// Upload copies host bytes into new storage.
+	Upload(src []byte) (*Storage, error)
+	// Download copies len(dst) bytes from byte offset off of s into dst,
+	// after all work writing s has finished.
+	Download(s *Storage, dst []byte, off int) error
+	// Run executes or records one op. Every tensor in n lives on this backend.
+	Run(n *Node) error
+	// Sync waits for all recorded work.
+	Sync() error
+}
+
+// Op names one operation of the op set.
+type Op uint16
+
+// The op set. Each op's operands and parameters are documented at the
+// function that builds it (ops.go); backends switch on Node.Op.
+const (
+	OpCopy         Op = iota + 1 // Dst = Src[0], any strides, dtype conversion
+	OpUnary                      // Dst = f(Src[0]); Int[0] is the UnaryKind, Float the parameters
+	OpBinary                     // Dst = Src[0] ∘ Src[1] (same shape as Dst, any strides); Int[0] is the BinaryKind
+	OpMatMul                     // Dst[...,M,N] = Src[0][...,M,K] · Src[1][...,K,N] (+ Src[2][N])
+	OpLayerNorm                  // over the last dim; Src[1] weight, Src[2] bias (optional); Float[0] eps
+	OpGroupNorm                  // Src[0] (N,C,*): Int[0] groups, Int[1] 1 = apply SiLU after; Float[0] eps
+	OpSoftmax                    // over the last dim
+	OpAttention                  // Dst(B,H,Lq,Dv) = softmax(Q·Kᵀ·Float[0] + Src[3]) · V; Int[0] 1 = causal
+	OpEmbedding                  // Dst[..., D] = Src[0][Src[1][...], :]
+	OpConv2d                     // Src[0] (N,C,H,W), Src[1] (O,C,KH,KW), Src[2] bias; Int[0..1] stride, Int[2..3] padding
+	OpAvgPool2d                  // Int[0] kernel = stride
+	OpUpsampleNearest            // Int[0] integer factor
+	OpUpsampleBicubic            // antialiased bicubic (torch antialias=True) to Dst's H, W
+)
+
+var opNames = map[Op]string{
+	OpCopy: "copy", OpUnary: "unary", OpBinary: "binary", OpMatMul: "matmul", OpLayerNorm: "layernorm",
+	OpGroupNorm: "groupnorm", OpSoftmax: "softmax", OpAttention: "attention", OpEmbedding: "embedding",
+	OpConv2d: "conv2d", OpAvgPool2d: "avgpool2d", OpUpsampleNearest: "upsample_nearest",
+	OpUpsampleBicubic: "upsample_bicubic",
+}
+
+func (o Op) String() string {
+	if s, ok := opNames[o]; ok {
+		return s
+	}
+	return fmt.Sprintf("Op(%d)", uint16(o))
+}
+
+// UnaryKind selects the function of an OpUnary node.
+type UnaryKind int
+
+// Unary functions. Float parameters are in Node.Float.
+const (
+	UnarySiLU      UnaryKind = iota + 1 // x·σ(x)
+	UnaryGELU                           // exact: x·Φ(x) = 0.5·x·(1+erf(x/√2))
+	UnaryQuickGELU                      // x·σ(1.702·x)
+	UnaryExp
+	UnaryNeg
+	UnaryAffine // x·Float[0] + Float[1]
+	UnaryClamp  // min(max(x, Float[0]), Float[1])
+	UnarySigmoid
+)
+
+// BinaryKind selects the function of an OpBinary node.
+type BinaryKind int
+
+// Binary functions.
+const (
+	BinaryAdd BinaryKind = iota + 1
+	BinarySub
+	BinaryMul
+	BinaryDiv
+)
+
+// Node is one op with its operands: what a backend executes or records.
+// Dst is always contiguous; sources may be any strided view (a backend may
+// call Contiguous itself where a kernel needs dense input).
+type Node struct {
+	Op    Op
+	Dst   *Tensor
+	Src   []*Tensor
+	Int   [8]int
+	Float [4]float32
+}
+
+// Name describes the node for errors and profiles, e.g. "matmul F32[2 77 32]".
+func (n *Node) Name() string { return fmt.Sprintf("%v %v%v", n.Op, n.Dst.dtype, n.Dst.shape) }
+
+var (
+	regMu    sync.Mutex
+	registry = map[string]Backend{}
+	cpu      Backend
+)
+
+// Register makes a backend available under its name. The CPU reference
+// backend registers itself as "cpu" and becomes the host backend.
+func Register(b Backend) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	registry[b.Name()] = b
+	if b.Name() == "cpu" {
+		cpu = b
+	}
+}
+
+// Lookup returns the backend registered under name.
+func Lookup(name string) (Backend, bool) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	b, ok := registry[name]
+	return b, ok
+}
+
+// Backends lists the registered backend names, sorted.
+func Backends() []string {
+	regMu.Lock()
+	defer regMu.Unlock()
+	var names []string
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// CPU returns the host backend. It panics when no CPU backend is linked in
+// (import _ "github.com/unclip-go/unclip/kernels/cpu").
+func CPU() Backend {
+	regMu.Lock()
+	defer regMu.Unlock()
+	if cpu == nil {
+		panic("tensor: no CPU backend registered; import github.com/unclip-go/unclip/kernels/cpu")
+	}
+	return cpu
+}
