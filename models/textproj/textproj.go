@@ -1,0 +1,127 @@
+// Package textproj is diffusers' UnCLIPTextProjModel: it turns the image
+// embedding and the CLIP text outputs into the decoder's context tokens and
+// its additive time embedding.
+package textproj
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/unclip-go/unclip/nn"
+	"github.com/unclip-go/unclip/tensor"
+)
+
+// Config is text_proj/config.json.
+type Config struct {
+	ClipExtraContextTokens int `json:"clip_extra_context_tokens"`
+	ClipEmbeddingsDim      int `json:"clip_embeddings_dim"`
+	TimeEmbedDim           int `json:"time_embed_dim"`
+	CrossAttentionDim      int `json:"cross_attention_dim"`
+}
+
+// DefaultConfig is diffusers' default, which is Karlo's.
+func DefaultConfig() Config {
+	return Config{ClipExtraContextTokens: 4, ClipEmbeddingsDim: 768, TimeEmbedDim: 1280, CrossAttentionDim: 1536}
+}
+
+// LoadConfig reads a UnCLIPTextProjModel config.json.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("text_proj: %w", err)
+	}
+	cfg := DefaultConfig()
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return Config{}, fmt.Errorf("text_proj: %s: %w", path, err)
+	}
+	if cfg.ClipExtraContextTokens < 0 || cfg.ClipEmbeddingsDim <= 0 || cfg.TimeEmbedDim <= 0 || cfg.CrossAttentionDim <= 0 {
+		return Config{}, fmt.Errorf("text_proj: %s: bad sizes %+v", path, cfg)
+	}
+	return cfg, nil
+}
+
+// Model is an UnCLIPTextProjModel.
+type Model struct {
+	Config     Config
+	cfgEmb     *tensor.Tensor // (clip dim)
+	embProj    *nn.Linear     // prompt embeds → time
+	imgToTime  *nn.Linear     // image embeds → time
+	extraProj  *nn.Linear     // image embeds → extra tokens · cross dim
+	encProj    *nn.Linear     // text hidden → cross dim
+	encNorm    *nn.LayerNorm  // on cross dim
+	textHidDim int
+}
+
+// Load reads text_proj/{config.json, diffusion_pytorch_model.safetensors}.
+func Load(dir, variant string, dev tensor.Backend) (*Model, error) {
+	cfg, err := LoadConfig(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	name := "diffusion_pytorch_model.safetensors"
+	if variant != "" {
+		name = "diffusion_pytorch_model." + variant + ".safetensors"
+	}
+	sd, err := nn.LoadStateDict(filepath.Join(dir, name))
+	if err != nil {
+		return nil, fmt.Errorf("text_proj: %w", err)
+	}
+	m, err := New(cfg, sd, dev)
+	if err != nil {
+		return nil, fmt.Errorf("text_proj: %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// New binds the model. In diffusers the text hidden-state width equals
+// clip_embeddings_dim.
+func New(cfg Config, sd *nn.StateDict, dev tensor.Backend) (*Model, error) {
+	b := nn.NewBinder(sd, dev)
+	c, t, x, k := cfg.ClipEmbeddingsDim, cfg.TimeEmbedDim, cfg.CrossAttentionDim, cfg.ClipExtraContextTokens
+	m := &Model{Config: cfg, textHidDim: c}
+	m.cfgEmb = b.Tensor("learned_classifier_free_guidance_embeddings", c)
+	m.embProj = nn.NewLinear(b.Sub("embedding_proj"), c, t, true)
+	m.imgToTime = nn.NewLinear(b.Sub("clip_image_embeddings_project_to_time_embeddings"), c, t, true)
+	m.extraProj = nn.NewLinear(b.Sub("clip_extra_context_tokens_proj"), c, k*x, true)
+	m.encProj = nn.NewLinear(b.Sub("encoder_hidden_states_proj"), c, x, true)
+	m.encNorm = nn.NewLayerNorm(b.Sub("text_encoder_hidden_states_norm"), x, 1e-5)
+	b.CheckUnused()
+	if err := b.Err(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Forward returns the decoder context (M, extra+L, cross dim) and the
+// additive time embedding (M, time dim). With cfg set, image (B, clip dim)
+// is preceded by B copies of the learned guidance embedding, so M = 2B
+// must be the row count of promptEmbeds (M, clip dim) and textHidden
+// (M, L, clip dim).
+func (m *Model) Forward(image, promptEmbeds, textHidden *tensor.Tensor, cfg bool) (context, timeEmb *tensor.Tensor, err error) {
+	c := m.Config.ClipEmbeddingsDim
+	if image.Rank() != 2 || image.Dim(1) != c {
+		return nil, nil, fmt.Errorf("text_proj: image embeddings %v, want (B, %d)", image.Shape(), c)
+	}
+	if cfg {
+		b := image.Dim(0)
+		g := m.cfgEmb.Reshape(1, c).Expand(b, c)
+		image = tensor.Concat(0, g.Contiguous(), image)
+	}
+	rows := image.Dim(0)
+	if promptEmbeds.Rank() != 2 || promptEmbeds.Dim(0) != rows || promptEmbeds.Dim(1) != c ||
+		textHidden.Rank() != 3 || textHidden.Dim(0) != rows || textHidden.Dim(2) != m.textHidDim {
+		return nil, nil, fmt.Errorf("text_proj: prompt embeds %v and text hidden states %v for %d image rows of %d", promptEmbeds.Shape(), textHidden.Shape(), rows, c)
+	}
+	timeEmb = tensor.Add(m.imgToTime.Forward(image), m.embProj.Forward(promptEmbeds))
+	k, x := m.Config.ClipExtraContextTokens, m.Config.CrossAttentionDim
+	// (M, x·k) viewed as (M, x, k) then transposed: token j, channel i = e[i·k + j].
+	extra := m.extraProj.Forward(image).Reshape(rows, x, k).Transpose(1, 2)
+	th := m.encNorm.Forward(m.encProj.Forward(textHidden))
+	context = tensor.Concat(1, extra.Contiguous(), th)
+	if err := context.Err(); err != nil {
+		return nil, nil, fmt.Errorf("text_proj: %w", err)
+	}
+	return context, timeEmb, nil
+}
