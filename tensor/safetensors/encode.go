@@ -134,7 +134,7 @@ func writeString(b *bytes.Buffer, s string) {
 // It writes a temporary file in the same directory, syncs it and renames it
 // over path, so path never holds a half-written file; on any error the
 // temporary file is removed. The file is created with mode 0644.
-func WriteFile(path string, tensors []TensorInfo, metadata map[string]string) (err error) {
+func WriteFile(path string, tensors []TensorInfo, metadata map[string]string) error {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -143,12 +143,16 @@ func WriteFile(path string, tensors []TensorInfo, metadata map[string]string) (e
 	if err != nil {
 		return fmt.Errorf("safetensors: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
+	if err := finishTemp(tmp, path, tensors, metadata); err != nil {
+		tmp.Close() // already closed on some paths; the error is moot
+		os.Remove(tmp.Name())
+		return err
+	}
+	return nil
+}
+
+// finishTemp encodes into tmp, syncs and closes it, and renames it to path.
+func finishTemp(tmp *os.File, path string, tensors []TensorInfo, metadata map[string]string) error {
 	w := bufio.NewWriterSize(tmp, 1<<20)
 	if err := Encode(w, tensors, metadata); err != nil {
 		return err
