@@ -6,8 +6,11 @@ import (
 	"github.com/unclip-go/unclip/tensor"
 )
 
-// conv2dOp is a direct convolution: for every output plane, each weight
-// scales a shifted input plane into it (row by row, bounds hoisted).
+// conv2dOp lowers the convolution to a matrix product over chunks of
+// output rows: an im2col buffer (C·KH·KW, rows·OW) is filled for the chunk,
+// then every output channel accumulates weight × buffer row in float64
+// (the reference is as exact as it can be; fast kernels are compared with
+// it). The buffer is bounded (about 4 MiB), whatever the image size.
 func conv2dOp(n *tensor.Node) error {
 	if n.Dst.DType() != tensor.F32 {
 		return fmt.Errorf("cpu: conv2d into %v", n.Dst.DType())
@@ -25,53 +28,64 @@ func conv2dOp(n *tensor.Node) error {
 	ds := n.Dst.Shape()
 	oh, ow := ds[2], ds[3]
 	sy, sx, py, px := n.Int[0], n.Int[1], n.Int[2], n.Int[3]
-	parallelFor(bsz*o, len(y)*c*kh*kw, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			b, oc := i/o, i%o
-			plane := y[i*oh*ow : (i+1)*oh*ow]
-			bv := float32(0)
-			if bias != nil {
-				bv = bias[oc]
-			}
-			for j := range plane {
-				plane[j] = bv
-			}
-			for ci := 0; ci < c; ci++ {
-				in := x[(b*c+ci)*h*wd : (b*c+ci+1)*h*wd]
-				for ky := 0; ky < kh; ky++ {
-					for kx := 0; kx < kw; kx++ {
-						wv := w[((oc*c+ci)*kh+ky)*kw+kx]
-						// output columns whose input column ox·sx+kx−px is inside [0, wd)
-						x0 := ceilDiv(px-kx, sx)
-						x1 := (wd-1+px-kx)/sx + 1
-						if wd-1+px-kx < 0 {
-							x1 = 0
+	ckk := c * kh * kw
+	chunk := max(1, min(oh, (1<<20)/max(ckk*ow, 1)))
+	col := make([]float32, ckk*chunk*ow)
+	for b := 0; b < bsz; b++ {
+		in := x[b*c*h*wd : (b+1)*c*h*wd]
+		yb := y[b*o*oh*ow : (b+1)*o*oh*ow]
+		for r0 := 0; r0 < oh; r0 += chunk {
+			rows := min(chunk, oh-r0)
+			np := rows * ow
+			// im2col: row (ci, ky, kx), column (oy − r0, ox)
+			parallelFor(ckk, ckk*np, func(lo, hi int) {
+				for p := lo; p < hi; p++ {
+					ci, ky, kx := p/(kh*kw), (p/kw)%kh, p%kw
+					dst := col[p*np : (p+1)*np]
+					for r := 0; r < rows; r++ {
+						iy := (r0+r)*sy + ky - py
+						drow := dst[r*ow : (r+1)*ow]
+						if iy < 0 || iy >= h {
+							clear(drow)
+							continue
 						}
-						x0, x1 = max(x0, 0), min(x1, ow)
-						for oy := 0; oy < oh; oy++ {
-							iy := oy*sy + ky - py
-							if iy < 0 || iy >= h {
-								continue
-							}
-							row := in[iy*wd : iy*wd+wd]
-							orow := plane[oy*ow : oy*ow+ow]
-							for ox := x0; ox < x1; ox++ {
-								orow[ox] += wv * row[ox*sx+kx-px]
+						src := in[(ci*h+iy)*wd : (ci*h+iy+1)*wd]
+						for ox := range drow {
+							ix := ox*sx + kx - px
+							if ix < 0 || ix >= wd {
+								drow[ox] = 0
+							} else {
+								drow[ox] = src[ix]
 							}
 						}
 					}
 				}
-			}
+			})
+			parallelFor(o, o*ckk*np, func(lo, hi int) {
+				acc := make([]float64, np)
+				for oc := lo; oc < hi; oc++ {
+					dst := yb[oc*oh*ow+r0*ow : oc*oh*ow+r0*ow+np]
+					clear(acc)
+					wr := w[oc*ckk : (oc+1)*ckk]
+					for p, wv := range wr {
+						src := col[p*np : (p+1)*np]
+						w64 := float64(wv)
+						for i, v := range src {
+							acc[i] += w64 * float64(v)
+						}
+					}
+					bv := float32(0)
+					if bias != nil {
+						bv = bias[oc]
+					}
+					for i, a := range acc {
+						dst[i] = float32(a) + bv
+					}
+				}
+			})
 		}
-	})
-	return nil
-}
-
-func ceilDiv(a, b int) int {
-	if a <= 0 {
-		return -((-a) / b)
 	}
-	return (a + b - 1) / b
+	return nil
 }
 
 // avgPoolOp averages k×k windows with stride k.

@@ -8,7 +8,7 @@ import (
 
 // matmulOp computes Dst[b] = A[b]·B[b] (+ bias) for operands already
 // broadcast to a common batch shape. Each batch matrix is brought into one of
-// two loop-friendly layouts: rows of A and columns of B both contiguous along
+// two loop-friendly layouts (accumulating in float64): rows of A and columns of B both contiguous along
 // K (dot products), or rows of B contiguous along N (row updates).
 func matmulOp(n *tensor.Node) error {
 	if n.Dst.DType() != tensor.F32 {
@@ -82,15 +82,19 @@ func matmulOp(n *tensor.Node) error {
 				bo = 0
 			}
 			parallelFor(m, m*nn*k, func(lo, hi int) {
+				acc := make([]float64, nn)
 				for i := lo; i < hi; i++ {
-					cr := c[i*nn : i*nn+nn]
-					clear(cr)
+					clear(acc)
 					for p := 0; p < k; p++ {
-						av := ad[ao+i*k+p]
+						av := float64(ad[ao+i*k+p])
 						br := bd[bo+p*nn : bo+p*nn+nn]
 						for j, bv := range br {
-							cr[j] += av * bv
+							acc[j] += av * float64(bv)
 						}
+					}
+					cr := c[i*nn : i*nn+nn]
+					for j, a := range acc {
+						cr[j] = float32(a)
 					}
 				}
 			})
@@ -107,19 +111,17 @@ func matmulOp(n *tensor.Node) error {
 	return nil
 }
 
-// dot is the inner product with four partial sums.
+// dot is the inner product, accumulated in float64.
 func dot(a, b []float32) float32 {
 	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
+	var s0, s1 float64
 	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
+	for ; i+2 <= len(a); i += 2 {
+		s0 += float64(a[i]) * float64(b[i])
+		s1 += float64(a[i+1]) * float64(b[i+1])
 	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
+	if i < len(a) {
+		s0 += float64(a[i]) * float64(b[i])
 	}
-	return (s0 + s1) + (s2 + s3)
+	return float32(s0 + s1)
 }

@@ -1,0 +1,674 @@
+// Package unclip is the unCLIP text-to-image pipeline (diffusers'
+// UnCLIPPipeline): model folder loading, prompt encoding, the prior,
+// text_proj, decoder and super-resolution loops with classifier-free
+// guidance, the noise source and progress reporting.
+package unclip
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/unclip-go/unclip/models/clip"
+	"github.com/unclip-go/unclip/models/prior"
+	"github.com/unclip-go/unclip/models/scheduler"
+	"github.com/unclip-go/unclip/models/textproj"
+	"github.com/unclip-go/unclip/models/unet"
+	"github.com/unclip-go/unclip/tensor"
+)
+
+// Component names: the folders of a diffusers unCLIP model.
+const (
+	Tokenizer         = "tokenizer"
+	TextEncoder       = "text_encoder"
+	Prior             = "prior"
+	TextProj          = "text_proj"
+	Decoder           = "decoder"
+	SuperResFirst     = "super_res_first"
+	SuperResLast      = "super_res_last"
+	PriorScheduler    = "prior_scheduler"
+	DecoderScheduler  = "decoder_scheduler"
+	SuperResScheduler = "super_res_scheduler"
+)
+
+// Components lists every component of the pipeline with the class
+// model_index.json must name for it.
+var Components = []struct{ Name, Class string }{
+	{Tokenizer, "CLIPTokenizer"}, {TextEncoder, "CLIPTextModelWithProjection"}, {Prior, "PriorTransformer"},
+	{TextProj, "UnCLIPTextProjModel"}, {Decoder, "UNet2DConditionModel"}, {SuperResFirst, "UNet2DModel"},
+	{SuperResLast, "UNet2DModel"}, {PriorScheduler, "UnCLIPScheduler"}, {DecoderScheduler, "UnCLIPScheduler"},
+	{SuperResScheduler, "UnCLIPScheduler"},
+}
+
+// Pipeline holds every loaded component. Components not asked for at load
+// time are nil.
+type Pipeline struct {
+	Dir       string
+	Device    tensor.Backend
+	Tokenizer *clip.Tokenizer
+	Text      *clip.TextModel
+	Prior     *prior.Model
+	TextProj  *textproj.Model
+	Decoder   *unet.Model
+	SRFirst   *unet.Model
+	SRLast    *unet.Model
+	PriorSch  *scheduler.Scheduler
+	DecSch    *scheduler.Scheduler
+	SRSch     *scheduler.Scheduler
+}
+
+// LoadOptions select what Load reads.
+type LoadOptions struct {
+	// Variant picks weight files such as diffusion_pytorch_model.fp16.safetensors ("fp16").
+	Variant string
+	// Device receives the weights (nil: the CPU).
+	Device tensor.Backend
+	// Only lists the components to load; empty loads all.
+	Only []string
+}
+
+// ModelIndex reads and checks dir/model_index.json: it must describe an
+// UnCLIPPipeline whose components have the expected classes.
+func ModelIndex(dir string) (map[string][2]string, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "model_index.json"))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s is not a diffusers model folder (no model_index.json)", dir)
+		}
+		return nil, err
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("%s/model_index.json: %w", dir, err)
+	}
+	var class string
+	_ = json.Unmarshal(raw["_class_name"], &class)
+	if class != "UnCLIPPipeline" {
+		return nil, fmt.Errorf("%s: model_index.json describes %q, not an UnCLIPPipeline", dir, class)
+	}
+	out := map[string][2]string{}
+	for _, c := range Components {
+		var pair [2]string
+		if err := json.Unmarshal(raw[c.Name], &pair); err != nil {
+			return nil, fmt.Errorf("%s/model_index.json: component %q missing or malformed", dir, c.Name)
+		}
+		if pair[1] != c.Class && !(c.Name == Tokenizer && pair[1] == "CLIPTokenizerFast") {
+			return nil, fmt.Errorf("%s/model_index.json: component %q is %q, want %q", dir, c.Name, pair[1], c.Class)
+		}
+		out[c.Name] = pair
+	}
+	return out, nil
+}
+
+// Load reads a diffusers unCLIP folder.
+func Load(dir string, opt LoadOptions) (*Pipeline, error) {
+	if _, err := ModelIndex(dir); err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, c := range opt.Only {
+		want[c] = true
+	}
+	need := func(c string) bool { return len(want) == 0 || want[c] }
+	p := &Pipeline{Dir: dir, Device: opt.Device}
+	if p.Device == nil {
+		p.Device = tensor.CPU()
+	}
+	comp := func(c string) (string, error) {
+		d := filepath.Join(dir, c)
+		if st, err := os.Stat(d); err != nil || !st.IsDir() {
+			return "", fmt.Errorf("%s: component folder %q is missing", dir, c)
+		}
+		return d, nil
+	}
+	var err error
+	load := func(c string, f func(d string) error) {
+		if err != nil || !need(c) {
+			return
+		}
+		d, e := comp(c)
+		if e != nil {
+			err = e
+			return
+		}
+		err = f(d)
+	}
+	dev := p.Device
+	load(Tokenizer, func(d string) (e error) { p.Tokenizer, e = clip.LoadTokenizer(d); return })
+	load(TextEncoder, func(d string) (e error) { p.Text, e = clip.LoadTextModel(d, opt.Variant, dev); return })
+	load(Prior, func(d string) (e error) { p.Prior, e = prior.Load(d, opt.Variant, dev); return })
+	load(TextProj, func(d string) (e error) { p.TextProj, e = textproj.Load(d, opt.Variant, dev); return })
+	load(Decoder, func(d string) (e error) { p.Decoder, e = unet.Load(d, opt.Variant, dev); return })
+	load(SuperResFirst, func(d string) (e error) { p.SRFirst, e = unet.Load(d, opt.Variant, dev); return })
+	load(SuperResLast, func(d string) (e error) { p.SRLast, e = unet.Load(d, opt.Variant, dev); return })
+	sch := func(d string) (*scheduler.Scheduler, error) {
+		cfg, e := scheduler.LoadConfig(filepath.Join(d, "scheduler_config.json"))
+		if e != nil {
+			return nil, e
+		}
+		return scheduler.New(cfg)
+	}
+	load(PriorScheduler, func(d string) (e error) { p.PriorSch, e = sch(d); return })
+	load(DecoderScheduler, func(d string) (e error) { p.DecSch, e = sch(d); return })
+	load(SuperResScheduler, func(d string) (e error) { p.SRSch, e = sch(d); return })
+	if err != nil {
+		return nil, err
+	}
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// check verifies that loaded components fit together.
+func (p *Pipeline) check() error {
+	if p.Text != nil && p.Prior != nil {
+		tc, pc := p.Text.Config, p.Prior.Config
+		if tc.ProjectionDim != pc.ProjDim() || tc.HiddenSize != pc.EmbeddingDim {
+			return fmt.Errorf("text encoder (projection %d, hidden %d) does not fit the prior (embedding_proj_dim %d, embedding_dim %d)",
+				tc.ProjectionDim, tc.HiddenSize, pc.ProjDim(), pc.EmbeddingDim)
+		}
+		if tc.MaxPositionEmbeddings != pc.NumEmbeddings {
+			return fmt.Errorf("text encoder takes %d tokens but the prior expects num_embeddings %d", tc.MaxPositionEmbeddings, pc.NumEmbeddings)
+		}
+	}
+	if p.Prior != nil && p.TextProj != nil && p.Prior.Config.ClipDim() != p.TextProj.Config.ClipEmbeddingsDim {
+		return fmt.Errorf("prior output %d does not fit text_proj clip_embeddings_dim %d", p.Prior.Config.ClipDim(), p.TextProj.Config.ClipEmbeddingsDim)
+	}
+	if p.TextProj != nil && p.Decoder != nil {
+		d := p.Decoder.Config
+		if d.CrossAttentionDim == nil || d.CrossAttentionDim.At(0) != p.TextProj.Config.CrossAttentionDim || d.TimeEmbedDim() != p.TextProj.Config.TimeEmbedDim {
+			return fmt.Errorf("text_proj (cross %d, time %d) does not fit the decoder (cross_attention_dim %v, time embedding %d)",
+				p.TextProj.Config.CrossAttentionDim, p.TextProj.Config.TimeEmbedDim, d.CrossAttentionDim, d.TimeEmbedDim())
+		}
+	}
+	if p.Decoder != nil {
+		d := p.Decoder.Config
+		if d.OutChannels != 2*d.InChannels && d.OutChannels != d.InChannels {
+			return fmt.Errorf("decoder out_channels %d is neither in_channels %d nor twice it", d.OutChannels, d.InChannels)
+		}
+		if len(d.SampleSize) == 0 {
+			return fmt.Errorf("decoder config has no sample_size")
+		}
+	}
+	if p.SRFirst != nil {
+		s := p.SRFirst.Config
+		if len(s.SampleSize) == 0 || s.InChannels%2 != 0 {
+			return fmt.Errorf("super_res_first needs a sample_size and an even in_channels (got %v, %d)", s.SampleSize, s.InChannels)
+		}
+		if p.Decoder != nil && s.InChannels/2 != p.Decoder.Config.InChannels {
+			return fmt.Errorf("super_res_first takes %d image channels, the decoder makes %d", s.InChannels/2, p.Decoder.Config.InChannels)
+		}
+		if p.SRLast != nil && (p.SRLast.Config.InChannels != s.InChannels || p.SRLast.Config.OutChannels != s.OutChannels) {
+			return fmt.Errorf("super_res_last (in %d, out %d) differs from super_res_first (in %d, out %d)",
+				p.SRLast.Config.InChannels, p.SRLast.Config.OutChannels, s.InChannels, s.OutChannels)
+		}
+	}
+	return nil
+}
+
+// Event reports progress: one per denoising step, and one when a stage ends
+// (Step == Total, Done set).
+type Event struct {
+	Stage   string // "text", "prior", "decoder", "upscale", "super_res"
+	Step    int    // 1-based
+	Total   int
+	Elapsed time.Duration // since the stage began
+	Done    bool
+}
+
+// Request is one generation.
+type Request struct {
+	Prompts         []string
+	ImagesPerPrompt int // 0 means 1
+	PriorSteps      int
+	DecoderSteps    int
+	SuperResSteps   int
+	PriorGuidance   float32
+	DecoderGuidance float32
+	// Noise supplies every random draw (see Noise).
+	Noise Noise
+	// Progress, when set, receives progress events.
+	Progress func(Event)
+	// Warn, when set, receives warnings (such as truncated prompts).
+	Warn func(string)
+}
+
+// DefaultRequest has diffusers' defaults: 25/25/7 steps, guidance 4 and 8.
+func DefaultRequest() Request {
+	return Request{ImagesPerPrompt: 1, PriorSteps: 25, DecoderSteps: 25, SuperResSteps: 7, PriorGuidance: 4, DecoderGuidance: 8}
+}
+
+// Result holds the outputs of a generation (all float32, row major).
+type Result struct {
+	// Images is (N, S, S, 3) in [0, 1]: the final images, NHWC.
+	Images  []float32
+	N, Size int
+	// ImageEmbeddings (N, clip dim) is the prior's post-processed output.
+	ImageEmbeddings []float32
+	// ImageSmall (N, 3, s, s) is the decoder output clamped to [−1, 1].
+	ImageSmall []float32
+	SmallSize  int
+	// Timings per stage.
+	Timings []StageTiming
+}
+
+// StageTiming is the wall time of one stage.
+type StageTiming struct {
+	Stage string
+	Steps int
+	Time  time.Duration
+}
+
+// TextState is the encoded prompts, ready for the prior and the decoder,
+// with unconditional rows first when guidance is on.
+type TextState struct {
+	CFG          bool
+	Batch        int            // B = prompts × images per prompt
+	PromptEmbeds *tensor.Tensor // (R, proj dim), R = 2B with CFG else B
+	Hidden       *tensor.Tensor // (R, L, hidden)
+	Mask         []bool         // R·L
+	L            int
+}
+
+// Validate checks a request before any work starts.
+func (r *Request) Validate() error {
+	if len(r.Prompts) == 0 {
+		return fmt.Errorf("no prompt")
+	}
+	if r.ImagesPerPrompt == 0 {
+		r.ImagesPerPrompt = 1
+	}
+	switch {
+	case r.ImagesPerPrompt < 0:
+		return fmt.Errorf("images per prompt must be positive, got %d", r.ImagesPerPrompt)
+	case r.PriorSteps < 2 || r.DecoderSteps < 2 || r.SuperResSteps < 2:
+		return fmt.Errorf("every stage needs at least 2 steps (got prior %d, decoder %d, super-res %d): the UnCLIP scheduler divides by steps − 1",
+			r.PriorSteps, r.DecoderSteps, r.SuperResSteps)
+	case r.PriorGuidance < 0 || r.DecoderGuidance < 0:
+		return fmt.Errorf("guidance scales must not be negative (got prior %g, decoder %g)", r.PriorGuidance, r.DecoderGuidance)
+	case r.Noise == nil:
+		return fmt.Errorf("no noise source")
+	}
+	return nil
+}
+
+// CFG reports whether classifier-free guidance is on: as in diffusers, one
+// flag for both stages, set when either scale exceeds 1.
+func (r *Request) CFG() bool { return r.PriorGuidance > 1 || r.DecoderGuidance > 1 }
+
+func (r *Request) progress(e Event) {
+	if r.Progress != nil {
+		r.Progress(e)
+	}
+}
+
+// Generate runs the whole pipeline. ctx is checked between steps; a
+// cancelled run returns ctx.Err().
+func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	if p.Tokenizer == nil || p.Text == nil || p.Prior == nil || p.TextProj == nil || p.Decoder == nil || p.SRFirst == nil || p.SRLast == nil ||
+		p.PriorSch == nil || p.DecSch == nil || p.SRSch == nil {
+		return nil, fmt.Errorf("pipeline: not every component is loaded")
+	}
+	res := &Result{}
+	timed := func(stage string, steps int, f func() error) error {
+		t0 := time.Now()
+		if err := f(); err != nil {
+			return err
+		}
+		res.Timings = append(res.Timings, StageTiming{Stage: stage, Steps: steps, Time: time.Since(t0)})
+		return nil
+	}
+	var ts *TextState
+	if err := timed("text", 0, func() (err error) { ts, err = p.EncodePrompts(ctx, &req); return }); err != nil {
+		return nil, err
+	}
+	var emb *tensor.Tensor
+	if err := timed("prior", req.PriorSteps, func() (err error) { emb, err = p.RunPrior(ctx, &req, ts); return }); err != nil {
+		return nil, err
+	}
+	var err error
+	if res.ImageEmbeddings, err = emb.Float32s(); err != nil {
+		return nil, err
+	}
+	var small []float32
+	if err := timed("decoder", req.DecoderSteps, func() (err error) { small, err = p.RunDecoder(ctx, &req, ts, emb); return }); err != nil {
+		return nil, err
+	}
+	res.ImageSmall = small
+	res.SmallSize = p.Decoder.Config.SampleSize.At(0)
+	var img []float32
+	if err := timed("super_res", req.SuperResSteps, func() (err error) { img, err = p.RunSuperRes(ctx, &req, ts.Batch, small); return }); err != nil {
+		return nil, err
+	}
+	res.N = ts.Batch
+	res.Size = p.SRFirst.Config.SampleSize.At(0)
+	res.Images = ToNHWC(img, res.N, 3, res.Size)
+	return res, nil
+}
+
+// EncodePrompts tokenizes and encodes the prompts (and the empty prompt for
+// guidance), repeating each prompt's rows ImagesPerPrompt times.
+func (p *Pipeline) EncodePrompts(ctx context.Context, req *Request) (*TextState, error) {
+	t0 := time.Now()
+	n := max(req.ImagesPerPrompt, 1)
+	var ids [][]int64
+	var masks [][]int64
+	for _, pr := range req.Prompts {
+		enc, err := p.Tokenizer.Encode(pr)
+		if err != nil {
+			return nil, fmt.Errorf("prompt %q: %w", pr, err)
+		}
+		if enc.Truncated && req.Warn != nil {
+			req.Warn(fmt.Sprintf("prompt %q was truncated to %d tokens (CLIP takes at most %d)", shorten(pr), p.Tokenizer.MaxLength()-2, p.Tokenizer.MaxLength()))
+		}
+		ids = append(ids, enc.IDs)
+		masks = append(masks, enc.Mask)
+	}
+	out, err := p.Text.Forward(ids)
+	if err != nil {
+		return nil, err
+	}
+	l := len(ids[0])
+	rep := func(t *tensor.Tensor) *tensor.Tensor { // repeat_interleave(n, dim 0)
+		if n == 1 {
+			return t
+		}
+		var parts []*tensor.Tensor
+		for i := 0; i < t.Dim(0); i++ {
+			row := t.Narrow(0, i, 1)
+			for j := 0; j < n; j++ {
+				parts = append(parts, row)
+			}
+		}
+		return tensor.Concat(0, parts...)
+	}
+	st := &TextState{CFG: req.CFG(), Batch: len(req.Prompts) * n, L: l}
+	embeds, hidden := rep(out.TextEmbeds), rep(out.LastHidden)
+	var mask []bool
+	for _, m := range masks {
+		for j := 0; j < n; j++ {
+			for _, v := range m {
+				mask = append(mask, v != 0)
+			}
+		}
+	}
+	if st.CFG {
+		enc, err := p.Tokenizer.Encode("")
+		if err != nil {
+			return nil, err
+		}
+		u, err := p.Text.Forward([][]int64{enc.IDs})
+		if err != nil {
+			return nil, err
+		}
+		b := st.Batch
+		ue := u.TextEmbeds.Expand(b, u.TextEmbeds.Dim(1))
+		uh := u.LastHidden.Expand(b, l, u.LastHidden.Dim(2))
+		embeds = tensor.Concat(0, ue.Contiguous(), embeds)
+		hidden = tensor.Concat(0, uh.Contiguous(), hidden)
+		var um []bool
+		for i := 0; i < b; i++ {
+			for _, v := range enc.Mask {
+				um = append(um, v != 0)
+			}
+		}
+		mask = append(um, mask...)
+	}
+	st.PromptEmbeds, st.Hidden, st.Mask = embeds, hidden, mask
+	if err := hidden.Err(); err != nil {
+		return nil, err
+	}
+	req.progress(Event{Stage: "text", Step: 1, Total: 1, Elapsed: time.Since(t0), Done: true})
+	return st, ctx.Err()
+}
+
+func shorten(s string) string {
+	r := []rune(s)
+	if len(r) > 40 {
+		return string(r[:37]) + "..."
+	}
+	return s
+}
+
+// guide returns u + g·(c − u) row-wise for the first cols values of each of
+// the B rows of u and c (rows of width stride), in float32 as torch does.
+func guide(u, c []float32, g float32) []float32 {
+	out := make([]float32, len(u))
+	for i := range u {
+		d := c[i] - u[i]
+		out[i] = u[i] + g*d
+	}
+	return out
+}
+
+// RunPrior runs the prior loop and returns the post-processed image
+// embeddings (B, clip dim).
+func (p *Pipeline) RunPrior(ctx context.Context, req *Request, ts *TextState) (*tensor.Tensor, error) {
+	cfg := p.Prior.Config
+	b, d := ts.Batch, cfg.EmbeddingDim
+	sched, err := p.PriorSch.Schedule(req.PriorSteps)
+	if err != nil {
+		return nil, err
+	}
+	lat, err := req.Noise.Randn([]int{b, d})
+	if err != nil {
+		return nil, err
+	}
+	lat = append([]float32(nil), lat...)
+	t0 := time.Now()
+	for i, c := range sched {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		x := tensor.FromFloat32(lat, b, d)
+		if ts.CFG {
+			x = tensor.Concat(0, x, x)
+		}
+		pred, err := p.Prior.Forward(x.To(p.Device), c.T, ts.PromptEmbeds, ts.Hidden, ts.Mask)
+		if err != nil {
+			return nil, err
+		}
+		pv, err := pred.Float32s()
+		if err != nil {
+			return nil, err
+		}
+		if ts.CFG {
+			pv = guide(pv[:b*d], pv[b*d:], req.PriorGuidance)
+		}
+		var noise []float32
+		if c.AddNoise {
+			if noise, err = req.Noise.Randn([]int{b, d}); err != nil {
+				return nil, err
+			}
+		}
+		if err := p.PriorSch.Step(lat, pv, lat, noise, b, c); err != nil {
+			return nil, err
+		}
+		req.progress(Event{Stage: "prior", Step: i + 1, Total: len(sched), Elapsed: time.Since(t0), Done: i == len(sched)-1})
+	}
+	return p.Prior.PostProcess(tensor.FromFloat32(lat, b, d).To(p.Device)), nil
+}
+
+// DecoderMask is the decoder's context mask: the text mask with the
+// text_proj's extra tokens (always attendable) in front.
+func (p *Pipeline) DecoderMask(ts *TextState) []bool {
+	k := p.TextProj.Config.ClipExtraContextTokens
+	rows := len(ts.Mask) / ts.L
+	out := make([]bool, 0, rows*(ts.L+k))
+	for r := 0; r < rows; r++ {
+		for j := 0; j < k; j++ {
+			out = append(out, true)
+		}
+		out = append(out, ts.Mask[r*ts.L:(r+1)*ts.L]...)
+	}
+	return out
+}
+
+// RunDecoder runs text_proj and the decoder loop on the image embeddings
+// and returns the clamped 64×64 images (B, C, s, s).
+func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, emb *tensor.Tensor) ([]float32, error) {
+	context_, timeEmb, err := p.TextProj.Forward(emb, ts.PromptEmbeds, ts.Hidden, ts.CFG)
+	if err != nil {
+		return nil, err
+	}
+	mask := p.DecoderMask(ts)
+	dc := p.Decoder.Config
+	b, ch, s := ts.Batch, dc.InChannels, dc.SampleSize.At(0)
+	sw := s
+	if len(dc.SampleSize) > 1 {
+		sw = dc.SampleSize[1]
+	}
+	sched, err := p.DecSch.Schedule(req.DecoderSteps)
+	if err != nil {
+		return nil, err
+	}
+	shape := []int{b, ch, s, sw}
+	lat, err := req.Noise.Randn(shape)
+	if err != nil {
+		return nil, err
+	}
+	lat = append([]float32(nil), lat...)
+	per := ch * s * sw // values per image and channel group
+	t0 := time.Now()
+	for i, c := range sched {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		x := tensor.FromFloat32(lat, shape...)
+		if ts.CFG {
+			x = tensor.Concat(0, x, x)
+		}
+		out, err := p.Decoder.Forward(x.To(p.Device), unet.Inputs{Timestep: c.T, Context: context_, ContextMask: mask, ClassLabels: timeEmb})
+		if err != nil {
+			return nil, err
+		}
+		ov, err := out.Float32s()
+		if err != nil {
+			return nil, err
+		}
+		oc := dc.OutChannels * s * sw // values per output image
+		if ts.CFG {
+			mo := make([]float32, b*oc)
+			for r := 0; r < b; r++ {
+				u := ov[r*oc : r*oc+per]
+				t := ov[(b+r)*oc : (b+r)*oc+per]
+				copy(mo[r*oc:], guide(u, t, req.DecoderGuidance))
+				copy(mo[r*oc+per:(r+1)*oc], ov[(b+r)*oc+per:(b+r+1)*oc])
+			}
+			ov = mo
+		}
+		var noise []float32
+		if c.AddNoise {
+			if noise, err = req.Noise.Randn(shape); err != nil {
+				return nil, err
+			}
+		}
+		if err := p.DecSch.Step(lat, ov, lat, noise, b, c); err != nil {
+			return nil, err
+		}
+		req.progress(Event{Stage: "decoder", Step: i + 1, Total: len(sched), Elapsed: time.Since(t0), Done: i == len(sched)-1})
+	}
+	for i, v := range lat {
+		lat[i] = min(max(v, -1), 1)
+	}
+	return lat, nil
+}
+
+// Upscale resizes the small images (B, C, s, s) to the super-res size with
+// torch's antialiased bicubic filter.
+func (p *Pipeline) Upscale(small []float32, b int) (*tensor.Tensor, error) {
+	dc := p.Decoder.Config
+	ch, s := dc.InChannels, dc.SampleSize.At(0)
+	sw := s
+	if len(dc.SampleSize) > 1 {
+		sw = dc.SampleSize[1]
+	}
+	size := p.SRFirst.Config.SampleSize
+	oh, ow := size.At(0), size.At(0)
+	if len(size) > 1 {
+		ow = size[1]
+	}
+	up := tensor.UpsampleBicubic(tensor.FromFloat32(small, b, ch, s, sw).To(p.Device), oh, ow)
+	return up, up.Err()
+}
+
+// RunSuperRes upsamples the small images and runs the super-resolution
+// loop (super_res_first on every step but the last, which uses
+// super_res_last). It returns the final images (B, C, S, S) in [0, 1].
+func (p *Pipeline) RunSuperRes(ctx context.Context, req *Request, b int, small []float32) ([]float32, error) {
+	sc := p.SRFirst.Config
+	ch := sc.InChannels / 2
+	s := sc.SampleSize.At(0)
+	sw := s
+	if len(sc.SampleSize) > 1 {
+		sw = sc.SampleSize[1]
+	}
+	sched, err := p.SRSch.Schedule(req.SuperResSteps)
+	if err != nil {
+		return nil, err
+	}
+	shape := []int{b, ch, s, sw}
+	lat, err := req.Noise.Randn(shape) // drawn before the upscale, as diffusers does
+	if err != nil {
+		return nil, err
+	}
+	lat = append([]float32(nil), lat...)
+	up, err := p.Upscale(small, b)
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	for i, c := range sched {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		net := p.SRFirst
+		if i == len(sched)-1 {
+			net = p.SRLast
+		}
+		x := tensor.Concat(1, tensor.FromFloat32(lat, shape...).To(p.Device), up)
+		out, err := net.Forward(x, unet.Inputs{Timestep: c.T})
+		if err != nil {
+			return nil, err
+		}
+		ov, err := out.Float32s()
+		if err != nil {
+			return nil, err
+		}
+		var noise []float32
+		if c.AddNoise {
+			if noise, err = req.Noise.Randn(shape); err != nil {
+				return nil, err
+			}
+		}
+		if err := p.SRSch.Step(lat, ov, lat, noise, b, c); err != nil {
+			return nil, err
+		}
+		req.progress(Event{Stage: "super_res", Step: i + 1, Total: len(sched), Elapsed: time.Since(t0), Done: i == len(sched)-1})
+	}
+	for i, v := range lat {
+		lat[i] = min(max(v*0.5+0.5, 0), 1)
+	}
+	return lat, nil
+}
+
+// ToNHWC permutes (N, C, S, S) to (N, S, S, C).
+func ToNHWC(x []float32, n, c, s int) []float32 {
+	out := make([]float32, len(x))
+	for b := 0; b < n; b++ {
+		for ch := 0; ch < c; ch++ {
+			for i := 0; i < s*s; i++ {
+				out[(b*s*s+i)*c+ch] = x[(b*c+ch)*s*s+i]
+			}
+		}
+	}
+	return out
+}
