@@ -1,0 +1,46 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/unclip-go/unclip/models/verify"
+)
+
+func runVerify(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	model := fs.String("m", "", "model: a diffusers unCLIP folder (required)")
+	gold := fs.String("g", "", "golden recording (golden.safetensors with golden.json beside it); default: golden.safetensors beside the model folder")
+	only := fs.String("only", "", "comma-separated checks to run (default all): tokenizer,text_encoder,prior,text_proj,scheduler,noise,decoder,super_res,upscale,pipeline")
+	device := fs.String("device", "cpu", deviceFlagHelp)
+	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	pos, err := parseFlags(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if *model == "" || len(pos) > 0 {
+		fmt.Fprintln(stderr, "usage: unclip verify -m DIR [-g GOLDEN.safetensors] [--only LIST] [--device NAME]")
+		return errUsage
+	}
+	dir, err := resolveModel(*model, "", stderr)
+	if err != nil {
+		return err
+	}
+	if *gold == "" {
+		*gold = verify.DefaultGolden(dir)
+	}
+	dev, err := openDevice(*device, *threads, stderr)
+	if err != nil {
+		return err
+	}
+	rep, err := verify.Run(verify.Options{Model: dir, Golden: *gold, Only: splitList(*only), Device: dev, Out: stdout})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%d passed, %d failed\n", rep.Passed, rep.Failed)
+	if rep.Failed > 0 {
+		return exitError{1}
+	}
+	return nil
+}
