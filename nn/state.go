@@ -23,6 +23,8 @@ type StateDict struct {
 	// Ignore lists keys that a checkpoint may carry but no layer reads
 	// (buffers such as position_ids); they are not reported as unused.
 	Ignore map[string]bool
+	// random, when set, makes up every tensor a layer asks for.
+	random *randomInit
 }
 
 // NewStateDict wraps tensors already in memory.
@@ -170,6 +172,10 @@ func (b Binder) Errorf(format string, args ...any) {
 func (b Binder) Tensor(name string, shape ...int) *tensor.Tensor {
 	key := b.prefix + name
 	t, ok := b.sd.tensors[key]
+	if !ok && b.sd.random != nil {
+		t, ok = b.sd.random.make(key, shape), true
+		b.sd.tensors[key] = t
+	}
 	if !ok {
 		b.Errorf("missing tensor %q (expected shape %v)", key, shape)
 		return tensor.Zeros(shape...)

@@ -1,0 +1,73 @@
+package unclip_test
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"github.com/unclip-go/unclip/models/unclip"
+)
+
+func TestRandomTiny(t *testing.T) {
+	p, err := unclip.NewRandom(unclip.Tiny(), unclip.RandomOptions{Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := unclip.DefaultRequest()
+	req.Prompts = []string{"a red cube", ""}
+	req.ImagesPerPrompt = 2
+	req.PriorSteps, req.DecoderSteps, req.SuperResSteps = 2, 2, 2
+	req.Noise = unclip.NewTorchNoise(0)
+	var events int
+	req.Progress = func(unclip.Event) { events++ }
+	res, err := p.Generate(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.N != 4 || res.Size != 64 || len(res.Images) != 4*64*64*3 {
+		t.Fatalf("got %d images of %d, %d values", res.N, res.Size, len(res.Images))
+	}
+	for _, v := range res.Images {
+		if math.IsNaN(float64(v)) || v < 0 || v > 1 {
+			t.Fatalf("image value %v outside [0, 1]", v)
+		}
+	}
+	if events != 1+2+2+2 {
+		t.Errorf("%d progress events, want 7", events)
+	}
+	// The same prompt twice with the same draws per row gives equal rows only
+	// if the noise were shared; rows of one prompt must differ.
+	if equal(res.Images[:64*64*3], res.Images[64*64*3:2*64*64*3]) {
+		t.Error("two images of one prompt are identical")
+	}
+}
+
+func equal(a, b []float32) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestKarloScaledTopology(t *testing.T) {
+	arch := unclip.Karlo().Scale(10)
+	arch.Decoder.SampleSize = []int{16}
+	arch.SuperRes.SampleSize = []int{32}
+	p, err := unclip.NewRandom(arch, unclip.RandomOptions{Seed: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := unclip.DefaultRequest()
+	req.Prompts = []string{"x"}
+	req.PriorSteps, req.DecoderSteps, req.SuperResSteps = 2, 2, 2
+	req.Noise = unclip.NewTorchNoise(0)
+	res, err := p.Generate(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Size != 32 || res.SmallSize != 16 {
+		t.Fatalf("sizes %d / %d", res.Size, res.SmallSize)
+	}
+}
