@@ -7,6 +7,7 @@
 //	unclip inspect  -m DIR                        components, configs, parameter counts
 //	unclip tokenize -m DIR TEXT                   CLIP token ids
 //	unclip verify   -m DIR -g GOLDEN              parity against a recorded diffusers run
+//	unclip bench pipeline --random-weights        stage timings without a checkpoint
 //
 // Run "unclip help COMMAND" for a command's flags.
 package main
@@ -36,6 +37,7 @@ func init() {
 		{"inspect", "show a model folder's components, configs and parameter counts", runInspect},
 		{"tokenize", "print the CLIP token ids of a text", runTokenize},
 		{"verify", "check every component against a recorded diffusers run", runVerify},
+		{"bench", "time the pipeline stage by stage (bench pipeline) and the kernels", runBench},
 	}
 }
 

@@ -6,6 +6,7 @@ package unclip
 
 import (
 	"context"
+	"math"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -582,21 +583,20 @@ func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, 
 	return lat, nil
 }
 
-// Upscale resizes the small images (B, C, s, s) to the super-res size with
-// torch's antialiased bicubic filter.
+// Upscale resizes the small images (B, C, s, s) — C the super-res image
+// channels — to the super-res size with torch's antialiased bicubic filter.
 func (p *Pipeline) Upscale(small []float32, b int) (*tensor.Tensor, error) {
-	dc := p.Decoder.Config
-	ch, s := dc.InChannels, dc.SampleSize.At(0)
-	sw := s
-	if len(dc.SampleSize) > 1 {
-		sw = dc.SampleSize[1]
+	ch := p.SRFirst.Config.InChannels / 2
+	s := int(math.Round(math.Sqrt(float64(len(small) / max(b*ch, 1)))))
+	if b*ch*s*s != len(small) || s == 0 {
+		return nil, fmt.Errorf("upscale: %d values are not %d square %d-channel images", len(small), b, ch)
 	}
 	size := p.SRFirst.Config.SampleSize
 	oh, ow := size.At(0), size.At(0)
 	if len(size) > 1 {
 		ow = size[1]
 	}
-	up := tensor.UpsampleBicubic(tensor.FromFloat32(small, b, ch, s, sw).To(p.Device), oh, ow)
+	up := tensor.UpsampleBicubic(tensor.FromFloat32(small, b, ch, s, s).To(p.Device), oh, ow)
 	return up, up.Err()
 }
 

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/unclip-go/unclip/kernels/cpu"
+	"github.com/unclip-go/unclip/models/unclip"
+	"github.com/unclip-go/unclip/tensor"
+)
+
+func runBench(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(stderr, "usage: unclip bench pipeline [flags]   (time the pipeline stage by stage)")
+		for _, s := range benchSubcommands {
+			fmt.Fprintf(stderr, "       unclip bench %s [flags]   (%s)\n", s.name, s.summary)
+		}
+		return errUsage
+	}
+	if args[0] == "pipeline" {
+		return runBenchPipeline(args[1:], stdout, stderr)
+	}
+	for _, s := range benchSubcommands {
+		if s.name == args[0] {
+			return s.run(args[1:], stdout, stderr)
+		}
+	}
+	return fmt.Errorf("unknown bench %q (pipeline%s)", args[0], benchNames())
+}
+
+// benchSubcommands are the kernel benchmarks (registered by the files
+// that implement them).
+var benchSubcommands []command
+
+func benchNames() string {
+	var s string
+	for _, c := range benchSubcommands {
+		s += ", " + c.name
+	}
+	return s
+}
+
+var benchStages = []string{"text", "prior", "decoder", "sr"}
+
+func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench pipeline", flag.ContinueOnError)
+	config := fs.String("config", "karlo", "architecture for --random-weights: karlo or tiny")
+	random := fs.Bool("random-weights", false, "deterministic random weights of the --config architecture (no download)")
+	model := fs.String("m", "", "time a real model folder instead (or a cached Hugging Face repo id)")
+	variant := fs.String("variant", "", "weight file variant with -m, e.g. fp16")
+	stages := fs.String("stages", "text,prior,decoder,sr", "comma-separated stages to time: text, prior, decoder, sr")
+	priorSteps := fs.Int("prior-steps", 25, "prior steps")
+	decSteps := fs.Int("decoder-steps", 25, "decoder steps")
+	srSteps := fs.Int("sr-steps", 7, "super-res steps")
+	n := fs.Int("n", 1, "images (one prompt, n images per prompt)")
+	scale := fs.Int("scale", 1, "divide every width of the architecture by this factor (quick runs of the full topology)")
+	sizeDiv := fs.Int("size-div", 1, "divide the decoder and super-res image sizes by this factor (with --random-weights)")
+	device := fs.String("device", "auto", deviceFlagHelp)
+	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parseFlags(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 || (*model == "") == !*random {
+		fmt.Fprintln(stderr, "usage: unclip bench pipeline (--random-weights [--config karlo|tiny] | -m DIR) [--stages LIST] [flags]")
+		return errUsage
+	}
+	sel := splitList(*stages)
+	for _, s := range sel {
+		if !slices.Contains(benchStages, s) {
+			return fmt.Errorf("unknown stage %q (text, prior, decoder, sr)", s)
+		}
+	}
+	if len(sel) == 0 {
+		return fmt.Errorf("no stage selected")
+	}
+	has := func(s string) bool { return slices.Contains(sel, s) }
+	// Stages that run for real: text feeds the prior and decoder; the decoder
+	// runs on a random embedding without the prior, super-res on a random
+	// image without the decoder.
+	var only []string
+	if has("text") || has("prior") || has("decoder") {
+		only = append(only, unclip.Tokenizer, unclip.TextEncoder)
+	}
+	if has("prior") {
+		only = append(only, unclip.Prior, unclip.PriorScheduler)
+	}
+	if has("decoder") {
+		only = append(only, unclip.TextProj, unclip.Decoder, unclip.DecoderScheduler)
+	}
+	if has("sr") {
+		only = append(only, unclip.SuperResFirst, unclip.SuperResLast, unclip.SuperResScheduler)
+	}
+	dev, err := openDevice(*device, *threads, stderr)
+	if err != nil {
+		return err
+	}
+	var p *unclip.Pipeline
+	var arch unclip.Architecture
+	name := *model
+	t0 := time.Now()
+	if *random {
+		switch *config {
+		case "karlo":
+			arch = unclip.Karlo()
+		case "tiny":
+			arch = unclip.Tiny()
+		default:
+			return fmt.Errorf("unknown --config %q (karlo or tiny)", *config)
+		}
+		arch = arch.Scale(*scale)
+		if *sizeDiv > 1 {
+			d, r := arch.Decoder.SampleSize.At(0) / *sizeDiv, arch.SuperRes.SampleSize.At(0) / *sizeDiv
+			f := 1 << (len(arch.SuperRes.BlockOutChannels) - 1)
+			if d < 1<<(len(arch.Decoder.BlockOutChannels)-1) || r < f || r%f != 0 {
+				return fmt.Errorf("--size-div %d leaves images too small for the U-Nets", *sizeDiv)
+			}
+			arch.Decoder.SampleSize, arch.SuperRes.SampleSize = []int{d}, []int{r}
+			arch.Name += fmt.Sprintf(", images ÷%d", *sizeDiv)
+		}
+		name = arch.Name + " (random weights)"
+		fmt.Fprintf(stderr, "building %s: %s ...\n", name, strings.Join(only, ", "))
+		p, err = unclip.NewRandom(arch, unclip.RandomOptions{Seed: 1, Device: dev, Only: only})
+	} else {
+		var dir string
+		if dir, err = resolveModel(*model, "main", stderr); err == nil {
+			p, err = unclip.Load(dir, unclip.LoadOptions{Variant: *variant, Device: dev, Only: only})
+		}
+	}
+	if err != nil {
+		return err
+	}
+	build := time.Since(t0)
+	fmt.Fprintf(stderr, "built in %s on %s (%d threads)\n", round(build), dev.Name(), cpu.Threads())
+
+	req := unclip.DefaultRequest()
+	req.Prompts = []string{"a watercolor painting of a fox in the snow"}
+	req.ImagesPerPrompt = *n
+	req.PriorSteps, req.DecoderSteps, req.SuperResSteps = *priorSteps, *decSteps, *srSteps
+	req.Noise = unclip.NewTorchNoise(0)
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	type row struct {
+		Stage   string  `json:"stage"`
+		Steps   int     `json:"steps"`
+		Seconds float64 `json:"seconds"`
+		PerStep float64 `json:"seconds_per_step"`
+	}
+	var rows []row
+	timeIt := func(stage string, steps int, f func() error) error {
+		runtime.GC()
+		start := time.Now()
+		if err := f(); err != nil {
+			return fmt.Errorf("%s: %w", stage, err)
+		}
+		d := time.Since(start).Seconds()
+		rows = append(rows, row{stage, steps, d, d / float64(max(steps, 1))})
+		fmt.Fprintf(stderr, "%-8s %3d steps  %9.3f s  %9.4f s/step\n", stage, steps, d, d/float64(max(steps, 1)))
+		return nil
+	}
+	ctx := context.Background()
+	b := *n
+	var ts *unclip.TextState
+	if has("text") || has("prior") || has("decoder") {
+		err := timeIt("text", 1, func() (e error) { ts, e = p.EncodePrompts(ctx, &req); return })
+		if err != nil {
+			return err
+		}
+		if !has("text") {
+			rows = rows[:len(rows)-1]
+		}
+	}
+	var emb *tensor.Tensor
+	if has("prior") {
+		if err := timeIt("prior", req.PriorSteps, func() (e error) { emb, e = p.RunPrior(ctx, &req, ts); return }); err != nil {
+			return err
+		}
+	} else if has("decoder") {
+		emb = randomTensor(dev, b, p.TextProj.Config.ClipEmbeddingsDim)
+	}
+	var small []float32
+	if has("decoder") {
+		if err := timeIt("decoder", req.DecoderSteps, func() (e error) { small, e = p.RunDecoder(ctx, &req, ts, emb); return }); err != nil {
+			return err
+		}
+	} else if has("sr") {
+		s := p.SRFirst.Config.SampleSize.At(0) / 4 // the decoder's size in Karlo's hierarchy
+		if p.Decoder != nil {
+			s = p.Decoder.Config.SampleSize.At(0)
+		}
+		small = randomTensor(tensor.CPU(), b*3*s*s).MustFloat32s()
+	}
+	if has("sr") {
+		if err := timeIt("sr", req.SuperResSteps, func() (e error) { _, e = p.RunSuperRes(ctx, &req, b, small); return }); err != nil {
+			return err
+		}
+	}
+	var total float64
+	for _, r := range rows {
+		total += r.Seconds
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(map[string]any{"model": name, "device": dev.Name(), "threads": cpu.Threads(),
+			"images": b, "build_seconds": build.Seconds(), "stages": rows, "total_seconds": total})
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(stdout, "%s on %s, %d image(s), %d CPU threads\n", name, dev.Name(), b, cpu.Threads())
+	fmt.Fprintln(tw, "stage\tsteps\tseconds\ts/step\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%d\t%.3f\t%.4f\t\n", r.Stage, r.Steps, r.Seconds, r.PerStep)
+	}
+	fmt.Fprintf(tw, "total\t\t%.3f\t\t\n", total)
+	return tw.Flush()
+}
+
+// randomTensor is a deterministic standard-normal-ish tensor on dev.
+func randomTensor(dev tensor.Backend, shape ...int) *tensor.Tensor {
+	v, _ := unclip.NewTorchNoise(7).Randn(shape)
+	return tensor.FromFloat32(v, shape...).To(dev)
+}
