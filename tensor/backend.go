@@ -31,19 +31,19 @@ type Op uint16
 // The op set. Each op's operands and parameters are documented at the
 // function that builds it (ops.go); backends switch on Node.Op.
 const (
-	OpCopy         Op = iota + 1 // Dst = Src[0], any strides, dtype conversion
-	OpUnary                      // Dst = f(Src[0]); Int[0] is the UnaryKind, Float the parameters
-	OpBinary                     // Dst = Src[0] ∘ Src[1] (same shape as Dst, any strides); Int[0] is the BinaryKind
-	OpMatMul                     // Dst[...,M,N] = Src[0][...,M,K] · Src[1][...,K,N] (+ Src[2][N])
-	OpLayerNorm                  // over the last dim; Src[1] weight, Src[2] bias (optional); Float[0] eps
-	OpGroupNorm                  // Src[0] (N,C,*): Int[0] groups, Int[1] 1 = apply SiLU after; Float[0] eps
-	OpSoftmax                    // over the last dim
-	OpAttention                  // Dst(B,H,Lq,Dv) = softmax(Q·Kᵀ·Float[0] + Src[3]) · V; Int[0] 1 = causal
-	OpEmbedding                  // Dst[..., D] = Src[0][Src[1][...], :]
-	OpConv2d                     // Src[0] (N,C,H,W), Src[1] (O,C,KH,KW), Src[2] bias; Int[0..1] stride, Int[2..3] padding
-	OpAvgPool2d                  // Int[0] kernel = stride
-	OpUpsampleNearest            // Int[0] integer factor
-	OpUpsampleBicubic            // antialiased bicubic (torch antialias=True) to Dst's H, W
+	OpCopy            Op = iota + 1 // Dst = Src[0], any strides, dtype conversion
+	OpUnary                         // Dst = f(Src[0]); Int[0] is the UnaryKind, Float the parameters
+	OpBinary                        // Dst = Src[0] ∘ Src[1] (same shape as Dst, any strides); Int[0] is the BinaryKind
+	OpMatMul                        // Dst[...,M,N] = Src[0][...,M,K] · Src[1][...,K,N] (+ Src[2][N])
+	OpLayerNorm                     // over the last dim; Src[1] weight, Src[2] bias (optional); Float[0] eps
+	OpGroupNorm                     // Src[0] (N,C,*): Int[0] groups, Int[1] 1 = apply SiLU after; Float[0] eps
+	OpSoftmax                       // over the last dim
+	OpAttention                     // Dst(B,H,Lq,Dv) = softmax(Q·Kᵀ·Float[0] + Src[3]) · V; Int[0] 1 = causal
+	OpEmbedding                     // Dst[..., D] = Src[0][Src[1][...], :]
+	OpConv2d                        // Src[0] (N,C,H,W), Src[1] (O,C,KH,KW), Src[2] bias; Int[0..1] stride, Int[2..3] padding
+	OpAvgPool2d                     // Int[0] kernel = stride
+	OpUpsampleNearest               // Int[0] integer factor
+	OpUpsampleBicubic               // antialiased bicubic (torch antialias=True) to Dst's H, W
 )
 
 var opNames = map[Op]string{

@@ -10,7 +10,6 @@ package cpu
 import (
 	"fmt"
 	"runtime"
-	"sync"
 	"sync/atomic"
 
 	"github.com/unclip-go/unclip/tensor"
@@ -61,8 +60,19 @@ func (Backend) Download(s *tensor.Storage, dst []byte, off int) error {
 // Sync does nothing: CPU ops finish before Run returns.
 func (Backend) Sync() error { return nil }
 
-// Run executes one op.
+// Run executes one op, with the fast kernels unless the reference kernels
+// are selected (see SetKernels).
 func (Backend) Run(n *tensor.Node) error {
+	if mk := active.Load(); mk != nil {
+		if done, err := runFast(n, mk); done {
+			return err
+		}
+	}
+	return runRef(n)
+}
+
+// runRef executes one op with the reference kernels.
+func runRef(n *tensor.Node) error {
 	switch n.Op {
 	case tensor.OpCopy:
 		return copyOp(n.Dst, n.Src[0])
@@ -92,28 +102,4 @@ func (Backend) Run(n *tensor.Node) error {
 		return upsampleBicubicOp(n)
 	}
 	return fmt.Errorf("cpu: unsupported op %v", n.Op)
-}
-
-// parallelFor runs fn over [0, n) split into contiguous chunks, one per
-// worker, when cost (a rough count of inner-loop operations) is large
-// enough to pay for the goroutines.
-func parallelFor(n int, cost int, fn func(lo, hi int)) {
-	w := Threads()
-	if w > n {
-		w = n
-	}
-	if w <= 1 || cost < 1<<16 {
-		fn(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	for i := 0; i < w; i++ {
-		lo, hi := n*i/w, n*(i+1)/w
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(lo, hi)
-		}()
-	}
-	wg.Wait()
 }
