@@ -187,7 +187,7 @@ func (a *SpatialAttention) Forward(x, context, ctxBias *tensor.Tensor) *tensor.T
 		k = tensor.Concat(2, ck.Contiguous(), k.Contiguous())
 		v = tensor.Concat(2, cv.Contiguous(), v.Contiguous())
 		if ctxBias != nil {
-			zeros := tensor.New(x.Backend(), tensor.F32, n, 1, 1, hw)
+			zeros := tensor.ZerosOn(x.Backend(), tensor.F32, n, 1, 1, hw)
 			bias = tensor.Concat(3, ctxBias.Reshape(n, 1, 1, lc).Contiguous(), zeros)
 		}
 	}

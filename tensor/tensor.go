@@ -236,6 +236,16 @@ func Scalar(v float32) *Tensor { return FromFloat32([]float32{v}) }
 // Zeros returns a zero-filled float32 tensor on the CPU.
 func Zeros(shape ...int) *Tensor { return New(CPU(), F32, shape...) }
 
+// ZerosOn returns a zero-filled tensor of type dt on backend b (device
+// memory from New is uninitialised, so the zeros are uploaded).
+func ZerosOn(b Backend, dt DType, shape ...int) *Tensor {
+	z := New(CPU(), dt, shape...)
+	if b == CPU() {
+		return z
+	}
+	return z.To(b)
+}
+
 // Float32View reinterprets host bytes as float32s (no copy).
 func Float32View(b []byte) []float32 {
 	if len(b) < 4 {

@@ -261,9 +261,9 @@ func (m *Model) Forward(x *tensor.Tensor, t int, projEmb, enc *tensor.Tensor, ma
 			return nil, fmt.Errorf("prior: %d positional embeddings for a %d-token sequence", p, seq)
 		}
 		var ps []*tensor.Tensor
-		ps = append(ps, tensor.New(dev, pos.DType(), 1, before, d), pos)
+		ps = append(ps, tensor.ZerosOn(dev, pos.DType(), 1, before, d), pos)
 		if after > 0 {
-			ps = append(ps, tensor.New(dev, pos.DType(), 1, after, d))
+			ps = append(ps, tensor.ZerosOn(dev, pos.DType(), 1, after, d))
 		}
 		pos = tensor.Concat(1, ps...)
 	} else if p > seq {
