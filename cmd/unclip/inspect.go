@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
 	"io"
@@ -39,8 +40,9 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "model %s\n\n", dir)
-	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	var buf bytes.Buffer // printed only when every component could be read
+	fmt.Fprintf(&buf, "model %s\n\n", dir)
+	tw := tabwriter.NewWriter(&buf, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "COMPONENT\tCLASS\tPARAMETERS\tDTYPES\tCONFIG")
 	var total int64
 	for _, c := range unclip.Components {
@@ -63,7 +65,9 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Name, idx[c.Name][1], ps, dtypes, summary)
 	}
 	fmt.Fprintf(tw, "total\t\t%s\t\t\n", commas(total))
-	return tw.Flush()
+	tw.Flush()
+	_, err = buf.WriteTo(stdout)
+	return err
 }
 
 // weightStats counts the floating-point parameters of a component's
@@ -111,7 +115,7 @@ func weightStats(dir, variant string) (int64, string, error) {
 
 func configSummary(name, dir string) (string, error) {
 	if _, err := os.Stat(dir); err != nil {
-		return "", fmt.Errorf("component folder %q is missing", name)
+		return "", fmt.Errorf("%s: component folder %q is missing", filepath.Dir(dir), name)
 	}
 	cfgPath := filepath.Join(dir, "config.json")
 	switch name {

@@ -694,7 +694,10 @@ func (h *candHeap) pop() mergeCand {
 func LoadTokenizer(dir string) (*Tokenizer, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
-		return nil, fmt.Errorf("clip: tokenizer: open folder %s: %w", dir, err)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("clip: tokenizer: folder %s does not exist: %w", dir, fs.ErrNotExist)
+		}
+		return nil, fmt.Errorf("clip: tokenizer: %w", err)
 	}
 	if !st.IsDir() {
 		return nil, fmt.Errorf("clip: tokenizer: %s is not a folder", dir)

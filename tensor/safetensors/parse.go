@@ -148,7 +148,7 @@ func parse(data []byte) (*File, error) {
 			return nil, errorf("tensor %q: data_offsets [%d %d] have begin after end", e.name, e.begin, e.end)
 		}
 		if e.end > size {
-			return nil, errorf("tensor %q: data_offsets [%d %d] exceed data size %d", e.name, e.begin, e.end, size)
+			return nil, errorf("tensor %q: data_offsets [%d %d] exceed data size %d (the file is truncated or its header is corrupt)", e.name, e.begin, e.end, size)
 		}
 		want, ok := byteSize(e.dtype, e.shape)
 		if !ok {
