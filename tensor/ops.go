@@ -60,19 +60,26 @@ func (t *Tensor) Cast(dt DType) *Tensor {
 }
 
 // CopyInto writes src (broadcast to dst's shape) into the view dst, which may
-// be strided (a Narrow of a larger tensor, for instance). It returns an
-// error when a backend fails.
+// be strided (a Narrow of a larger tensor, for instance). Both must live on
+// one backend. It returns an error when a backend fails or either operand
+// already carries one.
 func CopyInto(dst, src *Tensor) error {
 	if dst.dtype != src.dtype && !(dst.dtype.IsFloat() && src.dtype.IsFloat()) {
 		shapePanic("tensor.CopyInto: %v into %v", src.dtype, dst.dtype)
 	}
+	if src.st.backend != dst.st.backend {
+		shapePanic("tensor.CopyInto: %v into %v: operands on %s and %s", src, dst, src.st.backend.Name(), dst.st.backend.Name())
+	}
 	src = src.Expand(dst.shape...)
-	n := &Node{Op: OpCopy, Dst: dst, Src: []*Tensor{src}}
+	if dst.err != nil {
+		return dst.err
+	}
 	if src.err != nil {
 		return src.err
 	}
+	n := &Node{Op: OpCopy, Dst: dst, Src: []*Tensor{src}}
 	if err := dst.st.backend.Run(n); err != nil {
-		return fmt.Errorf("%s: %w", n.Name(), err)
+		return fmt.Errorf("%s on %s: %w", n.Name(), dst.st.backend.Name(), err)
 	}
 	return nil
 }

@@ -90,6 +90,9 @@ func conv2dOp(n *tensor.Node) error {
 
 // avgPoolOp averages k×k windows with stride k.
 func avgPoolOp(n *tensor.Node) error {
+	if n.Dst.DType() != tensor.F32 {
+		return fmt.Errorf("cpu: %v into %v", n.Op, n.Dst.DType())
+	}
 	x := f32(n.Src[0]).dense()
 	y := out(n.Dst)
 	xs, ds := n.Src[0].Shape(), n.Dst.Shape()
@@ -117,6 +120,9 @@ func avgPoolOp(n *tensor.Node) error {
 
 // upsampleNearestOp repeats pixels f×f times.
 func upsampleNearestOp(n *tensor.Node) error {
+	if n.Dst.DType() != tensor.F32 {
+		return fmt.Errorf("cpu: %v into %v", n.Op, n.Dst.DType())
+	}
 	x := f32(n.Src[0]).dense()
 	y := out(n.Dst)
 	xs, ds := n.Src[0].Shape(), n.Dst.Shape()
@@ -186,6 +192,9 @@ func cubicAA(x float32) float32 {
 // upsampleBicubicOp resizes with the antialiased bicubic filter: rows
 // first, then columns.
 func upsampleBicubicOp(n *tensor.Node) error {
+	if n.Dst.DType() != tensor.F32 {
+		return fmt.Errorf("cpu: %v into %v", n.Op, n.Dst.DType())
+	}
 	x := f32(n.Src[0]).dense()
 	y := out(n.Dst)
 	xs, ds := n.Src[0].Shape(), n.Dst.Shape()

@@ -1,0 +1,193 @@
+package cpu
+
+import (
+	"math"
+
+	"github.com/unclip-go/unclip/tensor"
+)
+
+// attentionFast computes softmax(q·kᵀ·scale + bias [causal])·v blockwise
+// (the FlashAttention scheme, transposed to suit the CPU micro-kernel).
+// For a block of W = NR queries it walks the keys in blocks of KB and
+//
+//	Sᵀ (KB × W)  = K_blk · (scale·Q_blk)ᵀ      GEMM micro-kernel
+//	(bias, causal mask added to Sᵀ)
+//	online softmax down the columns of Sᵀ: running max m and sum l per
+//	query; Oᵀ's columns rescaled when m grows; Sᵀ becomes Pᵀ in place
+//	Oᵀ (Dv × W) += V_blkᵀ · Pᵀ                   GEMM micro-kernel
+//
+// Sᵀ is laid out exactly as a packed B panel, so P is never repacked; K
+// and Vᵀ are packed once per task (a head, or a slice of its queries when
+// there are fewer heads than workers) and Qᵀ once per query block. Only one
+// KB×W score block per goroutine exists, whatever the sequence lengths.
+//
+// Shapes: q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv), bias
+// broadcast to (B, H, Lq, Lk) or absent; Dst (B, H, Lq, Dv). Any strides.
+func attentionFast(n *tensor.Node, mk *microKernel) error {
+	q, k, v := n.Src[0], n.Src[1], n.Src[2]
+	y := out(n.Dst)
+	qsh := q.Shape()
+	bsz, h, lq, d := qsh[0], qsh[1], qsh[2], qsh[3]
+	lk, dv := k.Dim(2), v.Dim(3)
+	if len(y) == 0 {
+		return nil
+	}
+	if lk == 0 {
+		clear(y)
+		return nil
+	}
+	var bias view
+	hasBias := len(n.Src) > 3 && n.Src[3] != nil
+	if hasBias {
+		bias = f32(n.Src[3])
+	}
+	scale := n.Float[0]
+	causal := n.Int[0] == 1
+	qst, kst, vst := q.Strides(), k.Strides(), v.Strides()
+	// K as A (key, d); Vᵀ as A (c, key); Qᵀ as B (d, query).
+	ko, vo, qo := matOperand(k), matOperand(v), matOperand(q)
+	vo.rs, vo.cs = vst[3], vst[2]
+	qo.rs, qo.cs = qst[3], qst[2]
+
+	mr, w := mk.mr, mk.nr
+	kbMax := ceilDiv(256, mr) * mr
+	nKB := ceilDiv(lk, kbMax)
+	kpSize := kbMax * d // one packed K block
+	vpSize := ceilDiv(dv, mr) * mr * kbMax
+	bh := bsz * h
+	nQB := ceilDiv(lq, w)
+	threads := Threads()
+	if 2*bh*lq*lk*(d+dv) < serialFlops {
+		threads = 1
+	}
+	chunks := 1
+	if threads > 1 && bh < 4*threads {
+		chunks = min(nQB, ceilDiv(4*threads, bh))
+	}
+	const floor = -3e38 // running max before any finite score
+	parallelN(bh*chunks, threads, func(t, _ int) {
+		hi, ch := t/chunks, t%chunks
+		b, hh := hi/h, hi%h
+		q0, q1 := nQB*ch/chunks, nQB*(ch+1)/chunks
+		if q1 <= q0 {
+			return
+		}
+		kpack := getScratch(nKB * kpSize)
+		vpack := getScratch(nKB * vpSize)
+		qpack := getScratch(d * w)
+		st := getScratch(kbMax * w)
+		ot := getScratch(ceilDiv(dv, mr) * mr * w)
+		ml := getScratch(3 * w)
+		defer func() {
+			for _, x := range [][]float32{kpack, vpack, qpack, st, ot, ml} {
+				putScratch(x)
+			}
+		}()
+		m, l, corr := ml[:w], ml[w:2*w], ml[2*w:]
+		// Keys a causal task can see: up to its last query.
+		lkT := lk
+		if causal {
+			lkT = min(lk, q1*w)
+		}
+		ka, va, qa := ko, vo, qo
+		ka.off = k.Offset() + b*kst[0] + hh*kst[1]
+		va.off = v.Offset() + b*vst[0] + hh*vst[1]
+		qa.off = q.Offset() + b*qst[0] + hh*qst[1]
+		for jb := 0; jb*kbMax < lkT; jb++ {
+			j0 := jb * kbMax
+			kb := min(kbMax, lk-j0)
+			ka.packA(kpack[jb*kpSize:], j0, kb, 0, d, mr)
+			va.packA(vpack[jb*vpSize:], 0, dv, j0, kb, mr)
+		}
+		for qi := q0; qi < q1; qi++ {
+			i0 := qi * w
+			rows := min(w, lq-i0)
+			qa.packB(qpack, 0, d, i0, rows, w)
+			for x := range qpack {
+				qpack[x] *= scale
+			}
+			clear(ot)
+			for c := range m {
+				m[c], l[c] = floor, 0
+			}
+			for jb := 0; jb*kbMax < lk; jb++ {
+				j0 := jb * kbMax
+				if causal && j0 > i0+rows-1 {
+					break
+				}
+				kb := min(kbMax, lk-j0)
+				s := st[:kb*w]
+				mk.block(kb, w, d, kpack[jb*kpSize:], qpack, s, w, false)
+				if hasBias {
+					bs := bias.strides
+					for c := 0; c < rows; c++ {
+						bo := bias.off + b*bs[0] + hh*bs[1] + (i0+c)*bs[2] + j0*bs[3]
+						for p := 0; p < kb; p++ {
+							s[p*w+c] += bias.d[bo+p*bs[3]]
+						}
+					}
+				}
+				if causal && j0+kb-1 > i0 {
+					inf := float32(math.Inf(-1))
+					for p := max(0, i0+1-j0); p < kb; p++ {
+						// key j0+p is hidden from queries i < j0+p
+						for c := 0; c < min(w, j0+p-i0); c++ {
+							s[p*w+c] = inf
+						}
+					}
+				}
+				colSoftmax(s, kb, w, m, l, corr)
+				for c := 0; c < w; c++ {
+					if corr[c] != 1 {
+						mulRows(ot, dv, w, corr)
+						break
+					}
+				}
+				mk.block(dv, w, kb, vpack[jb*vpSize:], s, ot, w, true)
+			}
+			for c := 0; c < rows; c++ {
+				yr := y[(hi*lq+i0+c)*dv : (hi*lq+i0+c+1)*dv]
+				if m[c] <= floor || l[c] == 0 {
+					clear(yr) // every key masked
+					continue
+				}
+				inv := 1 / l[c]
+				for e := range yr {
+					yr[e] = ot[e*w+c] * inv
+				}
+			}
+		}
+	})
+	return nil
+}
+
+// colSoftmaxGo is the pure-Go twin of the column online-softmax step: for
+// each column q of s (rows × width) with running maximum m[q] and sum l[q]:
+// m' = max(m[q], maxₚ s[p][q]), corr[q] = exp(m[q] − m'),
+// s[p][q] = exp(s[p][q] − m'), l[q] = l[q]·corr[q] + Σₚ s[p][q], m[q] = m'.
+func colSoftmaxGo(s []float32, rows, width int, m, l, corr []float32) {
+	for q := 0; q < width; q++ {
+		mx := m[q]
+		for p := 0; p < rows; p++ {
+			mx = max(mx, s[p*width+q])
+		}
+		c := float32(math.Exp(float64(m[q] - mx)))
+		var sum float32
+		for p := 0; p < rows; p++ {
+			e := float32(math.Exp(float64(s[p*width+q] - mx)))
+			s[p*width+q] = e
+			sum += e
+		}
+		corr[q], l[q], m[q] = c, l[q]*c+sum, mx
+	}
+}
+
+// mulRowsGo is the pure-Go twin of mulRows.
+func mulRowsGo(o []float32, rows, width int, v []float32) {
+	for r := 0; r < rows; r++ {
+		row := o[r*width : r*width+width]
+		for c := range row {
+			row[c] *= v[c]
+		}
+	}
+}

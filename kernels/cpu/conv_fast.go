@@ -1,0 +1,114 @@
+package cpu
+
+import (
+	"github.com/unclip-go/unclip/tensor"
+)
+
+// conv2dFast runs the convolution as an implicit GEMM per image:
+//
+//	Y[b] (O, OH·OW) = W (O, C·KH·KW) · col(X[b]) (C·KH·KW, OH·OW) + bias
+//
+// The B packer reads the im2col matrix straight from the image, one KC×NC
+// block at a time, so the only scratch is the GEMM's packing buffers (no
+// im2col of the whole map). A 1×1, stride-1, unpadded convolution is a
+// plain GEMM on the image.
+func conv2dFast(n *tensor.Node, mk *microKernel) error {
+	xs, ws := n.Src[0].Shape(), n.Src[1].Shape()
+	x := f32(n.Src[0]).dense()
+	wt := n.Src[1]
+	var wo operand
+	if wt.IsContiguous() {
+		wo = matOperand(wt.Reshape(ws[0], -1))
+	} else {
+		wd := f32(wt).dense()
+		wo = operand{f: wd, rs: len(wd) / max(ws[0], 1), cs: 1}
+	}
+	var bias []float32
+	if len(n.Src) > 2 && n.Src[2] != nil {
+		bias = f32(n.Src[2]).dense()
+	}
+	y := out(n.Dst)
+	bsz, c, h, w := xs[0], xs[1], xs[2], xs[3]
+	o, kh, kw := ws[0], ws[2], ws[3]
+	ds := n.Dst.Shape()
+	oh, ow := ds[2], ds[3]
+	sy, sx, py, px := n.Int[0], n.Int[1], n.Int[2], n.Int[3]
+	ckk := c * kh * kw
+	for b := 0; b < bsz; b++ {
+		in := x[b*c*h*w : (b+1)*c*h*w]
+		g := gemmJob{
+			m: o, n: oh * ow, k: ckk,
+			packA: wo.packA,
+			c:     y[b*o*oh*ow : (b+1)*o*oh*ow], ldc: oh * ow,
+			rowBias: bias,
+		}
+		if kh == 1 && kw == 1 && sy == 1 && sx == 1 && py == 0 && px == 0 {
+			xo := operand{f: in, rs: h * w, cs: 1}
+			g.packB = xo.packB
+		} else {
+			im := im2col{in: in, h: h, w: w, kh: kh, kw: kw, ow: ow, sy: sy, sx: sx, py: py, px: px}
+			g.packB = im.packB
+		}
+		g.run(mk, Threads())
+	}
+	return nil
+}
+
+// im2col is the implicit im2col matrix of one image (C, H, W): row
+// (ci, ky, kx), column (oy, ox) holds x[ci, oy·sy+ky−py, ox·sx+kx−px], or 0
+// in the padding.
+type im2col struct {
+	in               []float32
+	h, w, kh, kw, ow int
+	sy, sx, py, px   int
+}
+
+// packB writes rows [k0, k0+kc) × columns [j0, j0+nc) as B panels.
+func (m *im2col) packB(dst []float32, k0, kc, j0, nc, nr int) {
+	for jp := 0; jp*nr < nc; jp++ {
+		d := dst[jp*kc*nr : (jp+1)*kc*nr]
+		cols := min(nr, nc-jp*nr)
+		if cols < nr {
+			clear(d)
+		}
+		j := j0 + jp*nr
+		oy0, ox0 := j/m.ow, j%m.ow
+		for p := 0; p < kc; p++ {
+			r := k0 + p
+			ci, ky, kx := r/(m.kh*m.kw), (r/m.kw)%m.kh, r%m.kw
+			plane := m.in[ci*m.h*m.w : (ci+1)*m.h*m.w]
+			drow := d[p*nr : p*nr+cols]
+			oy, ox := oy0, ox0
+			for c := 0; c < cols; {
+				run := min(cols-c, m.ow-ox)
+				seg := drow[c : c+run]
+				iy := oy*m.sy + ky - m.py
+				switch {
+				case iy < 0 || iy >= m.h:
+					clear(seg)
+				case m.sx == 1:
+					src := plane[iy*m.w : (iy+1)*m.w]
+					ix0 := ox + kx - m.px
+					lo := min(max(0, -ix0), run)
+					hi := max(min(run, m.w-ix0), lo)
+					clear(seg[:lo])
+					copy(seg[lo:hi], src[ix0+lo:ix0+hi])
+					clear(seg[hi:])
+				default:
+					src := plane[iy*m.w : (iy+1)*m.w]
+					for q := range seg {
+						ix := (ox+q)*m.sx + kx - m.px
+						if ix < 0 || ix >= m.w {
+							seg[q] = 0
+						} else {
+							seg[q] = src[ix]
+						}
+					}
+				}
+				c += run
+				ox = 0
+				oy++
+			}
+		}
+	}
+}

@@ -1,0 +1,138 @@
+package cpu
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/unclip-go/unclip/tensor"
+)
+
+// Kernel selection. By default Backend.Run uses the fast kernels (blocked
+// GEMM with the best register micro-kernel for this CPU, implicit-GEMM
+// convolution, fused attention, vectorised norms); the reference kernels
+// remain the oracle and run when the environment sets
+// UNCLIP_CPU_KERNELS=ref, when the program is built with the purego tag,
+// or after SetKernels("ref"). UNCLIP_CPU_KERNELS may also name a variant
+// ("avx512", "avx2", "generic").
+
+// active is the micro-kernel of the fast path; nil selects the reference
+// kernels.
+var active atomic.Pointer[microKernel]
+
+func init() {
+	name := "auto"
+	if pureGo {
+		name = "ref"
+	}
+	if env := os.Getenv("UNCLIP_CPU_KERNELS"); env != "" {
+		name = env
+	}
+	if err := SetKernels(name); err != nil {
+		fmt.Fprintf(os.Stderr, "unclip: UNCLIP_CPU_KERNELS: %v; using the reference kernels\n", err)
+		active.Store(nil)
+	}
+}
+
+// SetKernels selects the CPU kernels: "ref" for the reference kernels,
+// "auto" for the fastest variant this CPU supports, or a variant by name
+// (see KernelVariants). It is meant for start-up, tests and benchmarks.
+func SetKernels(name string) error {
+	switch name {
+	case "ref":
+		active.Store(nil)
+		return nil
+	case "auto", "":
+		for _, k := range kernels {
+			if k.ok {
+				active.Store(k)
+				return nil
+			}
+		}
+	}
+	for _, k := range kernels {
+		if k.name == name {
+			if !k.ok {
+				return fmt.Errorf("cpu: kernel variant %q is not supported on this CPU", name)
+			}
+			active.Store(k)
+			return nil
+		}
+	}
+	return fmt.Errorf("cpu: unknown kernel variant %q (have ref, auto, %v)", name, KernelVariants())
+}
+
+// Kernels names the selected kernels: "ref" or a variant.
+func Kernels() string {
+	if k := active.Load(); k != nil {
+		return k.name
+	}
+	return "ref"
+}
+
+// KernelVariants lists the fast-kernel variants usable on this CPU, most
+// preferred first.
+func KernelVariants() []string {
+	var out []string
+	for _, k := range kernels {
+		if k.ok {
+			out = append(out, k.name)
+		}
+	}
+	return out
+}
+
+// runFast runs n with the fast kernels; done is false when it has no fast
+// kernel for this node (then the reference kernel runs).
+func runFast(n *tensor.Node, mk *microKernel) (done bool, err error) {
+	if n.Dst.DType() != tensor.F32 {
+		return false, nil
+	}
+	switch n.Op {
+	case tensor.OpMatMul:
+		return true, matmulFast(n, mk)
+	case tensor.OpAttention:
+		return true, attentionFast(n, mk)
+	case tensor.OpConv2d:
+		return true, conv2dFast(n, mk)
+	}
+	return false, nil
+}
+
+// peakLoop is an FMA throughput loop: n iterations of flopsPerIter FLOPs.
+type peakLoop struct {
+	name         string
+	flopsPerIter int
+	fn           func(n int)
+	ok           bool
+}
+
+// MeasurePeak times the FMA throughput loop of the widest vector unit on
+// the given number of goroutines (one loop each, run concurrently) and
+// returns the variant timed and the median GFLOP/s of reps runs. It reports
+// ("", 0) where no assembly loop exists.
+func MeasurePeak(threads, reps int) (variant string, gflops float64) {
+	var pl *peakLoop
+	for i := range peakLoops {
+		if peakLoops[i].ok {
+			pl = &peakLoops[i]
+			break
+		}
+	}
+	if pl == nil {
+		return "", 0
+	}
+	threads = max(threads, 1)
+	const iters = 1 << 22
+	var rates []float64
+	for r := 0; r < max(reps, 1); r++ {
+		t0 := time.Now()
+		parallelN(threads, threads, func(_, _ int) { pl.fn(iters) })
+		s := time.Since(t0).Seconds()
+		rates = append(rates, float64(threads)*float64(iters)*float64(pl.flopsPerIter)/s/1e9)
+	}
+	sort.Float64s(rates)
+	return pl.name, rates[len(rates)/2]
+}

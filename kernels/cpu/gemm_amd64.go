@@ -1,0 +1,107 @@
+//go:build !purego
+
+package cpu
+
+import (
+	"math"
+
+	"github.com/klauspost/cpuid/v2"
+)
+
+// Assembly leaf kernels (gemm_amd64.s, written by _asm). Each call covers one
+// register tile over at most one KC block, so it returns within microseconds.
+
+//go:noescape
+func sgemm12x32AVX512(k int, a, b, c *float32, ldc int, acc bool)
+
+//go:noescape
+func sgemm6x16AVX2(k int, a, b, c *float32, ldc int, acc bool)
+
+//go:noescape
+func fmaPeakAVX512(n int)
+
+//go:noescape
+func fmaPeakAVX2(n int)
+
+var (
+	hasAVX512 = cpuid.CPU.Supports(cpuid.AVX512F)
+	hasAVX2   = cpuid.CPU.Supports(cpuid.AVX2, cpuid.FMA3)
+)
+
+// archKernels are the assembly micro-kernels, most preferred first.
+var archKernels = []*microKernel{
+	{name: "avx512", mr: 12, nr: 32, mc: 144, kc: 256, nc: 4096, fn: sgemm12x32AVX512, ok: hasAVX512},
+	{name: "avx2", mr: 6, nr: 16, mc: 144, kc: 256, nc: 4096, fn: sgemm6x16AVX2, ok: hasAVX2},
+}
+
+// peakLoops are the FMA throughput loops, widest first.
+var peakLoops = []peakLoop{
+	{name: "avx512", flopsPerIter: 12 * 32, fn: fmaPeakAVX512, ok: hasAVX512},
+	{name: "avx2", flopsPerIter: 12 * 16, fn: fmaPeakAVX2, ok: hasAVX2},
+}
+
+//go:noescape
+func maxAVX2(x *float32, n int) float32
+
+//go:noescape
+func expSumAVX2(x *float32, n int, m float32) float32
+
+// rowMax returns the maximum of a non-empty x.
+func rowMax(x []float32) float32 {
+	n8 := len(x) &^ 7
+	m := float32(math.Inf(-1))
+	if hasAVX2 && n8 > 0 {
+		m = maxAVX2(&x[0], n8)
+	}
+	for _, v := range x[n8:] {
+		m = max(m, v)
+	}
+	return m
+}
+
+// expSum sets x[i] = exp(x[i] − m) and returns the sum (float32 accurate
+// to about 1e-7 relative).
+func expSum(x []float32, m float32) float32 {
+	n8 := len(x) &^ 7
+	var s float32
+	if hasAVX2 && n8 > 0 {
+		s = expSumAVX2(&x[0], n8, m)
+	} else {
+		n8 = 0
+	}
+	for i := n8; i < len(x); i++ {
+		e := float32(math.Exp(float64(x[i] - m)))
+		x[i] = e
+		s += e
+	}
+	return s
+}
+
+//go:noescape
+func colSoftmaxAVX2(s *float32, rows, width int, m, l, corr *float32)
+
+//go:noescape
+func mulRowsAVX2(o *float32, rows, width int, v *float32)
+
+// colSoftmax is one online-softmax step over the columns of s (rows ×
+// width); see colSoftmaxGo.
+func colSoftmax(s []float32, rows, width int, m, l, corr []float32) {
+	if hasAVX2 && width%8 == 0 && rows > 0 && width > 0 {
+		_ = s[rows*width-1]
+		_, _, _ = m[width-1], l[width-1], corr[width-1]
+		colSoftmaxAVX2(&s[0], rows, width, &m[0], &l[0], &corr[0])
+		return
+	}
+	colSoftmaxGo(s, rows, width, m, l, corr)
+}
+
+// mulRows scales each row of o (rows × width) elementwise by v.
+func mulRows(o []float32, rows, width int, v []float32) {
+	if hasAVX2 && width%8 == 0 && rows > 0 && width > 0 {
+		_ = o[rows*width-1]
+		_ = v[width-1]
+		mulRowsAVX2(&o[0], rows, width, &v[0])
+		return
+	}
+	mulRowsGo(o, rows, width, v)
+}
