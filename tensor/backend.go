@@ -44,13 +44,14 @@ const (
 	OpAvgPool2d                     // Int[0] kernel = stride
 	OpUpsampleNearest               // Int[0] integer factor
 	OpUpsampleBicubic               // antialiased bicubic (torch antialias=True) to Dst's H, W
+	OpSchedulerStep                 // one UnCLIP scheduler step: Src model output, sample, noise (or nil); see StepParams
 )
 
 var opNames = map[Op]string{
 	OpCopy: "copy", OpUnary: "unary", OpBinary: "binary", OpMatMul: "matmul", OpLayerNorm: "layernorm",
 	OpGroupNorm: "groupnorm", OpSoftmax: "softmax", OpAttention: "attention", OpEmbedding: "embedding",
 	OpConv2d: "conv2d", OpAvgPool2d: "avgpool2d", OpUpsampleNearest: "upsample_nearest",
-	OpUpsampleBicubic: "upsample_bicubic",
+	OpUpsampleBicubic: "upsample_bicubic", OpSchedulerStep: "scheduler_step",
 }
 
 func (o Op) String() string {
@@ -94,7 +95,7 @@ type Node struct {
 	Dst   *Tensor
 	Src   []*Tensor
 	Int   [8]int
-	Float [4]float32
+	Float [8]float32
 }
 
 // Name describes the node for errors and profiles, e.g. "matmul F32[2 77 32]".

@@ -188,7 +188,7 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	} else if has("decoder") {
 		emb = randomTensor(dev, b, p.TextProj.Config.ClipEmbeddingsDim)
 	}
-	var small []float32
+	var small *tensor.Tensor
 	if has("decoder") {
 		if err := timeIt("decoder", req.DecoderSteps, func() (e error) { small, e = p.RunDecoder(ctx, &req, ts, emb); return }); err != nil {
 			return err
@@ -198,10 +198,10 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 		if p.Decoder != nil {
 			s = p.Decoder.Config.SampleSize.At(0)
 		}
-		small = randomTensor(tensor.CPU(), b*3*s*s).MustFloat32s()
+		small = randomTensor(dev, b, 3, s, s)
 	}
 	if has("sr") {
-		if err := timeIt("sr", req.SuperResSteps, func() (e error) { _, e = p.RunSuperRes(ctx, &req, b, small); return }); err != nil {
+		if err := timeIt("sr", req.SuperResSteps, func() (e error) { _, e = p.RunSuperRes(ctx, &req, small); return }); err != nil {
 			return err
 		}
 	}

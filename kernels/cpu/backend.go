@@ -100,6 +100,8 @@ func runRef(n *tensor.Node) error {
 		return upsampleNearestOp(n)
 	case tensor.OpUpsampleBicubic:
 		return upsampleBicubicOp(n)
+	case tensor.OpSchedulerStep:
+		return schedulerStepOp(n)
 	}
 	return fmt.Errorf("cpu: unsupported op %v", n.Op)
 }

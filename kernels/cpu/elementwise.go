@@ -83,7 +83,7 @@ func unaryFunc(n *tensor.Node) (func(float32) float32, error) {
 	case tensor.UnaryNeg:
 		return func(x float32) float32 { return -x }, nil
 	case tensor.UnaryAffine:
-		return func(x float32) float32 { return x*f0 + f1 }, nil
+		return func(x float32) float32 { return float32(x*f0) + f1 }, nil // no fused multiply-add, as torch
 	case tensor.UnaryClamp:
 		return func(x float32) float32 { return min(max(x, f0), f1) }, nil
 	}

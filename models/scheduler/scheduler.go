@@ -26,6 +26,8 @@ package scheduler
 import (
 	"fmt"
 	"math"
+
+	"github.com/unclip-go/unclip/tensor"
 )
 
 // InitNoiseSigma is the standard deviation of the initial noise (diffusers'
@@ -251,53 +253,45 @@ func (s *Scheduler) Step(out, modelOutput, sample, noise []float32, batch int, c
 		return fmt.Errorf("scheduler: step: noise length %d, want %d (t=%d adds noise)", len(noise), len(sample), c.T)
 	}
 
-	epsilon := s.cfg.PredictionType == "epsilon"
-	clip := s.cfg.ClipSample
-	lo, hi := -s.cfg.ClipSampleRange, s.cfg.ClipSampleRange
-	var minLog, maxLog float32
-	if learned && c.AddNoise {
-		minLog = log32(c.Variance) // diffusers: variance.log(), unclamped
-		maxLog = c.LogBeta
-	}
+	p := s.Params(c)
 	for b := 0; b < batch; b++ {
 		pred := modelOutput[b*stride : b*stride+n]
-		var v []float32
-		if stride == 2*n {
-			v = modelOutput[b*stride+n : b*stride+2*n]
-		}
 		xs := sample[b*n : (b+1)*n]
 		dst := out[b*n : (b+1)*n]
-		var zs []float32
-		if c.AddNoise {
-			zs = noise[b*n : (b+1)*n]
-		}
 		for i := range n {
-			x := xs[i]
-			x0 := pred[i]
-			if epsilon {
-				x0 = (x - float32(c.SqrtOneMinusAlphaProd*x0)) / c.SqrtAlphaProd
+			var v, z float32
+			if stride == 2*n {
+				v = modelOutput[b*stride+n+i]
 			}
-			if clip {
-				if x0 < lo {
-					x0 = lo
-				} else if x0 > hi {
-					x0 = hi
-				}
-			}
-			mean := float32(c.CX0*x0) + float32(c.CXt*x)
 			if c.AddNoise {
-				std := c.Std
-				if learned {
-					frac := (v[i] + 1) / 2
-					logvar := float32(frac*maxLog) + float32((1-frac)*minLog)
-					std = exp32(float32(0.5 * logvar))
-				}
-				mean += float32(std * zs[i])
+				z = noise[b*n+i]
 			}
-			dst[i] = mean
+			dst[i] = p.Element(pred[i], v, xs[i], z)
 		}
 	}
 	return nil
+}
+
+// Params returns the step's scalars in the form of tensor.SchedulerStep,
+// which runs the same arithmetic (tensor.StepParams.Element) on a device.
+func (s *Scheduler) Params(c Coeffs) tensor.StepParams {
+	p := tensor.StepParams{
+		Epsilon:               s.cfg.PredictionType == "epsilon",
+		Learned:               s.cfg.VarianceType == "learned_range",
+		Clip:                  s.cfg.ClipSample,
+		AddNoise:              c.AddNoise,
+		ClipRange:             s.cfg.ClipSampleRange,
+		SqrtAlphaProd:         c.SqrtAlphaProd,
+		SqrtOneMinusAlphaProd: c.SqrtOneMinusAlphaProd,
+		CX0:                   c.CX0,
+		CXt:                   c.CXt,
+		Std:                   c.Std,
+	}
+	if p.Learned && c.AddNoise {
+		p.MinLog = log32(c.Variance) // diffusers: variance.log(), unclamped
+		p.MaxLog = c.LogBeta
+	}
+	return p
 }
 
 // sqrt32 is torch's float32 x**0.5 (sqrt, correctly rounded).

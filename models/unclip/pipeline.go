@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -339,18 +338,24 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	if res.ImageEmbeddings, err = emb.Float32s(); err != nil {
 		return nil, err
 	}
-	var small []float32
+	var small *tensor.Tensor
 	if err := timed("decoder", req.DecoderSteps, func() (err error) { small, err = p.RunDecoder(ctx, &req, ts, emb); return }); err != nil {
 		return nil, err
 	}
-	res.ImageSmall = small
-	res.SmallSize = p.Decoder.Config.SampleSize.At(0)
-	var img []float32
-	if err := timed("super_res", req.SuperResSteps, func() (err error) { img, err = p.RunSuperRes(ctx, &req, ts.Batch, small); return }); err != nil {
+	if res.ImageSmall, err = small.Float32s(); err != nil {
+		return nil, err
+	}
+	res.SmallSize = small.Dim(2)
+	var imgT *tensor.Tensor
+	if err := timed("super_res", req.SuperResSteps, func() (err error) { imgT, err = p.RunSuperRes(ctx, &req, small); return }); err != nil {
+		return nil, err
+	}
+	img, err := imgT.Float32s()
+	if err != nil {
 		return nil, err
 	}
 	res.N = ts.Batch
-	res.Size = p.SRFirst.Config.SampleSize.At(0)
+	res.Size = imgT.Dim(2)
 	res.Images = ToNHWC(img, res.N, 3, res.Size)
 	return res, nil
 }
@@ -439,15 +444,28 @@ func shorten(s string) string {
 	return s
 }
 
-// guide returns u + g·(c − u) row-wise for the first cols values of each of
-// the B rows of u and c (rows of width stride), in float32 as torch does.
-func guide(u, c []float32, g float32) []float32 {
-	out := make([]float32, len(u))
-	for i := range u {
-		d := c[i] - u[i]
-		out[i] = u[i] + g*d
+// guide returns u + g·(c − u), the classifier-free guidance formula, in
+// torch's order of operations.
+func guide(u, c *tensor.Tensor, g float32) *tensor.Tensor {
+	return tensor.Add(u, tensor.Scale(tensor.Sub(c, u), g))
+}
+
+// noise draws one standard-normal tensor of the given shape on the device.
+func (p *Pipeline) noise(req *Request, shape []int) (*tensor.Tensor, error) {
+	v, err := req.Noise.Randn(shape)
+	if err != nil {
+		return nil, err
 	}
-	return out
+	return tensor.FromFloat32(append([]float32(nil), v...), shape...).To(p.Device), nil
+}
+
+// settle waits for a step's work (so progress is real on devices that queue
+// work) and returns any error the step met.
+func (p *Pipeline) settle(t *tensor.Tensor) error {
+	if err := t.Err(); err != nil {
+		return err
+	}
+	return p.Device.Sync()
 }
 
 // RunPrior runs the prior loop and returns the post-processed image
@@ -459,43 +477,39 @@ func (p *Pipeline) RunPrior(ctx context.Context, req *Request, ts *TextState) (*
 	if err != nil {
 		return nil, err
 	}
-	lat, err := req.Noise.Randn([]int{b, d})
+	lat, err := p.noise(req, []int{b, d})
 	if err != nil {
 		return nil, err
 	}
-	lat = append([]float32(nil), lat...)
 	t0 := time.Now()
 	for i, c := range sched {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		x := tensor.FromFloat32(lat, b, d)
+		x := lat
 		if ts.CFG {
-			x = tensor.Concat(0, x, x)
+			x = tensor.Concat(0, lat, lat)
 		}
-		pred, err := p.Prior.Forward(x.To(p.Device), c.T, ts.PromptEmbeds, ts.Hidden, ts.Mask)
-		if err != nil {
-			return nil, err
-		}
-		pv, err := pred.Float32s()
+		pred, err := p.Prior.Forward(x, c.T, ts.PromptEmbeds, ts.Hidden, ts.Mask)
 		if err != nil {
 			return nil, err
 		}
 		if ts.CFG {
-			pv = guide(pv[:b*d], pv[b*d:], req.PriorGuidance)
+			pred = guide(pred.Narrow(0, 0, b), pred.Narrow(0, b, b), req.PriorGuidance)
 		}
-		var noise []float32
+		var z *tensor.Tensor
 		if c.AddNoise {
-			if noise, err = req.Noise.Randn([]int{b, d}); err != nil {
+			if z, err = p.noise(req, []int{b, d}); err != nil {
 				return nil, err
 			}
 		}
-		if err := p.PriorSch.Step(lat, pv, lat, noise, b, c); err != nil {
-			return nil, err
+		lat = tensor.SchedulerStep(pred, lat, z, p.PriorSch.Params(c))
+		if err := p.settle(lat); err != nil {
+			return nil, fmt.Errorf("prior step %d: %w", i+1, err)
 		}
 		req.progress(Event{Stage: "prior", Step: i + 1, Total: len(sched), Elapsed: time.Since(t0), Done: i == len(sched)-1})
 	}
-	return p.Prior.PostProcess(tensor.FromFloat32(lat, b, d).To(p.Device)), nil
+	return p.Prior.PostProcess(lat), nil
 }
 
 // DecoderMask is the decoder's context mask: the text mask with the
@@ -513,115 +527,100 @@ func (p *Pipeline) DecoderMask(ts *TextState) []bool {
 	return out
 }
 
+func sampleSize(c unet.Config) (int, int) {
+	h := c.SampleSize.At(0)
+	if len(c.SampleSize) > 1 {
+		return h, c.SampleSize[1]
+	}
+	return h, h
+}
+
 // RunDecoder runs text_proj and the decoder loop on the image embeddings
-// and returns the clamped 64×64 images (B, C, s, s).
-func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, emb *tensor.Tensor) ([]float32, error) {
+// and returns the clamped small images (B, C, s, s).
+func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, emb *tensor.Tensor) (*tensor.Tensor, error) {
 	context_, timeEmb, err := p.TextProj.Forward(emb, ts.PromptEmbeds, ts.Hidden, ts.CFG)
 	if err != nil {
 		return nil, err
 	}
 	mask := p.DecoderMask(ts)
 	dc := p.Decoder.Config
-	b, ch, s := ts.Batch, dc.InChannels, dc.SampleSize.At(0)
-	sw := s
-	if len(dc.SampleSize) > 1 {
-		sw = dc.SampleSize[1]
-	}
+	b, ch := ts.Batch, dc.InChannels
+	s, sw := sampleSize(dc)
 	sched, err := p.DecSch.Schedule(req.DecoderSteps)
 	if err != nil {
 		return nil, err
 	}
 	shape := []int{b, ch, s, sw}
-	lat, err := req.Noise.Randn(shape)
+	lat, err := p.noise(req, shape)
 	if err != nil {
 		return nil, err
 	}
-	lat = append([]float32(nil), lat...)
-	per := ch * s * sw // values per image and channel group
 	t0 := time.Now()
 	for i, c := range sched {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		x := tensor.FromFloat32(lat, shape...)
+		x := lat
 		if ts.CFG {
-			x = tensor.Concat(0, x, x)
+			x = tensor.Concat(0, lat, lat)
 		}
-		out, err := p.Decoder.Forward(x.To(p.Device), unet.Inputs{Timestep: c.T, Context: context_, ContextMask: mask, ClassLabels: timeEmb})
+		out, err := p.Decoder.Forward(x, unet.Inputs{Timestep: c.T, Context: context_, ContextMask: mask, ClassLabels: timeEmb})
 		if err != nil {
 			return nil, err
 		}
-		ov, err := out.Float32s()
-		if err != nil {
-			return nil, err
-		}
-		oc := dc.OutChannels * s * sw // values per output image
 		if ts.CFG {
-			mo := make([]float32, b*oc)
-			for r := 0; r < b; r++ {
-				u := ov[r*oc : r*oc+per]
-				t := ov[(b+r)*oc : (b+r)*oc+per]
-				copy(mo[r*oc:], guide(u, t, req.DecoderGuidance))
-				copy(mo[r*oc+per:(r+1)*oc], ov[(b+r)*oc+per:(b+r+1)*oc])
+			// guidance on the noise channels; the variance channels come from the text half
+			u, t := out.Narrow(0, 0, b), out.Narrow(0, b, b)
+			eps := guide(u.Narrow(1, 0, ch), t.Narrow(1, 0, ch), req.DecoderGuidance)
+			if dc.OutChannels > ch {
+				out = tensor.Concat(1, eps, t.Narrow(1, ch, dc.OutChannels-ch).Contiguous())
+			} else {
+				out = eps
 			}
-			ov = mo
 		}
-		var noise []float32
+		var z *tensor.Tensor
 		if c.AddNoise {
-			if noise, err = req.Noise.Randn(shape); err != nil {
+			if z, err = p.noise(req, shape); err != nil {
 				return nil, err
 			}
 		}
-		if err := p.DecSch.Step(lat, ov, lat, noise, b, c); err != nil {
-			return nil, err
+		lat = tensor.SchedulerStep(out, lat, z, p.DecSch.Params(c))
+		if err := p.settle(lat); err != nil {
+			return nil, fmt.Errorf("decoder step %d: %w", i+1, err)
 		}
 		req.progress(Event{Stage: "decoder", Step: i + 1, Total: len(sched), Elapsed: time.Since(t0), Done: i == len(sched)-1})
 	}
-	for i, v := range lat {
-		lat[i] = min(max(v, -1), 1)
-	}
-	return lat, nil
+	return tensor.Clamp(lat, -1, 1), nil
 }
 
-// Upscale resizes the small images (B, C, s, s) — C the super-res image
-// channels — to the super-res size with torch's antialiased bicubic filter.
-func (p *Pipeline) Upscale(small []float32, b int) (*tensor.Tensor, error) {
-	ch := p.SRFirst.Config.InChannels / 2
-	s := int(math.Round(math.Sqrt(float64(len(small) / max(b*ch, 1)))))
-	if b*ch*s*s != len(small) || s == 0 {
-		return nil, fmt.Errorf("upscale: %d values are not %d square %d-channel images", len(small), b, ch)
+// Upscale resizes the small images (B, C, s, s) to the super-res size with
+// torch's antialiased bicubic filter.
+func (p *Pipeline) Upscale(small *tensor.Tensor) (*tensor.Tensor, error) {
+	oh, ow := sampleSize(p.SRFirst.Config)
+	if small.Rank() != 4 || small.Dim(1) != p.SRFirst.Config.InChannels/2 {
+		return nil, fmt.Errorf("upscale: images %v, want (B, %d, H, W)", small.Shape(), p.SRFirst.Config.InChannels/2)
 	}
-	size := p.SRFirst.Config.SampleSize
-	oh, ow := size.At(0), size.At(0)
-	if len(size) > 1 {
-		ow = size[1]
-	}
-	up := tensor.UpsampleBicubic(tensor.FromFloat32(small, b, ch, s, s).To(p.Device), oh, ow)
+	up := tensor.UpsampleBicubic(small, oh, ow)
 	return up, up.Err()
 }
 
 // RunSuperRes upsamples the small images and runs the super-resolution
 // loop (super_res_first on every step but the last, which uses
 // super_res_last). It returns the final images (B, C, S, S) in [0, 1].
-func (p *Pipeline) RunSuperRes(ctx context.Context, req *Request, b int, small []float32) ([]float32, error) {
+func (p *Pipeline) RunSuperRes(ctx context.Context, req *Request, small *tensor.Tensor) (*tensor.Tensor, error) {
 	sc := p.SRFirst.Config
-	ch := sc.InChannels / 2
-	s := sc.SampleSize.At(0)
-	sw := s
-	if len(sc.SampleSize) > 1 {
-		sw = sc.SampleSize[1]
-	}
+	b, ch := small.Dim(0), sc.InChannels/2
+	s, sw := sampleSize(sc)
 	sched, err := p.SRSch.Schedule(req.SuperResSteps)
 	if err != nil {
 		return nil, err
 	}
 	shape := []int{b, ch, s, sw}
-	lat, err := req.Noise.Randn(shape) // drawn before the upscale, as diffusers does
+	lat, err := p.noise(req, shape) // drawn before the upscale, as diffusers does
 	if err != nil {
 		return nil, err
 	}
-	lat = append([]float32(nil), lat...)
-	up, err := p.Upscale(small, b)
+	up, err := p.Upscale(small)
 	if err != nil {
 		return nil, err
 	}
@@ -634,30 +633,23 @@ func (p *Pipeline) RunSuperRes(ctx context.Context, req *Request, b int, small [
 		if i == len(sched)-1 {
 			net = p.SRLast
 		}
-		x := tensor.Concat(1, tensor.FromFloat32(lat, shape...).To(p.Device), up)
-		out, err := net.Forward(x, unet.Inputs{Timestep: c.T})
+		out, err := net.Forward(tensor.Concat(1, lat, up), unet.Inputs{Timestep: c.T})
 		if err != nil {
 			return nil, err
 		}
-		ov, err := out.Float32s()
-		if err != nil {
-			return nil, err
-		}
-		var noise []float32
+		var z *tensor.Tensor
 		if c.AddNoise {
-			if noise, err = req.Noise.Randn(shape); err != nil {
+			if z, err = p.noise(req, shape); err != nil {
 				return nil, err
 			}
 		}
-		if err := p.SRSch.Step(lat, ov, lat, noise, b, c); err != nil {
-			return nil, err
+		lat = tensor.SchedulerStep(out, lat, z, p.SRSch.Params(c))
+		if err := p.settle(lat); err != nil {
+			return nil, fmt.Errorf("super-res step %d: %w", i+1, err)
 		}
 		req.progress(Event{Stage: "super_res", Step: i + 1, Total: len(sched), Elapsed: time.Since(t0), Done: i == len(sched)-1})
 	}
-	for i, v := range lat {
-		lat[i] = min(max(v*0.5+0.5, 0), 1)
-	}
-	return lat, nil
+	return tensor.Clamp(tensor.Affine(lat, 0.5, 0.5), 0, 1), nil
 }
 
 // ToNHWC permutes (N, C, S, S) to (N, S, S, C).

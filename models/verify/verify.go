@@ -447,11 +447,11 @@ func (r *runner) unet(model string, m *unet.Model) error {
 }
 
 func (r *runner) upscale() error {
-	small, shape, err := r.g.Float32s("pipeline.image_small")
+	small, err := r.g.Tensor("pipeline.image_small")
 	if err != nil {
 		return err
 	}
-	up, err := r.p.Upscale(small, shape[0])
+	up, err := r.p.Upscale(small.To(r.p.Device))
 	if err != nil {
 		r.fail("upscale", "%v", err)
 		return nil
