@@ -7,6 +7,7 @@ package nn
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -59,6 +60,16 @@ func LoadStateDict(paths ...string) (*StateDict, error) {
 		}
 	}
 	return sd, nil
+}
+
+// DiffusersWeights returns the weight file of a diffusers model folder:
+// diffusion_pytorch_model.safetensors, or diffusion_pytorch_model.VARIANT.safetensors.
+func DiffusersWeights(dir, variant string) string {
+	name := "diffusion_pytorch_model.safetensors"
+	if variant != "" {
+		name = "diffusion_pytorch_model." + variant + ".safetensors"
+	}
+	return filepath.Join(dir, name)
 }
 
 // FromSafetensors wraps a safetensors entry as a CPU tensor (no copy when

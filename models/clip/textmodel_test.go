@@ -10,11 +10,7 @@ import (
 )
 
 func TestTextModelGolden(t *testing.T) {
-	model, gpath, err := golden.Tiny()
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := golden.Open(gpath)
+	model, g, err := golden.OpenTiny()
 	if err != nil {
 		t.Fatal(err)
 	}

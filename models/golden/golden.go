@@ -221,3 +221,56 @@ func Tiny() (model, golden string, err error) {
 	}
 	return filepath.Join(d, "unclip-tiny", "model"), filepath.Join(d, "unclip-tiny", "golden.safetensors"), nil
 }
+
+// Raw is a recorded tensor decoded on the host, without a backend: F32 and
+// I64 tensors fill the field of their type.
+type Raw struct {
+	DType string
+	Shape []int
+	F32   []float32
+	I64   []int64
+}
+
+// LoadRaw reads every F32 and I64 tensor of a recording (other types are
+// skipped). It needs no tensor backend, so low-level packages can test
+// against the recording.
+func LoadRaw(path string) (map[string]Raw, error) {
+	st, err := safetensors.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("golden: %w", err)
+	}
+	defer st.Close()
+	out := map[string]Raw{}
+	for _, k := range st.Keys() {
+		info, _ := st.Get(k)
+		r := Raw{DType: string(info.DType), Shape: info.Shape}
+		switch info.DType {
+		case safetensors.F32:
+			v, err := info.Float32s()
+			if err != nil {
+				return nil, fmt.Errorf("golden: %s: %w", k, err)
+			}
+			r.F32 = append([]float32(nil), v...)
+		case safetensors.I64:
+			v, err := info.Int64s()
+			if err != nil {
+				return nil, fmt.Errorf("golden: %s: %w", k, err)
+			}
+			r.I64 = append([]int64(nil), v...)
+		default:
+			continue
+		}
+		out[k] = r
+	}
+	return out, nil
+}
+
+// OpenTiny opens the unclip-tiny recording and returns its model folder.
+func OpenTiny() (model string, f *File, err error) {
+	model, path, err := Tiny()
+	if err != nil {
+		return "", nil, err
+	}
+	f, err = Open(path)
+	return model, f, err
+}

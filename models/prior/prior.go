@@ -129,22 +129,13 @@ type block struct {
 	ff1, ff2     *nn.Linear
 }
 
-// WeightFile returns diffusion_pytorch_model[.variant].safetensors in dir.
-func WeightFile(dir, variant string) string {
-	name := "diffusion_pytorch_model.safetensors"
-	if variant != "" {
-		name = "diffusion_pytorch_model." + variant + ".safetensors"
-	}
-	return filepath.Join(dir, name)
-}
-
 // Load reads prior/{config.json, diffusion_pytorch_model.safetensors}.
 func Load(dir, variant string, dev tensor.Backend) (*Model, error) {
 	cfg, err := LoadConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, err
 	}
-	sd, err := nn.LoadStateDict(WeightFile(dir, variant))
+	sd, err := nn.LoadStateDict(nn.DiffusersWeights(dir, variant))
 	if err != nil {
 		return nil, fmt.Errorf("prior: %w", err)
 	}

@@ -11,11 +11,7 @@ import (
 )
 
 func TestPriorGolden(t *testing.T) {
-	model, gpath, err := golden.Tiny()
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := golden.Open(gpath)
+	model, g, err := golden.OpenTiny()
 	if err != nil {
 		t.Fatal(err)
 	}

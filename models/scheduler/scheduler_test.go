@@ -275,13 +275,13 @@ func TestFixtureSteps(t *testing.T) {
 		if !ok {
 			t.Fatalf("%s.timesteps missing", name)
 		}
-		got, err := s.Timesteps(len(ts.i64))
+		got, err := s.Timesteps(len(ts.I64))
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i := range got {
-			if int64(got[i]) != ts.i64[i] {
-				t.Errorf("%s timesteps %v, want %v", name, got, ts.i64)
+			if int64(got[i]) != ts.I64[i] {
+				t.Errorf("%s timesteps %v, want %v", name, got, ts.I64)
 				break
 			}
 		}
@@ -294,11 +294,11 @@ func TestFixtureSteps(t *testing.T) {
 			}
 			steps++
 			sample, want := g[pre+"in.sample"], g[pre+"out.prev_sample"]
-			tt := int(g[pre+"in.timestep"].i64[0])
+			tt := int(g[pre+"in.timestep"].I64[0])
 			pv, hasPrev := g[pre+"in.prev_timestep"]
 			prev := 0
 			if hasPrev {
-				prev = int(pv.i64[0])
+				prev = int(pv.I64[0])
 			}
 			c, err := s.Coeffs(tt, prev, hasPrev)
 			if err != nil {
@@ -308,18 +308,18 @@ func TestFixtureSteps(t *testing.T) {
 			if hasNoise != c.AddNoise {
 				t.Errorf("%s step %d: noise recorded %v, AddNoise %v", name, k, hasNoise, c.AddNoise)
 			}
-			batch := sample.shape[0]
-			out := make([]float32, len(sample.f32))
-			if err := s.Step(out, mo.f32, sample.f32, noise.f32, batch, c); err != nil {
+			batch := sample.Shape[0]
+			out := make([]float32, len(sample.F32))
+			if err := s.Step(out, mo.F32, sample.F32, noise.F32, batch, c); err != nil {
 				t.Fatalf("%s step %d: %v", name, k, err)
 			}
 			var maxRef, maxErr float64
 			mism := 0
 			for i := range out {
-				maxRef = max(maxRef, math.Abs(float64(want.f32[i])))
-				d := math.Abs(float64(out[i]) - float64(want.f32[i]))
+				maxRef = max(maxRef, math.Abs(float64(want.F32[i])))
+				d := math.Abs(float64(out[i]) - float64(want.F32[i]))
 				maxErr = max(maxErr, d)
-				if out[i] != want.f32[i] {
+				if out[i] != want.F32[i] {
 					mism++
 				}
 			}
@@ -329,16 +329,16 @@ func TestFixtureSteps(t *testing.T) {
 				t.Errorf("%s step %d: max error %.3g relative to max|prev_sample| %.3g exceeds 1e-6", name, k, rel, maxRef)
 			}
 			// Stepping in place (out aliasing sample) gives the same result.
-			inplace := append([]float32(nil), sample.f32...)
-			if err := s.Step(inplace, mo.f32, inplace, noise.f32, batch, c); err != nil {
+			inplace := append([]float32(nil), sample.F32...)
+			if err := s.Step(inplace, mo.F32, inplace, noise.F32, batch, c); err != nil {
 				t.Fatal(err)
 			}
 			if !slices.Equal(inplace, out) {
 				t.Errorf("%s step %d: in-place step differs", name, k)
 			}
 		}
-		if steps != len(ts.i64) {
-			t.Errorf("%s: %d recorded steps, want %d", name, steps, len(ts.i64))
+		if steps != len(ts.I64) {
+			t.Errorf("%s: %d recorded steps, want %d", name, steps, len(ts.I64))
 		}
 	}
 }

@@ -60,11 +60,7 @@ func Load(dir, variant string, dev tensor.Backend) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	name := "diffusion_pytorch_model.safetensors"
-	if variant != "" {
-		name = "diffusion_pytorch_model." + variant + ".safetensors"
-	}
-	sd, err := nn.LoadStateDict(filepath.Join(dir, name))
+	sd, err := nn.LoadStateDict(nn.DiffusersWeights(dir, variant))
 	if err != nil {
 		return nil, fmt.Errorf("text_proj: %w", err)
 	}

@@ -208,15 +208,15 @@ func TestFixtureNoise(t *testing.T) {
 		for _, d := range shape {
 			n *= d
 		}
-		if n != len(ref.f32) || !slices.Equal(shape, ref.shape) {
-			t.Fatalf("%s: shape %v in golden.json, %v in the tensors", name, shape, ref.shape)
+		if n != len(ref.F32) || !slices.Equal(shape, ref.Shape) {
+			t.Fatalf("%s: shape %v in golden.json, %v in the tensors", name, shape, ref.Shape)
 		}
 		got := g.Randn(n)
 		var m float64
 		for i := range got {
-			d := math.Abs(float64(got[i]) - float64(ref.f32[i]))
+			d := math.Abs(float64(got[i]) - float64(ref.F32[i]))
 			m = max(m, d)
-			if got[i] == ref.f32[i] {
+			if got[i] == ref.F32[i] {
 				exact++
 			}
 		}

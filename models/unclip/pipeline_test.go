@@ -12,11 +12,7 @@ import (
 
 func openTiny(t *testing.T) (*unclip.Pipeline, *golden.File) {
 	t.Helper()
-	model, gpath, err := golden.Tiny()
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := golden.Open(gpath)
+	model, g, err := golden.OpenTiny()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,22 +28,13 @@ type block struct {
 	resample *nn.ResnetBlock2D
 }
 
-// WeightFile returns diffusion_pytorch_model[.variant].safetensors in dir.
-func WeightFile(dir, variant string) string {
-	name := "diffusion_pytorch_model.safetensors"
-	if variant != "" {
-		name = "diffusion_pytorch_model." + variant + ".safetensors"
-	}
-	return filepath.Join(dir, name)
-}
-
 // Load reads a UNet folder (config.json + weights) and binds it to dev.
 func Load(dir, variant string, dev tensor.Backend) (*Model, error) {
 	cfg, err := LoadConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, err
 	}
-	sd, err := nn.LoadStateDict(WeightFile(dir, variant))
+	sd, err := nn.LoadStateDict(nn.DiffusersWeights(dir, variant))
 	if err != nil {
 		return nil, fmt.Errorf("unet: %w", err)
 	}
