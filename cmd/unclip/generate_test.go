@@ -25,11 +25,7 @@ func runCLI(args ...string) (int, string, string) {
 
 func tinyModel(t *testing.T) (string, *golden.File) {
 	t.Helper()
-	model, gpath, err := golden.Tiny()
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := golden.Open(gpath)
+	model, g, err := golden.OpenTiny()
 	if err != nil {
 		t.Fatal(err)
 	}
