@@ -50,10 +50,14 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 	qo.rs, qo.cs = qst[3], qst[2]
 
 	mr, w := mk.mr, mk.nr
+	pv := mk // the kernel of Oᵀ += Vᵀ·Pᵀ (Dv rows)
+	if a := mk.alt; a != nil && a.ok && dv%mr != 0 && dv%a.mr == 0 {
+		pv = a
+	}
 	kbMax := ceilDiv(256, mr) * mr
 	nKB := ceilDiv(lk, kbMax)
 	kpSize := kbMax * d // one packed K block
-	vpSize := ceilDiv(dv, mr) * mr * kbMax
+	vpSize := ceilDiv(dv, pv.mr) * pv.mr * kbMax
 	bh := bsz * h
 	nQB := ceilDiv(lq, w)
 	threads := Threads()
@@ -76,7 +80,7 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 		vpack := getScratch(nKB * vpSize)
 		qpack := getScratch(d * w)
 		st := getScratch(kbMax * w)
-		ot := getScratch(ceilDiv(dv, mr) * mr * w)
+		ot := getScratch(ceilDiv(dv, pv.mr) * pv.mr * w)
 		ml := getScratch(3 * w)
 		defer func() {
 			for _, x := range [][]float32{kpack, vpack, qpack, st, ot, ml} {
@@ -97,7 +101,7 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 			j0 := jb * kbMax
 			kb := min(kbMax, lk-j0)
 			ka.packA(kpack[jb*kpSize:], j0, kb, 0, d, mr)
-			va.packA(vpack[jb*vpSize:], 0, dv, j0, kb, mr)
+			va.packA(vpack[jb*vpSize:], 0, dv, j0, kb, pv.mr)
 		}
 		for qi := q0; qi < q1; qi++ {
 			i0 := qi * w
@@ -117,7 +121,7 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 				}
 				kb := min(kbMax, lk-j0)
 				s := st[:kb*w]
-				mk.block(kb, w, d, kpack[jb*kpSize:], qpack, s, w, false)
+				mk.block(kb, w, d, kpack[jb*kpSize:], qpack, s, w, false, nil, nil)
 				if hasBias {
 					bs := bias.strides
 					for c := 0; c < rows; c++ {
@@ -143,7 +147,7 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 						break
 					}
 				}
-				mk.block(dv, w, kb, vpack[jb*vpSize:], s, ot, w, true)
+				pv.block(dv, w, kb, vpack[jb*vpSize:], s, ot, w, true, nil, nil)
 			}
 			for c := 0; c < rows; c++ {
 				yr := y[(hi*lq+i0+c)*dv : (hi*lq+i0+c+1)*dv]

@@ -34,19 +34,37 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 	oh, ow := ds[2], ds[3]
 	sy, sx, py, px := n.Int[0], n.Int[1], n.Int[2], n.Int[3]
 	ckk := c * kh * kw
+	hwo := oh * ow
+	pointwise := kh == 1 && kw == 1 && sy == 1 && sx == 1 && py == 0 && px == 0
+	if bsz > 1 && bsz*hwo <= 4096 && !pointwise {
+		// Small maps: one GEMM over the whole batch (columns (b, oy, ox)),
+		// so the weights are packed once, into a scratch C that is then
+		// scattered to (N, O, OH, OW).
+		tmp := getScratch(o * bsz * hwo)
+		defer putScratch(tmp)
+		im := im2col{in: x, chw: c * h * w, hwo: hwo, h: h, w: w, kh: kh, kw: kw, ow: ow, sy: sy, sx: sx, py: py, px: px}
+		g := gemmJob{m: o, n: bsz * hwo, k: ckk, packA: wo.packA, packB: im.packB, c: tmp, ldc: bsz * hwo, rowBias: bias}
+		g.run(mk, Threads())
+		for b := 0; b < bsz; b++ {
+			for oc := 0; oc < o; oc++ {
+				copy(y[(b*o+oc)*hwo:(b*o+oc+1)*hwo], tmp[oc*bsz*hwo+b*hwo:])
+			}
+		}
+		return nil
+	}
 	for b := 0; b < bsz; b++ {
 		in := x[b*c*h*w : (b+1)*c*h*w]
 		g := gemmJob{
-			m: o, n: oh * ow, k: ckk,
+			m: o, n: hwo, k: ckk,
 			packA: wo.packA,
-			c:     y[b*o*oh*ow : (b+1)*o*oh*ow], ldc: oh * ow,
+			c:     y[b*o*hwo : (b+1)*o*hwo], ldc: hwo,
 			rowBias: bias,
 		}
-		if kh == 1 && kw == 1 && sy == 1 && sx == 1 && py == 0 && px == 0 {
+		if pointwise {
 			xo := operand{f: in, rs: h * w, cs: 1}
 			g.packB = xo.packB
 		} else {
-			im := im2col{in: in, h: h, w: w, kh: kh, kw: kw, ow: ow, sy: sy, sx: sx, py: py, px: px}
+			im := im2col{in: in, chw: c * h * w, hwo: hwo, h: h, w: w, kh: kh, kw: kw, ow: ow, sy: sy, sx: sx, py: py, px: px}
 			g.packB = im.packB
 		}
 		g.run(mk, Threads())
@@ -54,17 +72,24 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 	return nil
 }
 
-// im2col is the implicit im2col matrix of one image (C, H, W): row
-// (ci, ky, kx), column (oy, ox) holds x[ci, oy·sy+ky−py, ox·sx+kx−px], or 0
-// in the padding.
+// im2col is the implicit im2col matrix of a batch of images (B, C, H, W)
+// stored densely in "in": row (ci, ky, kx), column (b, oy, ox) holds
+// x[b, ci, oy·sy+ky−py, ox·sx+kx−px], or 0 in the padding.
 type im2col struct {
 	in               []float32
+	chw, hwo         int // elements per input image, output pixels per image
 	h, w, kh, kw, ow int
 	sy, sx, py, px   int
 }
 
-// packB writes rows [k0, k0+kc) × columns [j0, j0+nc) as B panels.
+// packB writes rows [k0, k0+kc) × columns [j0, j0+nc) as B panels, one
+// panel at a time (sequential writes: walking all panels per row would put
+// every store 4 KiB-aliased into the same L1 set). Each panel row is a few
+// runs of consecutive output pixels, copied from the matching input row
+// with the padding zeroed.
 func (m *im2col) packB(dst []float32, k0, kc, j0, nc, nr int) {
+	ohw := m.hwo / m.ow // output rows per image
+	ci0, ky0, kx0 := k0/(m.kh*m.kw), (k0/m.kw)%m.kh, k0%m.kw
 	for jp := 0; jp*nr < nc; jp++ {
 		d := dst[jp*kc*nr : (jp+1)*kc*nr]
 		cols := min(nr, nc-jp*nr)
@@ -72,13 +97,12 @@ func (m *im2col) packB(dst []float32, k0, kc, j0, nc, nr int) {
 			clear(d)
 		}
 		j := j0 + jp*nr
-		oy0, ox0 := j/m.ow, j%m.ow
+		q := j % m.hwo
+		b0, oy0, ox0 := j/m.hwo, q/m.ow, q%m.ow
+		ci, ky, kx := ci0, ky0, kx0
 		for p := 0; p < kc; p++ {
-			r := k0 + p
-			ci, ky, kx := r/(m.kh*m.kw), (r/m.kw)%m.kh, r%m.kw
-			plane := m.in[ci*m.h*m.w : (ci+1)*m.h*m.w]
 			drow := d[p*nr : p*nr+cols]
-			oy, ox := oy0, ox0
+			b, oy, ox := b0, oy0, ox0
 			for c := 0; c < cols; {
 				run := min(cols-c, m.ow-ox)
 				seg := drow[c : c+run]
@@ -87,15 +111,17 @@ func (m *im2col) packB(dst []float32, k0, kc, j0, nc, nr int) {
 				case iy < 0 || iy >= m.h:
 					clear(seg)
 				case m.sx == 1:
-					src := plane[iy*m.w : (iy+1)*m.w]
+					src := m.in[b*m.chw+(ci*m.h+iy)*m.w : b*m.chw+(ci*m.h+iy+1)*m.w]
 					ix0 := ox + kx - m.px
 					lo := min(max(0, -ix0), run)
 					hi := max(min(run, m.w-ix0), lo)
 					clear(seg[:lo])
-					copy(seg[lo:hi], src[ix0+lo:ix0+hi])
+					if hi > lo {
+						copy(seg[lo:hi], src[ix0+lo:ix0+hi])
+					}
 					clear(seg[hi:])
 				default:
-					src := plane[iy*m.w : (iy+1)*m.w]
+					src := m.in[b*m.chw+(ci*m.h+iy)*m.w : b*m.chw+(ci*m.h+iy+1)*m.w]
 					for q := range seg {
 						ix := (ox+q)*m.sx + kx - m.px
 						if ix < 0 || ix >= m.w {
@@ -107,7 +133,18 @@ func (m *im2col) packB(dst []float32, k0, kc, j0, nc, nr int) {
 				}
 				c += run
 				ox = 0
-				oy++
+				if oy++; oy == ohw {
+					oy = 0
+					b++
+				}
+			}
+			// next row of the im2col matrix: (ci, ky, kx) + 1
+			if kx++; kx == m.kw {
+				kx = 0
+				if ky++; ky == m.kh {
+					ky = 0
+					ci++
+				}
 			}
 		}
 	}

@@ -44,6 +44,8 @@ func TestConv2dFast(t *testing.T) {
 	cases = append(cases,
 		cse{n: 1, c: 5, h: 11, w: 13, o: 9, k: 3, stride: 2, pad: 1, bias: true},
 		cse{n: 1, c: 4, h: 8, w: 8, o: 6, k: 1, stride: 2, pad: 0},
+		cse{n: 2, c: 3, h: 5, w: 2, o: 4, k: 3, stride: 1, pad: 3, bias: true},
+		cse{n: 1, c: 2, h: 7, w: 3, o: 5, k: 3, stride: 2, pad: 2},
 		cse{n: 2, c: 3, h: 10, w: 7, o: 5, k: 3, stride: 1, pad: 0},
 		cse{n: 1, c: 33, h: 12, w: 12, o: 40, k: 3, stride: 1, pad: 1, f16: true, bias: true},
 		cse{n: 2, c: 6, h: 9, w: 9, o: 8, k: 3, stride: 1, pad: 1, permuted: true},

@@ -91,12 +91,29 @@ func runFast(n *tensor.Node, mk *microKernel) (done bool, err error) {
 		return false, nil
 	}
 	switch n.Op {
+	case tensor.OpCopy:
+		return copyFast(n)
 	case tensor.OpMatMul:
 		return true, matmulFast(n, mk)
 	case tensor.OpAttention:
 		return true, attentionFast(n, mk)
 	case tensor.OpConv2d:
 		return true, conv2dFast(n, mk)
+	case tensor.OpLayerNorm:
+		return true, layerNormFast(n)
+	case tensor.OpGroupNorm:
+		return true, groupNormFast(n)
+	case tensor.OpSoftmax:
+		return true, softmaxFast(n)
+	case tensor.OpBinary:
+		return binaryFast(n)
+	case tensor.OpUnary:
+		switch tensor.UnaryKind(n.Int[0]) {
+		case tensor.UnarySiLU:
+			return true, siluFast(n)
+		case tensor.UnaryGELU:
+			return true, geluFast(n)
+		}
 	}
 	return false, nil
 }

@@ -31,6 +31,10 @@ type microKernel struct {
 	// for k steps; c is row-major with ldc elements per row.
 	fn func(k int, a, b, c *float32, ldc int, acc bool)
 	ok bool // usable on this machine
+	// alt is a kernel with the same nr and a smaller mr, for products
+	// whose row count mr does not divide (attention's Oᵀ has Dv = 64
+	// rows: 12 leaves a third of a panel idle, 8 none).
+	alt *microKernel
 }
 
 // kernels lists the micro-kernels from most to least preferred; the last
@@ -38,13 +42,41 @@ type microKernel struct {
 var kernels = append(archKernels[:len(archKernels):len(archKernels)], genericKernel)
 
 // genericKernel is the pure-Go micro-kernel: the fallback on machines
-// without a SIMD kernel and the twin the assembly kernels are tested
-// against (microGo with the same tile gives the same sums up to rounding).
+// without a SIMD kernel (arm64 for now). Its 4×4 tile lives in 16 local
+// variables, which the compiler keeps in registers (and fuses into FMAs
+// where the architecture has them). microGo is the reference twin the
+// assembly kernels are tested against.
 var genericKernel = &microKernel{
-	name: "generic", mr: 4, nr: 8, mc: 128, kc: 256, nc: 2048, ok: true,
-	fn: func(k int, a, b, c *float32, ldc int, acc bool) {
-		microGo(4, 8, k, unsafe.Slice(a, 4*k), unsafe.Slice(b, 8*k), c, ldc, acc)
-	},
+	name: "generic", mr: 4, nr: 4, mc: 128, kc: 256, nc: 2048, ok: true,
+	fn: micro4x4,
+}
+
+// micro4x4 computes the 4×4 tile c = (acc ? c : 0) + Σ_p a[4p:]ᵀ·b[4p:].
+func micro4x4(k int, ap, bp, cp *float32, ldc int, acc bool) {
+	a := unsafe.Slice(ap, 4*k)
+	b := unsafe.Slice(bp, 4*k)
+	var c00, c01, c02, c03, c10, c11, c12, c13 float32
+	var c20, c21, c22, c23, c30, c31, c32, c33 float32
+	for p := 0; p < k; p++ {
+		av := a[4*p : 4*p+4 : 4*p+4]
+		bv := b[4*p : 4*p+4 : 4*p+4]
+		a0, a1, a2, a3 := av[0], av[1], av[2], av[3]
+		b0, b1, b2, b3 := bv[0], bv[1], bv[2], bv[3]
+		c00, c01, c02, c03 = c00+a0*b0, c01+a0*b1, c02+a0*b2, c03+a0*b3
+		c10, c11, c12, c13 = c10+a1*b0, c11+a1*b1, c12+a1*b2, c13+a1*b3
+		c20, c21, c22, c23 = c20+a2*b0, c21+a2*b1, c22+a2*b2, c23+a2*b3
+		c30, c31, c32, c33 = c30+a3*b0, c31+a3*b1, c32+a3*b2, c33+a3*b3
+	}
+	c := unsafe.Slice(cp, 3*ldc+4)
+	rows := [4][4]float32{{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23}, {c30, c31, c32, c33}}
+	for i, r := range rows {
+		d := c[i*ldc : i*ldc+4 : i*ldc+4]
+		if acc {
+			d[0], d[1], d[2], d[3] = d[0]+r[0], d[1]+r[1], d[2]+r[2], d[3]+r[3]
+		} else {
+			d[0], d[1], d[2], d[3] = r[0], r[1], r[2], r[3]
+		}
+	}
 }
 
 // microGo computes the mr×nr tile c = (acc ? c : 0) + Σ_p a[p·mr:]ᵀ·b[p·nr:]
@@ -100,17 +132,64 @@ type gemmJob struct {
 // (~40 µs at 100 GFLOP/s: less than the hand-off is worth).
 const serialFlops = 1 << 22
 
-// scratch recycles packing buffers.
-var scratch sync.Pool
+// scratch recycles packing buffers. A plain free list rather than a
+// sync.Pool: the pool is emptied at every GC, and a fresh multi-megabyte
+// buffer costs zeroing and page faults that serialise the workers packing
+// into it. The list keeps at most scratchMax floats.
+var scratch struct {
+	sync.Mutex
+	free  [][]float32
+	total int // floats held in free
+}
+
+const scratchMax = 64 << 20 // 256 MiB of float32s
 
 func getScratch(n int) []float32 {
-	if p, ok := scratch.Get().(*[]float32); ok && cap(*p) >= n {
-		return (*p)[:n]
+	scratch.Lock()
+	best := -1
+	for i, b := range scratch.free {
+		if cap(b) >= n && (best < 0 || cap(b) < cap(scratch.free[best])) {
+			best = i
+		}
 	}
+	if best >= 0 {
+		b := scratch.free[best]
+		last := len(scratch.free) - 1
+		scratch.free[best] = scratch.free[last]
+		scratch.free = scratch.free[:last]
+		scratch.total -= cap(b)
+		scratch.Unlock()
+		return b[:n]
+	}
+	scratch.Unlock()
 	return make([]float32, n)
 }
 
-func putScratch(s []float32) { scratch.Put(&s) }
+func putScratch(s []float32) {
+	scratch.Lock()
+	defer scratch.Unlock()
+	// Make room by dropping the smallest buffers held.
+	for scratch.total+cap(s) > scratchMax && len(scratch.free) > 0 {
+		small := 0
+		for i, b := range scratch.free {
+			if cap(b) < cap(scratch.free[small]) {
+				small = i
+			}
+		}
+		if cap(scratch.free[small]) >= cap(s) {
+			return // s is the smallest: drop it instead
+		}
+		scratch.total -= cap(scratch.free[small])
+		last := len(scratch.free) - 1
+		scratch.free[small] = scratch.free[last]
+		scratch.free = scratch.free[:last]
+	}
+	if cap(s) > scratchMax {
+		return
+	}
+	scratch.free = append(scratch.free, s[:cap(s)])
+	scratch.total += cap(s)
+}
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
@@ -120,27 +199,13 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 	if m == 0 || n == 0 {
 		return
 	}
-	acc0 := false
-	if g.rowBias != nil || g.colBias != nil || k == 0 {
+	if k == 0 {
+		// No products: C is the bias (or zero).
 		for i := 0; i < m; i++ {
 			row := g.c[i*g.ldc : i*g.ldc+n]
-			rb := float32(0)
-			if g.rowBias != nil {
-				rb = g.rowBias[i]
-			}
-			if g.colBias != nil {
-				for j := range row {
-					row[j] = g.colBias[j] + rb
-				}
-			} else {
-				for j := range row {
-					row[j] = rb
-				}
-			}
+			clear(row)
+			biasTile(row, 1, n, 0, rowAt(g.rowBias, i), g.colBias)
 		}
-		acc0 = true
-	}
-	if k == 0 {
 		return
 	}
 	if 2*m*n*k < serialFlops {
@@ -158,6 +223,7 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 	bbuf := getScratch(kcB * ncB)
 	defer putScratch(bbuf)
 	abufs := make([][]float32, threads)
+	packed := make([]int, threads) // row block in each worker's abufs (this pc)
 	defer func() {
 		for _, b := range abufs {
 			if b != nil {
@@ -171,7 +237,11 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 		npan := ceilDiv(nc, nr)
 		for pc := 0; pc < k; pc += kcB {
 			kc := min(kcB, k-pc)
-			acc := acc0 || pc > 0
+			acc := pc > 0
+			var rb, cb []float32 // biases, added by the first K block
+			if pc == 0 {
+				rb, cb = g.rowBias, g.colBias
+			}
 			// Pack the B block, in parallel when it is big.
 			nPack := 1
 			if threads > 1 && kc*nc >= 1<<15 {
@@ -184,24 +254,44 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 				}
 			})
 			// Tasks: row blocks × column chunks of the B block.
+			// Enough tasks (≥ 8 per thread) that the atomic hand-out
+			// balances them, but column chunks of ≥ 16 panels so that
+			// re-packing the A block stays cheap.
 			nJ := 1
-			if threads > 1 && nIC < 4*threads {
-				nJ = min(npan, ceilDiv(4*threads, nIC))
+			if threads > 1 {
+				nJ = max(1, min(ceilDiv(8*threads, nIC), npan/16, npan))
+				if nIC < threads {
+					nJ = max(nJ, min(npan, ceilDiv(threads, nIC)))
+				}
+			}
+			for w := range packed {
+				packed[w] = -1
 			}
 			parallelN(nIC*nJ, threads, func(t, w int) {
 				ic := (t / nJ) * mcB
 				jt := t % nJ
 				mc := min(mcB, m-ic)
+				p0, p1 := npan*jt/nJ, npan*(jt+1)/nJ
+				if p1 <= p0 {
+					return
+				}
 				if abufs[w] == nil {
 					abufs[w] = getScratch(mcB * kcB)
 				}
 				ab := abufs[w]
-				g.packA(ab, ic, mc, pc, kc, mr)
-				p0, p1 := npan*jt/nJ, npan*(jt+1)/nJ
-				if p1 > p0 {
-					j := jc + p0*nr
-					mk.block(mc, min(n-j, (p1-p0)*nr), kc, ab, bbuf[p0*kc*nr:], g.c[ic*g.ldc+j:], g.ldc, acc)
+				if packed[w] != ic { // this worker's A block is not that one yet
+					g.packA(ab, ic, mc, pc, kc, mr)
+					packed[w] = ic
 				}
+				j := jc + p0*nr
+				var brb, bcb []float32
+				if rb != nil {
+					brb = rb[ic:]
+				}
+				if cb != nil {
+					bcb = cb[j:]
+				}
+				mk.block(mc, min(n-j, (p1-p0)*nr), kc, ab, bbuf[p0*kc*nr:], g.c[ic*g.ldc+j:], g.ldc, acc, brb, bcb)
 			})
 		}
 	}
@@ -209,10 +299,15 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 
 // block computes the m×n matrix c = (acc ? c : 0) + A·B from packed
 // operands: ap holds ⌈m/mr⌉ A panels and bp ⌈n/nr⌉ B panels, both of k
-// steps; c is row-major with ldc elements per row. B panels run in the
-// outer loop so each stays in L1 while the A panels stream past.
-func (mk *microKernel) block(m, n, k int, ap, bp, c []float32, ldc int, acc bool) {
+// steps; c is row-major with ldc elements per row. With a row bias rb (m)
+// or column bias cb (n) (either may be nil), c is instead set to bias +
+// A·B: each tile is filled with its bias just before the kernel
+// accumulates into it, while it is in L1 (no separate pass over C). B
+// panels run in the outer loop so each stays close while the A panels
+// stream past.
+func (mk *microKernel) block(m, n, k int, ap, bp, c []float32, ldc int, acc bool, rb, cb []float32) {
 	mr, nr := mk.mr, mk.nr
+	bias := rb != nil || cb != nil
 	var tile [512]float32
 	for j := 0; j < n; j += nr {
 		nrr := min(nr, n-j)
@@ -221,23 +316,78 @@ func (mk *microKernel) block(m, n, k int, ap, bp, c []float32, ldc int, acc bool
 			mrr := min(mr, m-i)
 			a := &ap[(i/mr)*k*mr]
 			if mrr == mr && nrr == nr {
-				mk.fn(k, a, b, &c[i*ldc+j], ldc, acc)
+				if bias {
+					fillBias(c[i*ldc+j:], ldc, mr, nr, i, j, rb, cb)
+					mk.fn(k, a, b, &c[i*ldc+j], ldc, true)
+				} else {
+					mk.fn(k, a, b, &c[i*ldc+j], ldc, acc)
+				}
 				continue
 			}
 			mk.fn(k, a, b, &tile[0], nr, false)
 			for r := 0; r < mrr; r++ {
 				dst := c[(i+r)*ldc+j : (i+r)*ldc+j+nrr]
 				src := tile[r*nr : r*nr+nrr]
-				if acc {
+				switch {
+				case bias:
+					copy(dst, src)
+					biasTile(dst, 1, nrr, 0, rowAt(rb, i+r), colFrom(cb, j))
+				case acc:
 					for q, v := range src {
 						dst[q] += v
 					}
-				} else {
+				default:
 					copy(dst, src)
 				}
 			}
 		}
 	}
+}
+
+// fillBias sets the rows×cols tile at c (row stride ldc), whose first
+// element is C[i][j], to rb[i+r] + cb[j+q] (a nil bias counts as zero).
+func fillBias(c []float32, ldc, rows, cols, i, j int, rb, cb []float32) {
+	for r := 0; r < rows; r++ {
+		row := c[r*ldc : r*ldc+cols]
+		clear(row)
+		biasTile(row, 1, cols, 0, rowAt(rb, i+r), colFrom(cb, j))
+	}
+}
+
+// biasTile adds rb[0] (if rb is not nil) and cb[q] (if cb is not nil) to
+// every element q of the rows×cols block at c.
+func biasTile(c []float32, rows, cols, ldc int, rb, cb []float32) {
+	for r := 0; r < rows; r++ {
+		row := c[r*ldc : r*ldc+cols]
+		if rb != nil {
+			v := rb[0]
+			for q := range row {
+				row[q] += v
+			}
+		}
+		if cb != nil {
+			cb := cb[:len(row)]
+			for q := range row {
+				row[q] += cb[q]
+			}
+		}
+	}
+}
+
+// rowAt returns rb[i:] (nil for a nil rb).
+func rowAt(rb []float32, i int) []float32 {
+	if rb == nil {
+		return nil
+	}
+	return rb[i:]
+}
+
+// colFrom returns cb[j:] (nil for a nil cb).
+func colFrom(cb []float32, j int) []float32 {
+	if cb == nil {
+		return nil
+	}
+	return cb[j:]
 }
 
 // operand is a strided matrix: element (i, j) is at off + i·rs + j·cs of
@@ -283,6 +433,9 @@ func (o *operand) packA(dst []float32, i0, mc, k0, kc, mr int) {
 		}
 		i := i0 + ip*mr
 		switch {
+		case o.cs == 1 && o.f != nil && rows == 12 && mr == 12:
+			base := o.off + i*o.rs + k0
+			pack12(d[:kc*12], o.f[base:], o.rs, kc)
 		case o.cs == 1 && o.f != nil:
 			for r := 0; r < rows; r++ {
 				src := o.f[o.off+(i+r)*o.rs+k0:]
@@ -333,7 +486,12 @@ func (o *operand) packB(dst []float32, k0, kc, j0, nc, nr int) {
 			}
 		case o.rs == 1 && o.f != nil:
 			// B = Wᵀ of a row-major weight: columns are contiguous along K.
-			for c := 0; c < cols; c++ {
+			// Gather 8 columns at a time (8 sequential read streams).
+			c := 0
+			for ; c+8 <= cols; c += 8 {
+				gather8(d[c:], nr, o.f[o.off+(j+c)*o.cs+k0:], o.cs, kc)
+			}
+			for ; c < cols; c++ {
 				src := o.f[o.off+(j+c)*o.cs+k0:]
 				src = src[:kc]
 				for p, v := range src {
@@ -360,5 +518,49 @@ func (o *operand) packB(dst []float32, k0, kc, j0, nc, nr int) {
 				}
 			}
 		}
+	}
+}
+
+// pack12 gathers 12 rows of kc values (row stride rs, starting at src[0])
+// into d as kc groups of 12: the A panel of the 12-row micro-kernel.
+func pack12(d, src []float32, rs, kc int) {
+	r0 := src[0*rs:][:kc]
+	r1 := src[1*rs:][:len(r0)]
+	r2 := src[2*rs:][:len(r0)]
+	r3 := src[3*rs:][:len(r0)]
+	r4 := src[4*rs:][:len(r0)]
+	r5 := src[5*rs:][:len(r0)]
+	r6 := src[6*rs:][:len(r0)]
+	r7 := src[7*rs:][:len(r0)]
+	r8 := src[8*rs:][:len(r0)]
+	r9 := src[9*rs:][:len(r0)]
+	r10 := src[10*rs:][:len(r0)]
+	r11 := src[11*rs:][:len(r0)]
+	for p := range r0 {
+		dp := d[p*12 : p*12+12 : p*12+12]
+		dp[0], dp[1], dp[2], dp[3] = r0[p], r1[p], r2[p], r3[p]
+		dp[4], dp[5], dp[6], dp[7] = r4[p], r5[p], r6[p], r7[p]
+		dp[8], dp[9], dp[10], dp[11] = r8[p], r9[p], r10[p], r11[p]
+	}
+}
+
+// gather8Go is the pure-Go twin of gather8: d[p·stride + r] =
+// src[r·rs + p] for r < 8 and p < kc.
+func gather8Go(d []float32, stride int, src []float32, rs, kc int) {
+	if kc == 0 {
+		return
+	}
+	r0 := src[0*rs:][:kc]
+	r1 := src[1*rs:][:len(r0)]
+	r2 := src[2*rs:][:len(r0)]
+	r3 := src[3*rs:][:len(r0)]
+	r4 := src[4*rs:][:len(r0)]
+	r5 := src[5*rs:][:len(r0)]
+	r6 := src[6*rs:][:len(r0)]
+	r7 := src[7*rs:][:len(r0)]
+	for p := range r0 {
+		dp := d[p*stride : p*stride+8 : p*stride+8]
+		dp[0], dp[1], dp[2], dp[3] = r0[p], r1[p], r2[p], r3[p]
+		dp[4], dp[5], dp[6], dp[7] = r4[p], r5[p], r6[p], r7[p]
 	}
 }

@@ -15,6 +15,9 @@ import (
 func sgemm12x32AVX512(k int, a, b, c *float32, ldc int, acc bool)
 
 //go:noescape
+func sgemm8x32AVX512(k int, a, b, c *float32, ldc int, acc bool)
+
+//go:noescape
 func sgemm6x16AVX2(k int, a, b, c *float32, ldc int, acc bool)
 
 //go:noescape
@@ -30,8 +33,9 @@ var (
 
 // archKernels are the assembly micro-kernels, most preferred first.
 var archKernels = []*microKernel{
-	{name: "avx512", mr: 12, nr: 32, mc: 144, kc: 256, nc: 4096, fn: sgemm12x32AVX512, ok: hasAVX512},
-	{name: "avx2", mr: 6, nr: 16, mc: 144, kc: 256, nc: 4096, fn: sgemm6x16AVX2, ok: hasAVX2},
+	{name: "avx512", mr: 12, nr: 32, mc: 144, kc: 512, nc: 4096, fn: sgemm12x32AVX512, ok: hasAVX512,
+		alt: &microKernel{name: "avx512-8x32", mr: 8, nr: 32, mc: 144, kc: 512, nc: 4096, fn: sgemm8x32AVX512, ok: hasAVX512}},
+	{name: "avx2", mr: 6, nr: 16, mc: 144, kc: 512, nc: 4096, fn: sgemm6x16AVX2, ok: hasAVX2},
 }
 
 // peakLoops are the FMA throughput loops, widest first.
@@ -104,4 +108,84 @@ func mulRows(o []float32, rows, width int, v []float32) {
 		return
 	}
 	mulRowsGo(o, rows, width, v)
+}
+
+//go:noescape
+func sumsAVX2(x *float32, n int, c float64) (s1, s2 float64)
+
+//go:noescape
+func affineAVX2(dst, src *float32, n int, c, a, b float32, silu bool)
+
+//go:noescape
+func normAffineAVX2(dst, src, w, b *float32, n int, c, d, inv float32)
+
+// sums returns Σ(x−c) and Σ(x−c)², accumulated in float64.
+func sums(x []float32, c float32) (s1, s2 float64) {
+	n16 := len(x) &^ 15
+	if hasAVX2 && n16 > 0 {
+		s1, s2 = sumsAVX2(&x[0], n16, float64(c))
+	} else {
+		n16 = 0
+	}
+	t1, t2 := sumsGo(x[n16:], c)
+	return s1 + t1, s2 + t2
+}
+
+// affine writes dst = (src − c)·a + b, then SiLU when silu is set.
+func affine(dst, src []float32, c, a, b float32, silu bool) {
+	n8 := len(dst) &^ 7
+	if hasAVX2 && n8 > 0 {
+		_ = src[n8-1]
+		affineAVX2(&dst[0], &src[0], n8, c, a, b, silu)
+	} else {
+		n8 = 0
+	}
+	affineGo(dst[n8:], src[n8:len(dst)], c, a, b, silu)
+}
+
+// normAffine writes dst = ((src − c) − d)·inv·w + b.
+func normAffine(dst, src, w, b []float32, c, d, inv float32) {
+	n8 := len(dst) &^ 7
+	if hasAVX2 && n8 > 0 {
+		_, _, _ = src[n8-1], w[n8-1], b[n8-1]
+		normAffineAVX2(&dst[0], &src[0], &w[0], &b[0], n8, c, d, inv)
+	} else {
+		n8 = 0
+	}
+	normAffineGo(dst[n8:], src[n8:len(dst)], w[n8:len(dst)], b[n8:len(dst)], c, d, inv)
+}
+
+//go:noescape
+func transpose8AVX2(d *float32, stride int, src *float32, rs, kc int)
+
+// gather8 writes d[p·stride + r] = src[r·rs + p] for r < 8 and p < kc:
+// eight rows of a row-major matrix into eight adjacent columns of a panel.
+func gather8(d []float32, stride int, src []float32, rs, kc int) {
+	k8 := kc &^ 7
+	if hasAVX2 && k8 > 0 {
+		_ = src[7*rs+kc-1]
+		_ = d[(kc-1)*stride+7]
+		transpose8AVX2(&d[0], stride, &src[0], rs, k8)
+		if k8 == kc {
+			return
+		}
+	} else {
+		k8 = 0
+	}
+	gather8Go(d[k8*stride:], stride, src[k8:], rs, kc-k8)
+}
+
+//go:noescape
+func geluAVX2(dst, src *float32, n int)
+
+// gelu writes dst = x·Φ(x) (the exact, erf GELU).
+func gelu(dst, src []float32) {
+	n8 := len(dst) &^ 7
+	if hasAVX2 && n8 > 0 {
+		_ = src[n8-1]
+		geluAVX2(&dst[0], &src[0], n8)
+	} else {
+		n8 = 0
+	}
+	geluGo(dst[n8:], src[n8:len(dst)])
 }

@@ -74,3 +74,25 @@ func BenchmarkAttention(b *testing.B) {
 	}
 	b.ReportMetric(4*20*1024*1105*64*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
+
+// BenchmarkLinear times the prior's linears: x (162, 2048) · Wᵀ.
+func BenchmarkLinear(b *testing.B) {
+	mk := active.Load()
+	if mk == nil {
+		b.Skip("reference kernels selected")
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{2048, 8192} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			x := tensor.FromFloat32(randSlice(rng, 162*2048), 162, 2048)
+			w := tensor.FromFloat32(randSlice(rng, n*2048), n, 2048)
+			node := matmulNode(x, w.T(), nil)
+			for b.Loop() {
+				if err := matmulFast(node, mk); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(2*162*2048*float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}

@@ -39,3 +39,20 @@ func colSoftmax(s []float32, rows, width int, m, l, corr []float32) {
 
 // mulRows scales each row of o (rows × width) elementwise by v.
 func mulRows(o []float32, rows, width int, v []float32) { mulRowsGo(o, rows, width, v) }
+
+// sums returns Σ(x−c) and Σ(x−c)².
+func sums(x []float32, c float32) (s1, s2 float64) { return sumsGo(x, c) }
+
+// affine writes dst = (src − c)·a + b, then SiLU when silu is set.
+func affine(dst, src []float32, c, a, b float32, silu bool) { affineGo(dst, src, c, a, b, silu) }
+
+// normAffine writes dst = ((src − c) − d)·inv·w + b.
+func normAffine(dst, src, w, b []float32, c, d, inv float32) {
+	normAffineGo(dst, src, w, b, c, d, inv)
+}
+
+// gather8 writes d[p·stride + r] = src[r·rs + p] for r < 8 and p < kc.
+func gather8(d []float32, stride int, src []float32, rs, kc int) { gather8Go(d, stride, src, rs, kc) }
+
+// gelu writes dst = x·Φ(x) (the exact, erf GELU).
+func gelu(dst, src []float32) { geluGo(dst, src) }

@@ -44,12 +44,16 @@ func checkClose(t *testing.T, name string, got, want []float32, tol float64) {
 	}
 }
 
-// usableKernels returns every micro-kernel this CPU can run.
+// usableKernels returns every micro-kernel this CPU can run, alternates
+// included.
 func usableKernels() []*microKernel {
 	var ks []*microKernel
 	for _, k := range kernels {
 		if k.ok {
 			ks = append(ks, k)
+		}
+		if k.alt != nil && k.alt.ok {
+			ks = append(ks, k.alt)
 		}
 	}
 	return ks
@@ -96,6 +100,7 @@ type matmulCase struct {
 	stride  bool // B a column slice of a wider matrix
 	bcastA  bool // A broadcast over the batch (stride 0)
 	dtB     tensor.DType
+	dtA     tensor.DType
 	bias    bool
 }
 
@@ -108,6 +113,12 @@ func (c matmulCase) build(rng *rand.Rand) (a, b, bias *tensor.Tensor) {
 	}
 	if c.bcastA {
 		a = tensor.FromFloat32(randSlice(rng, c.m*c.k), c.m, c.k).Expand(bshape(c.m, c.k)...)
+	}
+	if c.dtA != 0 && c.dtA != tensor.F32 {
+		a = a.Cast(c.dtA)
+		if c.transA {
+			a = a.T().Contiguous().T()
+		}
 	}
 	switch {
 	case c.transB:
@@ -170,6 +181,9 @@ func matmulCases() []matmulCase {
 		matmulCase{name: "f16", m: 25, k: 70, n: 41, transB: true, dtB: tensor.F16, bias: true},
 		matmulCase{name: "bf16", m: 25, k: 70, n: 41, dtB: tensor.BF16},
 		matmulCase{name: "bf16T", m: 9, k: 1100, n: 41, transB: true, dtB: tensor.BF16},
+		matmulCase{name: "f16A", m: 30, k: 50, n: 33, dtA: tensor.F16},
+		matmulCase{name: "k0", m: 5, k: 0, n: 7, bias: true},
+		matmulCase{name: "bf16AT", m: 30, k: 50, n: 33, dtA: tensor.BF16, transA: true, dtB: tensor.F16},
 		matmulCase{name: "big", m: 300, k: 600, n: 500, transB: true, bias: true},
 		matmulCase{name: "kblocks", m: 30, k: 1300, n: 70},
 	)

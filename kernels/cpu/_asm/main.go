@@ -1,6 +1,6 @@
 // Command _asm writes ../gemm_amd64.s, the amd64 assembly leaf kernels of
 // the CPU backend: the SGEMM register micro-kernels (AVX-512 12×32 and
-// AVX2+FMA 6×16) and the FMA peak loops that "unclip bench peak" times.
+// 8×32, AVX2+FMA 6×16) and the FMA peak loops that "unclip bench peak" times.
 //
 // Run it from this directory: go run . > ../gemm_amd64.s
 //
@@ -11,6 +11,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"strings"
 )
@@ -26,6 +27,7 @@ func main() {
 	p("")
 	p("#include \"textflag.h\"")
 	gemm("sgemm12x32AVX512", "Z", 12, 2, 64, 24, 26, 6)
+	gemm("sgemm8x32AVX512", "Z", 8, 2, 64, 16, 18, 6)
 	gemm("sgemm6x16AVX2", "Y", 6, 2, 32, 12, 14, 2)
 	peak("fmaPeakAVX512", "Z")
 	peak("fmaPeakAVX2", "Y")
@@ -33,6 +35,11 @@ func main() {
 	expSumAVX2()
 	colSoftmaxAVX2()
 	mulRowsAVX2()
+	sumsAVX2()
+	affineAVX2()
+	normAffineAVX2()
+	transpose8AVX2()
+	geluAVX2()
 	os.Stdout.WriteString(out.String())
 }
 
@@ -127,6 +134,17 @@ func gemm(name, r string, mr, nv, vbytes, bReg, aReg, nA int) {
 	p("\tMOVQ c+24(FP), CX")
 	p("\tMOVQ ldc+32(FP), R8")
 	p("\tSHLQ $2, R8")
+	// Prefetch the C tile (stored, or loaded and stored, after the loop)
+	// so that its cache misses overlap the FMAs.
+	p("\tMOVQ CX, R9")
+	for i := 0; i < mr; i++ {
+		for v := 0; v < nv*vbytes; v += 64 {
+			p("\tPREFETCHT0 %d(R9)", v)
+		}
+		if i < mr-1 {
+			p("\tADDQ R8, R9")
+		}
+	}
 	for i := 0; i < mr*nv; i++ {
 		if r == "Z" {
 			p("\tVPXORD %s%d, %s%d, %s%d", r, i, r, i, r, i)
@@ -330,6 +348,291 @@ func mulRowsAVX2() {
 	p("\tDECQ CX")
 	p("\tJNE mulRowsAVX2_row")
 	p("mulRowsAVX2_done:")
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+// sumsAVX2 returns Σ(x−c) and Σ(x−c)² of n floats (n a positive multiple
+// of 16), accumulated in float64 lanes: the norms' statistics, accurate
+// enough that x − mean keeps float32 relative accuracy for every x.
+//
+//	func sumsAVX2(x *float32, n int, c float64) (s1, s2 float64)
+func sumsAVX2() {
+	p("")
+	p("// func sumsAVX2(x *float32, n int, c float64) (s1, s2 float64)")
+	p("TEXT ·sumsAVX2(SB), NOSPLIT, $0-40")
+	p("\tMOVQ x+0(FP), DI")
+	p("\tMOVQ n+8(FP), CX")
+	p("\tVBROADCASTSD c+16(FP), Y15")
+	for i := 4; i < 8; i++ {
+		p("\tVXORPD Y%d, Y%d, Y%d", i, i, i)
+	}
+	p("sumsAVX2_loop:")
+	for i := 0; i < 4; i++ {
+		p("\tVCVTPS2PD %d(DI), Y%d", 16*i, i)
+		p("\tVSUBPD Y15, Y%d, Y%d", i, i)
+	}
+	for i := 0; i < 4; i++ {
+		p("\tVADDPD Y%d, Y%d, Y%d", i, 4+i%2, 4+i%2)
+		p("\tVFMADD231PD Y%d, Y%d, Y%d", i, i, 6+i%2)
+	}
+	p("\tADDQ $64, DI")
+	p("\tSUBQ $16, CX")
+	p("\tJNE sumsAVX2_loop")
+	p("\tVADDPD Y5, Y4, Y4")
+	p("\tVADDPD Y7, Y6, Y6")
+	for _, r := range []int{4, 6} {
+		p("\tVEXTRACTF128 $1, Y%d, X0", r)
+		p("\tVADDPD X0, X%d, X%d", r, r)
+		p("\tVPERMILPD $1, X%d, X0", r)
+		p("\tVADDPD X0, X%d, X%d", r, r)
+	}
+	p("\tVMOVSD X4, s1+24(FP)")
+	p("\tVMOVSD X6, s2+32(FP)")
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+// affineAVX2 writes dst = (src − c)·a + b, followed by SiLU
+// (y·σ(y) = y/(1+e⁻ʸ)) when silu is set; n a positive multiple of 8. The
+// shift c (a float32 near the data's mean) keeps the normalisation free of
+// cancellation.
+//
+//	func affineAVX2(dst, src *float32, n int, c, a, b float32, silu bool)
+func affineAVX2() {
+	p("")
+	p("// func affineAVX2(dst, src *float32, n int, c, a, b float32, silu bool)")
+	p("TEXT ·affineAVX2(SB), NOSPLIT, $0-37")
+	p("\tMOVQ dst+0(FP), DI")
+	p("\tMOVQ src+8(FP), SI")
+	p("\tMOVQ n+16(FP), CX")
+	p("\tVBROADCASTSS a+28(FP), Y14")
+	p("\tVBROADCASTSS b+32(FP), Y15")
+	p("\tMOVBLZX silu+36(FP), DX")
+	p("\tTESTQ DX, DX")
+	p("\tJNE affineAVX2_silu")
+	p("\tVBROADCASTSS c+24(FP), Y13")
+	p("affineAVX2_plain:")
+	p("\tVMOVUPS (SI), Y0")
+	p("\tVSUBPS Y13, Y0, Y0")
+	p("\tVFMADD213PS Y15, Y14, Y0")
+	p("\tVMOVUPS Y0, (DI)")
+	p("\tADDQ $32, SI")
+	p("\tADDQ $32, DI")
+	p("\tSUBQ $8, CX")
+	p("\tJNE affineAVX2_plain")
+	p("\tVZEROUPPER")
+	p("\tRET")
+	p("affineAVX2_silu:")
+	expConsts()
+	broadcast(3, 0x42b00000) // 88: upper clamp of −y
+	p("\tVMOVUPS Y3, Y2")
+	p("affineAVX2_loop:")
+	p("\tVBROADCASTSS c+24(FP), Y1")
+	p("\tVMOVUPS (SI), Y0")
+	p("\tVSUBPS Y1, Y0, Y1")
+	p("\tVFMADD213PS Y15, Y14, Y1") // y
+	p("\tVMOVUPS Y1, (DI)")         // stash y
+	p("\tVXORPS Y0, Y0, Y0")
+	p("\tVSUBPS Y1, Y0, Y0") // −y
+	broadcast(3, 0x42b00000)
+	p("\tVMINPS Y3, Y0, Y0")
+	expY() // Y2 = exp(−y)
+	p("\tVADDPS Y13, Y2, Y2")
+	p("\tVMOVUPS (DI), Y1")
+	p("\tVDIVPS Y2, Y1, Y1")
+	p("\tVMOVUPS Y1, (DI)")
+	p("\tADDQ $32, SI")
+	p("\tADDQ $32, DI")
+	p("\tSUBQ $8, CX")
+	p("\tJNE affineAVX2_loop")
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+// normAffineAVX2 writes dst = ((src − c) − d)·inv·w + b over n floats (n
+// a positive multiple of 8): LayerNorm's output pass, with the mean split
+// into a float32 shift c near the data and a small remainder d.
+//
+//	func normAffineAVX2(dst, src, w, b *float32, n int, c, d, inv float32)
+func normAffineAVX2() {
+	p("")
+	p("// func normAffineAVX2(dst, src, w, b *float32, n int, c, d, inv float32)")
+	p("TEXT ·normAffineAVX2(SB), NOSPLIT, $0-52")
+	p("\tMOVQ dst+0(FP), DI")
+	p("\tMOVQ src+8(FP), SI")
+	p("\tMOVQ w+16(FP), R8")
+	p("\tMOVQ b+24(FP), R9")
+	p("\tMOVQ n+32(FP), CX")
+	p("\tVBROADCASTSS c+40(FP), Y13")
+	p("\tVBROADCASTSS d+44(FP), Y14")
+	p("\tVBROADCASTSS inv+48(FP), Y15")
+	p("normAffineAVX2_loop:")
+	p("\tVMOVUPS (SI), Y0")
+	p("\tVSUBPS Y13, Y0, Y0")
+	p("\tVSUBPS Y14, Y0, Y0")
+	p("\tVMULPS Y15, Y0, Y0")
+	p("\tVMOVUPS (R9), Y1")
+	p("\tVFMADD231PS (R8), Y0, Y1")
+	p("\tVMOVUPS Y1, (DI)")
+	p("\tADDQ $32, SI")
+	p("\tADDQ $32, DI")
+	p("\tADDQ $32, R8")
+	p("\tADDQ $32, R9")
+	p("\tSUBQ $8, CX")
+	p("\tJNE normAffineAVX2_loop")
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+// transpose8AVX2 writes d[p·stride + r] = src[r·rs + p] for r < 8 and
+// p < kc (kc a positive multiple of 8): eight rows of a row-major matrix
+// into eight adjacent columns of a packed panel, an 8×8 block at a time
+// (unpack, shuffle, 128-bit permute).
+//
+//	func transpose8AVX2(d *float32, stride int, src *float32, rs, kc int)
+func transpose8AVX2() {
+	p("")
+	p("// func transpose8AVX2(d *float32, stride int, src *float32, rs, kc int)")
+	p("TEXT ·transpose8AVX2(SB), NOSPLIT, $0-40")
+	p("\tMOVQ d+0(FP), DI")
+	p("\tMOVQ stride+8(FP), R11")
+	p("\tSHLQ $2, R11")
+	p("\tMOVQ src+16(FP), SI")
+	p("\tMOVQ rs+24(FP), R8")
+	p("\tSHLQ $2, R8")
+	p("\tMOVQ kc+32(FP), CX")
+	p("\tLEAQ (R8)(R8*2), AX")   // 3·rs
+	p("\tLEAQ (SI)(AX*1), R9")   // row 3
+	p("\tLEAQ (R9)(AX*1), R10")  // row 6
+	p("\tLEAQ (R11)(R11*2), BX") // 3·stride
+	p("transpose8AVX2_loop:")
+	p("\tVMOVUPS (SI), Y0")
+	p("\tVMOVUPS (SI)(R8*1), Y1")
+	p("\tVMOVUPS (SI)(R8*2), Y2")
+	p("\tVMOVUPS (R9), Y3")
+	p("\tVMOVUPS (R9)(R8*1), Y4")
+	p("\tVMOVUPS (R9)(R8*2), Y5")
+	p("\tVMOVUPS (R10), Y6")
+	p("\tVMOVUPS (R10)(R8*1), Y7")
+	for i := 0; i < 4; i++ {
+		p("\tVUNPCKLPS Y%d, Y%d, Y%d", 2*i+1, 2*i, 8+2*i)
+		p("\tVUNPCKHPS Y%d, Y%d, Y%d", 2*i+1, 2*i, 9+2*i)
+	}
+	// s0..s7 in Y0..Y7 from t0..t7 in Y8..Y15
+	for i, src := range [][2]int{{8, 10}, {9, 11}, {12, 14}, {13, 15}} {
+		p("\tVSHUFPS $0x44, Y%d, Y%d, Y%d", src[1], src[0], 2*i)
+		p("\tVSHUFPS $0xee, Y%d, Y%d, Y%d", src[1], src[0], 2*i+1)
+	}
+	// s0=Y0 s1=Y1 s2=Y2 s3=Y3 (rows 0-3) s4=Y4 s5=Y5 s6=Y6 s7=Y7 (rows 4-7)
+	for q := 0; q < 4; q++ {
+		p("\tVPERM2F128 $0x20, Y%d, Y%d, Y%d", 4+q, q, 8+q)
+		p("\tVPERM2F128 $0x31, Y%d, Y%d, Y%d", 4+q, q, 12+q)
+	}
+	p("\tLEAQ (DI)(BX*1), R12")
+	p("\tLEAQ (R12)(BX*1), R13")
+	p("\tVMOVUPS Y8, (DI)")
+	p("\tVMOVUPS Y9, (DI)(R11*1)")
+	p("\tVMOVUPS Y10, (DI)(R11*2)")
+	p("\tVMOVUPS Y11, (R12)")
+	p("\tVMOVUPS Y12, (R12)(R11*1)")
+	p("\tVMOVUPS Y13, (R12)(R11*2)")
+	p("\tVMOVUPS Y14, (R13)")
+	p("\tVMOVUPS Y15, (R13)(R11*1)")
+	p("\tLEAQ (R13)(R11*2), DI")
+	p("\tADDQ $32, SI")
+	p("\tADDQ $32, R9")
+	p("\tADDQ $32, R10")
+	p("\tSUBQ $8, CX")
+	p("\tJNE transpose8AVX2_loop")
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+// geluConsts are the vectors of geluAVX2's table, 8 lanes each.
+var geluConsts = []struct {
+	name string
+	bits uint32
+}{
+	{"rsqrt2", math.Float32bits(float32(1 / math.Sqrt2))},
+	{"half", math.Float32bits(0.5)},
+	{"one", math.Float32bits(1)},
+	{"two", math.Float32bits(2)},
+	{"abs", 0x7fffffff},
+	// erfc(z) ≈ t·exp(−z² + P(t)), t = 1/(1+z/2) (the Chebyshev fit
+	// published as erfcc in Numerical Recipes: relative error < 1.2e-7
+	// for z ≥ 0); P's coefficients from t⁹ down to t⁰.
+	{"c9", math.Float32bits(0.17087277)},
+	{"c8", math.Float32bits(-0.82215223)},
+	{"c7", math.Float32bits(1.48851587)},
+	{"c6", math.Float32bits(-1.13520398)},
+	{"c5", math.Float32bits(0.27886807)},
+	{"c4", math.Float32bits(-0.18628806)},
+	{"c3", math.Float32bits(0.09678418)},
+	{"c2", math.Float32bits(0.37409196)},
+	{"c1", math.Float32bits(1.00002368)},
+	{"c0", math.Float32bits(-1.26551223)},
+}
+
+// gc returns the table operand of the named constant vector.
+func gc(name string) string {
+	for i, c := range geluConsts {
+		if c.name == name {
+			return fmt.Sprintf("gelutab<>+%d(SB)", 32*i)
+		}
+	}
+	panic(name)
+}
+
+// geluAVX2 writes dst = x·Φ(x) = ½·x·erfc(−x/√2), the exact GELU, over n
+// floats (n a positive multiple of 8), with erfc from its positive half:
+// erfc(−z) = 2 − erfc(z), so the negative tail keeps its relative accuracy.
+//
+//	func geluAVX2(dst, src *float32, n int)
+func geluAVX2() {
+	p("")
+	for i, c := range geluConsts {
+		for l := 0; l < 8; l++ {
+			p("DATA gelutab<>+%d(SB)/4, $0x%08x", 32*i+4*l, c.bits)
+		}
+	}
+	p("GLOBL gelutab<>(SB), RODATA|NOPTR, $%d", 32*len(geluConsts))
+	p("")
+	p("// func geluAVX2(dst, src *float32, n int)")
+	p("TEXT ·geluAVX2(SB), NOSPLIT, $0-24")
+	p("\tMOVQ dst+0(FP), DI")
+	p("\tMOVQ src+8(FP), SI")
+	p("\tMOVQ n+16(FP), CX")
+	expConsts()
+	p("geluAVX2_loop:")
+	p("\tVMOVUPS (SI), Y14")                 // x
+	p("\tVANDPS %s, Y14, Y15", gc("abs"))    // |x|
+	p("\tVMULPS %s, Y15, Y15", gc("rsqrt2")) // z = |x|/√2
+	p("\tVMULPS %s, Y15, Y1", gc("half"))
+	p("\tVADDPS %s, Y1, Y1", gc("one"))
+	p("\tVMOVUPS %s, Y2", gc("one"))
+	p("\tVDIVPS Y1, Y2, Y1") // t = 1/(1 + z/2)
+	p("\tVMOVUPS %s, Y2", gc("c9"))
+	for _, c := range []string{"c8", "c7", "c6", "c5", "c4", "c3", "c2", "c1", "c0"} {
+		p("\tVFMADD213PS %s, Y1, Y2", gc(c))
+	}
+	p("\tVFNMADD231PS Y15, Y15, Y2") // P(t) − z²
+	p("\tVMOVAPS Y1, Y15")           // keep t
+	p("\tVMOVAPS Y2, Y0")
+	expY()
+	p("\tVMULPS Y15, Y2, Y2") // erfc(z)
+	p("\tVMOVUPS %s, Y1", gc("two"))
+	p("\tVSUBPS Y2, Y1, Y1") // erfc(−z) = 2 − erfc(z)
+	p("\tVXORPS Y3, Y3, Y3")
+	p("\tVCMPPS $1, Y3, Y14, Y0")   // x < 0
+	p("\tVBLENDVPS Y0, Y2, Y1, Y1") // erfc(−x/√2)
+	p("\tVMULPS %s, Y14, Y14", gc("half"))
+	p("\tVMULPS Y1, Y14, Y14")
+	p("\tVMOVUPS Y14, (DI)")
+	p("\tADDQ $32, SI")
+	p("\tADDQ $32, DI")
+	p("\tSUBQ $8, CX")
+	p("\tJNE geluAVX2_loop")
 	p("\tVZEROUPPER")
 	p("\tRET")
 }

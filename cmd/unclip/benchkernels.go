@@ -1,0 +1,398 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/unclip-go/unclip/kernels/cpu"
+	"github.com/unclip-go/unclip/tensor"
+)
+
+func init() {
+	benchSubcommands = append(benchSubcommands,
+		command{"kernels", "time single ops: GFLOP/s or GB/s and % of the measured FMA peak", runBenchKernels},
+		command{"peak", "measure the CPU's FMA peak with an assembly loop", runBenchPeak})
+}
+
+// kernelShapes are the default shapes of "unclip bench kernels", taken from
+// the Karlo models.
+var kernelShapes = map[string][]string{
+	// M×K×N; "/linear" multiplies by a transposed (out, in) weight, as
+	// nn.Linear does.
+	"matmul": {"1024x1024x1024", "2048x2048x2048", "4096x4096x4096",
+		"162x2048x2048/linear", "162x2048x8192/linear"},
+	// N×C×H×W[:O[:K]], stride 1, "same" padding; O defaults to C, K to 3.
+	"conv2d": {"2x320x64x64", "2x640x32x32", "2x1280x8x8"},
+	// B×H×Lq×Lk×D: the decoder's self+text attention at 32×32.
+	"attention": {"2x10x1024x1105x64"},
+	// N×C×H×W[:groups], with SiLU.
+	"groupnorm": {"2x320x64x64", "2x640x32x32"},
+	// rows×width.
+	"layernorm": {"162x2048", "2x77x768"},
+	// rows×width.
+	"softmax": {"20480x1105"},
+}
+
+var kernelOps = []string{"matmul", "conv2d", "attention", "groupnorm", "layernorm", "softmax"}
+
+// kernelResult is one line of "unclip bench kernels --json".
+type kernelResult struct {
+	Op      string  `json:"op"`
+	Shape   string  `json:"shape"`
+	DType   string  `json:"dtype"`
+	Device  string  `json:"device"`
+	Kernels string  `json:"kernels,omitempty"` // CPU kernel variant
+	Threads int     `json:"threads"`
+	Reps    int     `json:"reps"`
+	Seconds float64 `json:"seconds"` // median
+	GFLOPS  float64 `json:"gflops"`
+	GBPS    float64 `json:"gbps"`
+	// PeakPct is GFLOPS as a percentage of the measured FMA peak on the
+	// same threads (CPU only; 0 when not measured).
+	PeakPct float64 `json:"peak_pct,omitempty"`
+}
+
+// benchCase is a prepared op: run executes its node once on a
+// preallocated destination (the kernel alone, as the baselines time
+// theirs); flops and bytes size the work.
+type benchCase struct {
+	node         *tensor.Node
+	flops, bytes float64
+}
+
+// newNode builds a node with a fresh F32 destination of shape on dev.
+func newNode(dev tensor.Backend, op tensor.Op, shape []int, src ...*tensor.Tensor) *tensor.Node {
+	return &tensor.Node{Op: op, Dst: tensor.New(dev, tensor.F32, shape...), Src: src}
+}
+
+func runBenchKernels(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench kernels", flag.ContinueOnError)
+	op := fs.String("op", "all", "op to time: "+strings.Join(kernelOps, ", ")+" or all")
+	var shapes listFlag
+	fs.Var(&shapes, "shape", "shape to time (repeatable; default: the Karlo set of the op); see 'unclip bench kernels -h'")
+	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	reps := fs.Int("reps", 5, "timed runs per shape (the median is reported)")
+	device := fs.String("device", "cpu", deviceFlagHelp)
+	kernels := fs.String("kernels", "", "CPU kernels: ref, auto or a variant ("+strings.Join(cpu.KernelVariants(), ", ")+")")
+	asJSON := fs.Bool("json", false, "print one JSON object per line")
+	noPeak := fs.Bool("no-peak", false, "do not measure the FMA peak")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: unclip bench kernels [--op OP] [--shape S]... [--threads N] [--reps N] [--json]")
+		fmt.Fprintln(stderr, "\nshapes (x-separated):")
+		fmt.Fprintln(stderr, "  matmul     MxKxN[/linear]       (/linear: B is a transposed (N, K) weight)")
+		fmt.Fprintln(stderr, "  conv2d     NxCxHxW[:O[:K]]      (stride 1, same padding; O=C, K=3 by default)")
+		fmt.Fprintln(stderr, "  attention  BxHxLqxLkxD")
+		fmt.Fprintln(stderr, "  groupnorm  NxCxHxW[:G]          (G=32 groups, with SiLU)")
+		fmt.Fprintln(stderr, "  layernorm  RxC")
+		fmt.Fprintln(stderr, "  softmax    RxC")
+		fmt.Fprintln(stderr, "\nflags:")
+		fs.PrintDefaults()
+	}
+	pos, err := parseFlags(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 || *reps < 1 {
+		fs.Usage()
+		return errUsage
+	}
+	ops := kernelOps
+	if *op != "all" {
+		if _, ok := kernelShapes[*op]; !ok {
+			return fmt.Errorf("unknown op %q (%s or all)", *op, strings.Join(kernelOps, ", "))
+		}
+		ops = []string{*op}
+	} else if len(shapes) > 0 {
+		return fmt.Errorf("--shape needs a single --op")
+	}
+	if *kernels != "" {
+		if err := cpu.SetKernels(*kernels); err != nil {
+			return err
+		}
+	}
+	dev, err := openDevice(*device, *threads, stderr)
+	if err != nil {
+		return err
+	}
+	isCPU := dev == tensor.CPU()
+	nthr := cpu.Threads()
+	var peak float64
+	if isCPU && !*noPeak {
+		_, peak = cpu.MeasurePeak(nthr, 5)
+	}
+	var results []kernelResult
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	if !*asJSON {
+		fmt.Fprintf(stdout, "device %s, %d threads", dev.Name(), nthr)
+		if isCPU {
+			fmt.Fprintf(stdout, ", kernels %s", cpu.Kernels())
+		}
+		if peak > 0 {
+			fmt.Fprintf(stdout, ", measured FMA peak %.1f GFLOP/s", peak)
+		}
+		fmt.Fprintf(stdout, ", median of %d runs\n", *reps)
+		fmt.Fprintln(tw, "op\tshape\tms\tGFLOP/s\tGB/s\t% peak\t")
+	}
+	for _, o := range ops {
+		list := kernelShapes[o]
+		if len(shapes) > 0 {
+			list = shapes
+		}
+		for _, s := range list {
+			bc, err := prepareBench(dev, o, s)
+			if err != nil {
+				return err
+			}
+			// One warm-up run (packing buffers, page faults, weight uploads).
+			if err := dev.Run(bc.node); err != nil {
+				return fmt.Errorf("%s %s: %w", o, s, err)
+			}
+			if err := dev.Sync(); err != nil {
+				return err
+			}
+			times := make([]float64, 0, *reps)
+			for r := 0; r < *reps; r++ {
+				t0 := time.Now()
+				err := dev.Run(bc.node)
+				if err == nil {
+					err = dev.Sync()
+				}
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", o, s, err)
+				}
+				times = append(times, time.Since(t0).Seconds())
+			}
+			sort.Float64s(times)
+			med := times[len(times)/2]
+			if len(times)%2 == 0 {
+				med = (times[len(times)/2-1] + times[len(times)/2]) / 2
+			}
+			res := kernelResult{Op: o, Shape: s, DType: "f32", Device: dev.Name(), Threads: nthr, Reps: *reps,
+				Seconds: med, GFLOPS: bc.flops / med / 1e9, GBPS: bc.bytes / med / 1e9}
+			if isCPU {
+				res.Kernels = cpu.Kernels()
+				if peak > 0 && bc.flops > 0 {
+					res.PeakPct = 100 * res.GFLOPS / peak
+				}
+			}
+			results = append(results, res)
+			if *asJSON {
+				if err := json.NewEncoder(stdout).Encode(res); err != nil {
+					return err
+				}
+				continue
+			}
+			pct := ""
+			if res.PeakPct > 0 {
+				pct = fmt.Sprintf("%.0f%%", res.PeakPct)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.3f\t%.1f\t%.1f\t%s\t\n", o, s, med*1e3, res.GFLOPS, res.GBPS, pct)
+		}
+	}
+	if !*asJSON {
+		tw.Flush()
+	}
+	return nil
+}
+
+// parseDims parses "AxBxC..." into exactly n positive integers.
+func parseDims(s string, n int) ([]int, error) {
+	parts := strings.Split(s, "x")
+	if len(parts) != n {
+		return nil, fmt.Errorf("shape %q: want %d x-separated sizes", s, n)
+	}
+	out := make([]int, n)
+	for i, p := range parts {
+		v, err := strconv.Atoi(p)
+		if err != nil || v < 1 {
+			return nil, fmt.Errorf("shape %q: bad size %q", s, p)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// splitOpts splits "dims:a:b" into the dims and up to max integer options.
+func splitOpts(s string, maxOpts int) (string, []int, error) {
+	parts := strings.Split(s, ":")
+	if len(parts)-1 > maxOpts {
+		return "", nil, fmt.Errorf("shape %q: at most %d ':' options", s, maxOpts)
+	}
+	var opts []int
+	for _, p := range parts[1:] {
+		v, err := strconv.Atoi(p)
+		if err != nil || v < 1 {
+			return "", nil, fmt.Errorf("shape %q: bad option %q", s, p)
+		}
+		opts = append(opts, v)
+	}
+	return parts[0], opts, nil
+}
+
+// randTensor returns a tensor of uniform values in [−1, 1) on dev.
+func randTensor(dev tensor.Backend, rng *rand.Rand, shape ...int) *tensor.Tensor {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = 2*rng.Float32() - 1
+	}
+	return tensor.FromFloat32(v, shape...).To(dev)
+}
+
+// prepareBench builds the operands of one op and shape on dev.
+func prepareBench(dev tensor.Backend, op, shape string) (*benchCase, error) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	switch op {
+	case "matmul":
+		s, linear := strings.CutSuffix(shape, "/linear")
+		d, err := parseDims(s, 3)
+		if err != nil {
+			return nil, err
+		}
+		m, k, n := d[0], d[1], d[2]
+		a := randTensor(dev, rng, m, k)
+		var b *tensor.Tensor
+		if linear {
+			b = randTensor(dev, rng, n, k).T()
+		} else {
+			b = randTensor(dev, rng, k, n)
+		}
+		return &benchCase{node: newNode(dev, tensor.OpMatMul, []int{m, n}, a, b),
+			flops: 2 * float64(m) * float64(k) * float64(n), bytes: 4 * float64(m*k+k*n+m*n)}, nil
+	case "conv2d":
+		s, opts, err := splitOpts(shape, 2)
+		if err != nil {
+			return nil, err
+		}
+		d, err := parseDims(s, 4)
+		if err != nil {
+			return nil, err
+		}
+		n, c, h, w := d[0], d[1], d[2], d[3]
+		o, k := c, 3
+		if len(opts) > 0 {
+			o = opts[0]
+		}
+		if len(opts) > 1 {
+			k = opts[1]
+		}
+		x := randTensor(dev, rng, n, c, h, w)
+		wt := randTensor(dev, rng, o, c, k, k)
+		bias := randTensor(dev, rng, o)
+		oh, ow := h+2*(k/2)-k+1, w+2*(k/2)-k+1
+		nd := newNode(dev, tensor.OpConv2d, []int{n, o, oh, ow}, x, wt, bias)
+		nd.Int[0], nd.Int[1], nd.Int[2], nd.Int[3] = 1, 1, k/2, k/2
+		return &benchCase{node: nd,
+			flops: 2 * float64(n) * float64(o) * float64(c*k*k) * float64(oh*ow),
+			bytes: 4 * float64(n*c*h*w+o*c*k*k+n*o*oh*ow)}, nil
+	case "attention":
+		d, err := parseDims(shape, 5)
+		if err != nil {
+			return nil, err
+		}
+		b, h, lq, lk, dh := d[0], d[1], d[2], d[3], d[4]
+		q := randTensor(dev, rng, b, h, lq, dh)
+		k := randTensor(dev, rng, b, h, lk, dh)
+		v := randTensor(dev, rng, b, h, lk, dh)
+		scale := float32(1 / math.Sqrt(float64(dh)))
+		nd := newNode(dev, tensor.OpAttention, []int{b, h, lq, dh}, q, k, v, nil)
+		nd.Float[0] = scale
+		return &benchCase{node: nd,
+			flops: 4 * float64(b*h) * float64(lq) * float64(lk) * float64(dh),
+			bytes: 4 * float64(b*h) * float64(2*lq*dh+2*lk*dh)}, nil
+	case "groupnorm":
+		s, opts, err := splitOpts(shape, 1)
+		if err != nil {
+			return nil, err
+		}
+		d, err := parseDims(s, 4)
+		if err != nil {
+			return nil, err
+		}
+		g := 32
+		if len(opts) > 0 {
+			g = opts[0]
+		}
+		if d[1]%g != 0 {
+			return nil, fmt.Errorf("shape %q: %d channels in %d groups", shape, d[1], g)
+		}
+		x := randTensor(dev, rng, d...)
+		w, b := randTensor(dev, rng, d[1]), randTensor(dev, rng, d[1])
+		numel := float64(d[0] * d[1] * d[2] * d[3])
+		nd := newNode(dev, tensor.OpGroupNorm, d, x, w, b)
+		nd.Int[0], nd.Int[1], nd.Float[0] = g, 1, 1e-5
+		return &benchCase{node: nd, bytes: 8 * numel}, nil
+	case "layernorm", "softmax":
+		d, err := parseDims(shape, 2)
+		if err != nil {
+			return nil, err
+		}
+		x := randTensor(dev, rng, d...)
+		numel := float64(d[0] * d[1])
+		if op == "softmax" {
+			return &benchCase{node: newNode(dev, tensor.OpSoftmax, d, x), bytes: 8 * numel}, nil
+		}
+		w, b := randTensor(dev, rng, d[1]), randTensor(dev, rng, d[1])
+		nd := newNode(dev, tensor.OpLayerNorm, d, x, w, b)
+		nd.Float[0] = 1e-5
+		return &benchCase{node: nd, bytes: 8 * numel}, nil
+	}
+	return nil, fmt.Errorf("unknown op %q", op)
+}
+
+// peakResult is one line of "unclip bench peak --json".
+type peakResult struct {
+	Op      string  `json:"op"` // "fma_peak"
+	Variant string  `json:"variant"`
+	Device  string  `json:"device"`
+	Threads int     `json:"threads"`
+	GFLOPS  float64 `json:"gflops"` // median
+}
+
+func runBenchPeak(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench peak", flag.ContinueOnError)
+	threads := fs.Int("threads", 0, "measure 1..N threads (0: all cores)")
+	reps := fs.Int("reps", 9, "timed runs (the median is reported)")
+	asJSON := fs.Bool("json", false, "print one JSON object per line")
+	pos, err := parseFlags(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 || *reps < 1 {
+		fmt.Fprintln(stderr, "usage: unclip bench peak [--threads N] [--reps N] [--json]")
+		return errUsage
+	}
+	n := *threads
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	cpu.SetThreads(n)
+	for t := 1; t <= n; t++ {
+		variant, g := cpu.MeasurePeak(t, *reps)
+		if variant == "" {
+			return fmt.Errorf("no FMA peak loop for this CPU or build (purego or not amd64)")
+		}
+		r := peakResult{Op: "fma_peak", Variant: variant, Device: "cpu", Threads: t, GFLOPS: g}
+		if *asJSON {
+			if err := json.NewEncoder(stdout).Encode(r); err != nil {
+				return err
+			}
+			continue
+		}
+		fmt.Fprintf(stdout, "FMA peak (%s, %d thread(s)): %.1f GFLOP/s\n", variant, t, g)
+	}
+	return nil
+}
