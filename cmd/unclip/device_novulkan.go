@@ -1,3 +1,5 @@
+//go:build !cgo || novulkan
+
 package main
 
 import (

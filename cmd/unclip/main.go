@@ -8,6 +8,7 @@
 //	unclip tokenize -m DIR TEXT                   CLIP token ids
 //	unclip verify   -m DIR -g GOLDEN              parity against a recorded diffusers run
 //	unclip bench pipeline --random-weights        stage timings without a checkpoint
+//	unclip devices                                the CPU and every Vulkan device
 //
 // Run "unclip help COMMAND" for a command's flags.
 package main
@@ -38,6 +39,7 @@ func init() {
 		{"tokenize", "print the CLIP token ids of a text", runTokenize},
 		{"verify", "check every component against a recorded diffusers run", runVerify},
 		{"bench", "time the pipeline stage by stage (bench pipeline) and the kernels", runBench},
+		{"devices", "list the compute devices (CPU and every Vulkan device)", runDevices},
 	}
 }
 

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/unclip-go/unclip/kernels/vulkan"
+	"github.com/unclip-go/unclip/tensor"
+)
+
+// runDevices lists every Vulkan device with the facts that decide how the
+// engine uses it. A machine without Vulkan gets a clear message and a zero
+// exit status: "no devices" is an answer, not a failure.
+func runDevices(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("devices", flag.ContinueOnError)
+	pos, err := parseFlags(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		fmt.Fprintln(stderr, "usage: unclip devices")
+		return errUsage
+	}
+	fmt.Fprintln(stdout, "cpu      always available (--device cpu)")
+	ds, err := vulkan.Devices()
+	if err != nil {
+		if errors.Is(err, vulkan.ErrUnavailable) {
+			fmt.Fprintf(stdout, "vulkan   none: %v\n", err)
+			return nil
+		}
+		return err
+	}
+	if len(ds) == 0 {
+		fmt.Fprintln(stdout, "vulkan   none: the Vulkan loader found no device (install a driver, e.g. mesa-vulkan-drivers)")
+		return nil
+	}
+	for _, d := range ds {
+		fmt.Fprint(stdout, d.String())
+	}
+	fmt.Fprintf(stdout, "--device vulkan picks vulkan:0 (%s)\n", ds[0].Name)
+	return nil
+}
+
+// isCPUVulkan reports whether b is a Vulkan device that runs on the CPU
+// (Mesa's lavapipe, SwiftShader): correct but far slower than the CPU
+// backend, so "--device auto" should not pick it (an explicit
+// "--device vulkan" still may).
+func isCPUVulkan(b tensor.Backend) bool {
+	d, ok := b.(interface{ Info() vulkan.DeviceInfo })
+	return ok && d.Info().Type == "cpu"
+}

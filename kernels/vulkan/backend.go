@@ -1,0 +1,653 @@
+//go:build cgo && !novulkan
+
+package vulkan
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	vk "github.com/vulkan-go/vulkan"
+
+	"github.com/unclip-go/unclip/tensor"
+)
+
+// Backend runs tensor ops on one Vulkan device. Open returns it; it
+// registers itself with package tensor as "vulkan:N".
+type Backend struct {
+	name string
+	in   *instance
+	phys *physDevice
+
+	dev  *device
+	qfam uint32
+
+	minAlign uint64 // minStorageBufferOffsetAlignment
+	maxRange uint64 // maxStorageBufferRange
+	maxGroup [3]uint32
+
+	mu         sync.Mutex // guards everything below
+	mem        allocator
+	pipelines  map[pipelineKey]*pipeline
+	pcache     uint64 // VkPipelineCache
+	cacheDirty bool
+	cur        *batch   // recording, nil when none
+	inflight   []*batch // submitted, oldest first
+	idle       []*batch
+	doneSeq    uint64 // every batch with seq ≤ doneSeq has finished
+	written    map[*alloc]bool
+	read       map[*alloc]bool
+	lost       error     // sticky device-lost error
+	status     *alloc    // 16 mapped bytes: flags set by shaders (bad embedding id)
+	staged     bool      // device storage is not mapped: Upload and Download copy through stage
+	stage      allocator // staging buffers (staged mode only)
+	closed     bool
+	prof       profiler
+
+	embedWindow int // tests: at most this many table rows per embedding dispatch
+
+	tapsMu sync.Mutex
+	taps   map[[2]int]*tensor.Tensor // bicubic taps on the device
+
+	recSeq  atomic.Uint64 // seq of the batch being (or next to be) recorded
+	freeMu  sync.Mutex
+	pending []pendingFree
+}
+
+// pendingFree is an allocation whose storage was collected (or a staging
+// buffer that was used); it returns to its allocator once batch seq has
+// finished.
+type pendingFree struct {
+	m   *allocator
+	a   *alloc
+	seq uint64
+}
+
+// batch is one command buffer with its fence and descriptor pools.
+type batch struct {
+	cb    uint64   // VkCommandBuffer
+	fence uint64   // VkFence
+	pools []uint64 // VkDescriptorPool
+	pool  int
+	seq   uint64
+	ndisp int
+	ops   []*tensor.Node
+
+	qpool    uint64   // timestamp queries (profiling), 0 until needed
+	profiled bool     // timestamps are recorded in this batch
+	names    []string // shader of each dispatch (profiling) // recorded ops (kept alive until the batch finishes; named in errors)
+}
+
+const (
+	batchOps      = 128 // dispatches per command buffer before it is submitted
+	maxInflight   = 3
+	setsPerPool   = batchOps
+	bindsPerSet   = maxBindings
+	allocationPad = 16
+)
+
+var (
+	openMu sync.Mutex
+	opened = map[int]*Backend{}
+)
+
+// Open opens Vulkan device index (in Devices order; −1 picks the best:
+// discrete > integrated > virtual > CPU) and registers it with package
+// tensor as "vulkan:N". Opening the same index again returns the same
+// backend. Errors wrap ErrUnavailable when there is no loader or device.
+func Open(index int) (tensor.Backend, error) {
+	in, err := getInstance()
+	if err != nil {
+		return nil, err
+	}
+	if len(in.devices) == 0 {
+		return nil, fmt.Errorf("%w: no Vulkan device found (install a driver, e.g. mesa-vulkan-drivers)", ErrUnavailable)
+	}
+	if index < 0 {
+		index = 0
+	}
+	if index >= len(in.devices) {
+		return nil, fmt.Errorf("no Vulkan device vulkan:%d (%d devices; see 'unclip devices')", index, len(in.devices))
+	}
+	openMu.Lock()
+	defer openMu.Unlock()
+	if b, ok := opened[index]; ok {
+		return b, nil
+	}
+	b, err := newBackend(in, index, fmt.Sprintf("vulkan:%d", index), os.Getenv("UNCLIP_VK_STAGING"))
+	if err != nil {
+		return nil, fmt.Errorf("vulkan:%d (%s): %w", index, in.devices[index].info.Name, err)
+	}
+	opened[index] = b
+	tensor.Register(b)
+	return b, nil
+}
+
+// newBackend opens device index under name; staging is "1" (copy through
+// staging buffers), "0" (map device memory) or "" (decide by the heaps).
+func newBackend(in *instance, index int, name, staging string) (*Backend, error) {
+	pd := &in.devices[index]
+	b := &Backend{
+		name: name, in: in, phys: pd,
+		pipelines: map[pipelineKey]*pipeline{}, written: map[*alloc]bool{}, read: map[*alloc]bool{},
+		taps: map[[2]int]*tensor.Tensor{},
+	}
+	l := &pd.props.Limits
+	b.minAlign = max(uint64(l.MinStorageBufferOffsetAlignment), 4)
+	b.maxRange = uint64(l.MaxStorageBufferRange)
+	b.maxGroup = l.MaxComputeWorkGroupCount
+	if l.MaxPushConstantsSize < pushSize {
+		return nil, fmt.Errorf("maxPushConstantsSize %d < %d", l.MaxPushConstantsSize, pushSize)
+	}
+	// Queue family: prefer a compute-only family, else any with compute.
+	var nq uint32
+	vk.GetPhysicalDeviceQueueFamilyProperties(pd.pd, &nq, nil)
+	qps := make([]vk.QueueFamilyProperties, nq)
+	vk.GetPhysicalDeviceQueueFamilyProperties(pd.pd, &nq, qps)
+	best := -1
+	for i := range qps[:nq] {
+		qps[i].Deref()
+		f := vk.QueueFlagBits(qps[i].QueueFlags)
+		if f&vk.QueueComputeBit == 0 {
+			continue
+		}
+		if best < 0 || (f&vk.QueueGraphicsBit == 0 && vk.QueueFlagBits(qps[best].QueueFlags)&vk.QueueGraphicsBit != 0) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return nil, errors.New("no compute queue")
+	}
+	b.qfam = uint32(best)
+	if bits := qps[best].TimestampValidBits; bits > 0 {
+		b.prof.mask = ^uint64(0)
+		if bits < 64 {
+			b.prof.mask = 1<<bits - 1
+		}
+		b.prof.period = float64(l.TimestampPeriod)
+	}
+	memTypes, stageTypes, heap, staged, err := chooseMemory(&pd.mem, staging)
+	if err != nil {
+		return nil, err
+	}
+	b.staged = staged
+	dev, err := createDevice(in.inst, pd.pd, b.qfam)
+	if err != nil {
+		return nil, err
+	}
+	b.dev = dev
+	maxAlloc := pd.caps.maxAlloc
+	if maxAlloc == 0 {
+		maxAlloc = 1 << 30
+	}
+	blockSize := uint64(defaultBlock)
+	blockSize = min(blockSize, maxAlloc, max(heap/8, 16<<20), alignUp(b.maxRange, 1<<20))
+	align := max(b.minAlign, allocationPad)
+	b.mem = allocator{dev: b.dev, memTypes: memTypes, mapped: !staged, blockSize: blockSize, maxAlloc: maxAlloc, align: align}
+	if staged {
+		b.stage = allocator{dev: b.dev, memTypes: stageTypes, mapped: true, blockSize: min(blockSize, 64<<20), maxAlloc: maxAlloc, align: align}
+	}
+	if err := b.openPipelineCache(); err != nil {
+		dev.destroy()
+		return nil, err
+	}
+	b.recSeq.Store(1)
+	// The shaders' status flags are read by the host: mapped memory.
+	sa, err := b.hostMem().get(16)
+	if err != nil {
+		return nil, err
+	}
+	clear(sa.host())
+	b.status = sa
+	return b, nil
+}
+
+// hostMem is the mapped allocator: the main one, or the staging one when
+// device memory is not host-visible.
+func (b *Backend) hostMem() *allocator {
+	if b.staged {
+		return &b.stage
+	}
+	return &b.mem
+}
+
+// chooseMemory picks the memory types of device storage and, when that
+// is not host-visible, of the staging buffers. Mapped mode (no staging)
+// keeps everything in host-visible coherent memory, device-local first:
+// all of VRAM on resizable-BAR GPUs, everything on integrated and CPU
+// devices, then host memory as a fallback. Staged mode, used when the
+// device-local host-visible heap is small (a 256 MiB BAR) or when forced
+// with UNCLIP_VK_STAGING=1, keeps storage in device-local memory and copies
+// through host-visible staging buffers. force is "1", "0" or "" (auto).
+func chooseMemory(mem *vk.PhysicalDeviceMemoryProperties, force string) (memTypes, stageTypes []uint32, heap uint64, staged bool, err error) {
+	coherent := vk.MemoryPropertyFlagBits(vk.MemoryPropertyHostVisibleBit | vk.MemoryPropertyHostCoherentBit)
+	var mappedLocal, mappedHost, local []uint32
+	var mappedLocalHeap, localHeap, mappedHeap uint64
+	for i := uint32(0); i < mem.MemoryTypeCount; i++ {
+		t := mem.MemoryTypes[i]
+		t.Deref()
+		f := vk.MemoryPropertyFlagBits(t.PropertyFlags)
+		h := mem.MemoryHeaps[t.HeapIndex]
+		h.Deref()
+		size := uint64(h.Size)
+		isLocal := f&vk.MemoryPropertyDeviceLocalBit != 0
+		if isLocal {
+			local = append(local, i)
+			localHeap = max(localHeap, size)
+		}
+		if f&coherent != coherent {
+			continue
+		}
+		mappedHeap = max(mappedHeap, size)
+		if isLocal {
+			mappedLocal = append(mappedLocal, i)
+			mappedLocalHeap = max(mappedLocalHeap, size)
+		} else {
+			mappedHost = append(mappedHost, i)
+		}
+	}
+	mapped := append(append([]uint32(nil), mappedLocal...), mappedHost...)
+	if len(mapped) == 0 {
+		return nil, nil, 0, false, errors.New("no host-visible coherent memory type")
+	}
+	switch force {
+	case "1":
+		staged = true
+	case "0":
+	default:
+		staged = len(local) > 0 && mappedLocalHeap < localHeap/2
+	}
+	if !staged {
+		return mapped, nil, mappedHeap, false, nil
+	}
+	if len(local) == 0 {
+		local = mapped
+		localHeap = mappedHeap
+	}
+	return append(local, mappedHost...), mapped, localHeap, true, nil
+}
+
+// Name returns "vulkan:N".
+func (b *Backend) Name() string { return b.name }
+
+// Info describes the device.
+func (b *Backend) Info() DeviceInfo { return b.phys.info }
+
+// Alloc returns n bytes of uninitialised device memory.
+func (b *Backend) Alloc(n int) (*tensor.Storage, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.allocLocked(n)
+}
+
+func (b *Backend) allocLocked(n int) (*tensor.Storage, error) {
+	if b.closed {
+		return nil, errors.New("backend closed")
+	}
+	b.reclaim()
+	a := b.mem.tryGet(uint64(n))
+	if a == nil {
+		// Device memory is invisible to the Go collector: before growing,
+		// collect the storages nobody references any more.
+		if err := b.collect(); err != nil {
+			return nil, err
+		}
+		var err error
+		if a, err = b.mem.get(uint64(n)); err != nil {
+			return nil, fmt.Errorf("%s: cannot allocate %d bytes (%d MiB held): %w", b.name, n, b.mem.total>>20, err)
+		}
+	}
+	st := tensor.NewDeviceStorage(b, a, n)
+	runtime.AddCleanup(st, b.deferFree, a)
+	return st, nil
+}
+
+// collect runs the garbage collector, waits for the cleanups of
+// unreachable storages and, when some of them were used by unfinished
+// work, for that work; then it returns their memory to the allocator.
+func (b *Backend) collect() error {
+	if b.mem.total == 0 {
+		return nil
+	}
+	runtime.GC()
+	// Cleanups run on their own goroutine after the collection.
+	prev := -1
+	for i := 0; i < 20; i++ {
+		b.freeMu.Lock()
+		np := len(b.pending)
+		b.freeMu.Unlock()
+		if np == prev && np > 0 {
+			break
+		}
+		prev = np
+		time.Sleep(200 * time.Microsecond)
+	}
+	b.freeMu.Lock()
+	busy := false
+	for _, p := range b.pending {
+		if p.seq > b.doneSeq {
+			busy = true
+			break
+		}
+	}
+	b.freeMu.Unlock()
+	if busy {
+		return b.drain()
+	}
+	b.reclaim()
+	return nil
+}
+
+// deferFree queues an allocation whose storage is unreachable. It runs on
+// the cleanup goroutine, so it only appends under freeMu.
+func (b *Backend) deferFree(a *alloc) {
+	b.freeMu.Lock()
+	b.pending = append(b.pending, pendingFree{m: &b.mem, a: a, seq: b.recSeq.Load()})
+	b.freeMu.Unlock()
+}
+
+// reclaim returns finished pending frees to the allocator (b.mu held).
+func (b *Backend) reclaim() {
+	b.freeMu.Lock()
+	defer b.freeMu.Unlock()
+	done := b.doneSeq
+	if len(b.inflight) == 0 && b.cur == nil {
+		done = b.recSeq.Load()
+	}
+	keep := b.pending[:0]
+	for _, p := range b.pending {
+		if p.seq <= done {
+			delete(b.written, p.a)
+			delete(b.read, p.a)
+			p.m.put(p.a)
+		} else {
+			keep = append(keep, p)
+		}
+	}
+	clear(b.pending[len(keep):])
+	b.pending = keep
+}
+
+// Upload copies host bytes into new device memory: through the mapping,
+// or in staged mode through a staging buffer and a recorded copy.
+func (b *Backend) Upload(src []byte) (*tensor.Storage, error) {
+	st, err := b.Alloc(len(src))
+	if err != nil {
+		return nil, err
+	}
+	a := st.Handle.(*alloc)
+	if !b.staged {
+		copy(a.host(), src)
+		return st, nil
+	}
+	if len(src) == 0 {
+		return st, nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s, err := b.stage.get(uint64(len(src)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: staging buffer of %d bytes: %w", b.name, len(src), err)
+	}
+	copy(s.host(), src)
+	if err := b.recordCopy(s, 0, a, 0, uint64(len(src))); err != nil {
+		b.stage.put(s)
+		return nil, err
+	}
+	b.freeAfter(&b.stage, s)
+	return st, nil
+}
+
+// Download waits for the work that writes s and copies bytes out.
+func (b *Backend) Download(s *tensor.Storage, dst []byte, off int) error {
+	a, ok := s.Handle.(*alloc)
+	if !ok || s.Backend() != b {
+		return fmt.Errorf("%s: download of foreign storage", b.name)
+	}
+	if off < 0 || off+len(dst) > s.Bytes {
+		return fmt.Errorf("%s: read [%d, %d) of a %d-byte buffer", b.name, off, off+len(dst), s.Bytes)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.staged || len(dst) == 0 {
+		if err := b.syncLocked(); err != nil {
+			return err
+		}
+		copy(dst, a.host()[off:])
+		return nil
+	}
+	st, err := b.stage.get(uint64(len(dst)))
+	if err != nil {
+		return fmt.Errorf("%s: staging buffer of %d bytes: %w", b.name, len(dst), err)
+	}
+	defer b.stage.put(st)
+	if err := b.recordCopy(a, uint64(off), st, 0, uint64(len(dst))); err != nil {
+		return err
+	}
+	if err := b.syncLocked(); err != nil {
+		return err
+	}
+	copy(dst, st.host())
+	return nil
+}
+
+// recordCopy records a copy of n bytes between allocations (b.mu held).
+func (b *Backend) recordCopy(src *alloc, so uint64, dst *alloc, do, n uint64) error {
+	if err := b.begin(); err != nil {
+		return err
+	}
+	barrier := b.hazard([]*alloc{src}, []*alloc{dst})
+	b.dev.copy(b.cur.cb, barrier, src.blk.buf, src.off+so, dst.blk.buf, dst.off+do, n)
+	b.read[src] = true
+	b.written[dst] = true
+	return nil
+}
+
+// hazard reports whether an access to reads and writes must wait for
+// earlier work of the batch (a read or write after a write, a write after
+// a read) and, if so, starts a new barrier epoch (b.mu held).
+func (b *Backend) hazard(reads, writes []*alloc) bool {
+	h := false
+	for _, a := range reads {
+		h = h || b.written[a]
+	}
+	for _, a := range writes {
+		h = h || b.written[a] || b.read[a]
+	}
+	if h {
+		clear(b.written)
+		clear(b.read)
+	}
+	return h
+}
+
+// freeAfter returns a to m once the recording batch has finished.
+func (b *Backend) freeAfter(m *allocator, a *alloc) {
+	b.freeMu.Lock()
+	b.pending = append(b.pending, pendingFree{m: m, a: a, seq: b.recSeq.Load()})
+	b.freeMu.Unlock()
+}
+
+// Sync submits recorded work and waits for all of it.
+func (b *Backend) Sync() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.syncLocked()
+}
+
+func (b *Backend) syncLocked() error {
+	if err := b.drain(); err != nil {
+		return err
+	}
+	b.savePipelineCache()
+	return b.checkStatus()
+}
+
+// drain submits recorded work, waits for everything and reclaims memory.
+func (b *Backend) drain() error {
+	if err := b.submit(); err != nil {
+		return err
+	}
+	for len(b.inflight) > 0 {
+		if err := b.waitOldest(); err != nil {
+			return err
+		}
+	}
+	b.reclaim()
+	return b.lost
+}
+
+// begin makes b.cur a batch ready for recording.
+func (b *Backend) begin() error {
+	if b.lost != nil {
+		return b.lost
+	}
+	if b.cur != nil {
+		return nil
+	}
+	var bt *batch
+	if n := len(b.idle); n > 0 {
+		bt, b.idle = b.idle[n-1], b.idle[:n-1]
+	} else {
+		if len(b.inflight) >= maxInflight {
+			if err := b.waitOldest(); err != nil {
+				return err
+			}
+			return b.begin()
+		}
+		var err error
+		if bt, err = b.newBatch(); err != nil {
+			return err
+		}
+	}
+	if r := b.dev.begin(bt.cb); r != vk.Success {
+		return fmt.Errorf("vkBeginCommandBuffer: %w", vkErr(r))
+	}
+	if err := b.beginProfile(bt); err != nil {
+		return err
+	}
+	// Earlier batches' writes become visible to this one.
+	b.dev.computeBarrier(bt.cb)
+	clear(b.written)
+	clear(b.read)
+	bt.seq = b.recSeq.Load()
+	b.cur = bt
+	return nil
+}
+
+func (b *Backend) newBatch() (*batch, error) {
+	cb, fence, err := b.dev.createBatch()
+	if err != nil {
+		return nil, fmt.Errorf("command buffer: %w", err)
+	}
+	bt := &batch{cb: cb, fence: fence}
+	if err := b.addPool(bt); err != nil {
+		return nil, err
+	}
+	return bt, nil
+}
+
+func (b *Backend) addPool(bt *batch) error {
+	p, err := b.dev.createPool(setsPerPool, setsPerPool*bindsPerSet)
+	if err != nil {
+		return fmt.Errorf("vkCreateDescriptorPool: %w", err)
+	}
+	bt.pools = append(bt.pools, p)
+	return nil
+}
+
+// submit ends and submits the recording batch, if any.
+func (b *Backend) submit() error {
+	bt := b.cur
+	if bt == nil {
+		return b.lost
+	}
+	b.cur = nil
+	if r := b.dev.submit(bt.cb, bt.fence); r != vk.Success {
+		return b.fail(bt, "vkQueueSubmit", r)
+	}
+	b.inflight = append(b.inflight, bt)
+	b.recSeq.Add(1)
+	return nil
+}
+
+// waitOldest waits for the oldest submitted batch and recycles it.
+func (b *Backend) waitOldest() error {
+	bt := b.inflight[0]
+	b.inflight = b.inflight[1:]
+	if r := b.dev.wait(bt.fence); r != vk.Success {
+		return b.fail(bt, "vkWaitForFences", r)
+	}
+	b.collectProfile(bt)
+	for _, p := range bt.pools {
+		b.dev.resetPool(p)
+	}
+	bt.pool = 0
+	bt.ndisp = 0
+	clear(bt.ops)
+	bt.ops = bt.ops[:0]
+	b.doneSeq = bt.seq
+	b.idle = append(b.idle, bt)
+	b.reclaim()
+	return nil
+}
+
+// fail records a sticky error naming the ops of the failed batch.
+func (b *Backend) fail(bt *batch, call string, r vk.Result) error {
+	var names []string
+	for i, n := range bt.ops {
+		switch {
+		case i < 3 || i >= len(bt.ops)-3:
+			names = append(names, n.Name())
+		case i == 3:
+			names = append(names, fmt.Sprintf("… %d more …", len(bt.ops)-6))
+		}
+	}
+	err := fmt.Errorf("%s: %s: %w, in a batch of %d ops (%s)", b.name, call, vkErr(r), len(bt.ops), strings.Join(names, "; "))
+	if r == vk.ErrorDeviceLost || b.lost == nil {
+		b.lost = err
+	}
+	return err
+}
+
+// Close waits for all work and releases the device. Tensors on it become
+// unusable.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	err := b.syncLocked()
+	b.dev.waitIdle()
+	b.closed = true
+	b.savePipelineCache()
+	for _, bt := range append(b.idle, b.inflight...) {
+		b.dev.destroyFence(bt.fence)
+		if bt.qpool != 0 {
+			b.dev.destroyQueryPool(bt.qpool)
+		}
+		for _, p := range bt.pools {
+			b.dev.destroyPool(p)
+		}
+	}
+	b.idle, b.inflight = nil, nil
+	b.destroyPipelines()
+	b.dev.destroyCache(b.pcache)
+	b.mem.close()
+	b.stage.close()
+	b.dev.destroy()
+	openMu.Lock()
+	for i, x := range opened {
+		if x == b {
+			delete(opened, i)
+		}
+	}
+	openMu.Unlock()
+	return err
+}

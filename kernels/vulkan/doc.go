@@ -1,0 +1,45 @@
+// Package vulkan is the Vulkan compute backend: every op of package tensor
+// runs as a SPIR-V compute shader (package shaders) on a Vulkan device.
+//
+// Loading: the backend opens libvulkan.so.1 itself at run time (dlopen)
+// and hands its vkGetInstanceProcAddr to github.com/vulkan-go/vulkan, which
+// creates the instance and enumerates devices. Every device-level call
+// (memory, pipelines, command buffers, submission) goes through this
+// package's own small C layer with entry points from vkGetDeviceProcAddr:
+// vulkan-go passes Go memory holding Go pointers to C for vkCreateDevice
+// and for any call taking slices, which Go's cgo checks reject, and it
+// copies every struct per call, which has no place in the per-dispatch
+// path. A user needs only the Vulkan loader and a driver; building needs
+// cgo and vulkan/vulkan.h (Debian libvulkan-dev), never a shader compiler.
+//
+// Memory: storage is sub-allocated from large blocks (at most
+// maxMemoryAllocationSize, bound ranges at most maxStorageBufferRange and
+// always computed). Where device memory is host-visible (integrated and
+// CPU devices, resizable-BAR GPUs) it is mapped once and uploads and
+// readback are plain copies; otherwise (or with UNCLIP_VK_STAGING=1)
+// storage stays device-local and transfers go through staging buffers.
+// Unreachable tensors return their memory through runtime cleanups once
+// the work that used them has finished; before growing, the allocator runs
+// the garbage collector, since device memory is invisible to it.
+//
+// Execution: ops are recorded into command buffers (one descriptor set and
+// one push-constant block per dispatch) and submitted in batches, with a
+// barrier only before a dispatch that depends on an earlier one of the
+// batch; the host waits only to read a tensor (Download), in Sync, and when
+// several batches are already in flight. Pipelines are created on first
+// use, specialised per shape class (workgroup size, kernel size, head
+// size) through specialization constants, and kept in a VkPipelineCache
+// saved under the user cache directory (os.UserCacheDir()/unclip).
+// SetProfile and Profile time every dispatch with timestamp queries.
+//
+// Errors: out-of-memory, device loss and limits surface as errors naming
+// the op, the sizes and, for a failed batch, its ops; an embedding id out
+// of range fails the next read.
+//
+// Set UNCLIP_VK_VALIDATION=1 to enable VK_LAYER_KHRONOS_validation; its
+// warnings and errors are printed and counted (ValidationMessages). The
+// tests turn it on whenever the layer is installed.
+//
+// The backend is built with cgo and without the novulkan tag; otherwise a
+// stub reports ErrUnavailable. This package must not import nn or models.
+package vulkan

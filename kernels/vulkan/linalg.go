@@ -1,0 +1,134 @@
+//go:build cgo && !novulkan
+
+package vulkan
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/unclip-go/unclip/tensor"
+)
+
+// matmulOp records Dst[z] = A[z]·B[z] (+ bias) with A and B strided F32
+// views broadcast to Dst's batch shape.
+func (b *Backend) matmulOp(n *tensor.Node) error {
+	if err := needF32("matmul", n.Dst); err != nil {
+		return err
+	}
+	// a and b stay in their float type: matmul.comp converts 16-bit
+	// values as it loads them.
+	x, y := n.Src[0], n.Src[1]
+	adt, err := floatCode(x)
+	if err != nil {
+		return err
+	}
+	bdt, err := floatCode(y)
+	if err != nil {
+		return err
+	}
+	var bias *tensor.Tensor
+	if len(n.Src) > 2 && n.Src[2] != nil {
+		if bias, err = dense32(n.Src[2]); err != nil {
+			return err
+		}
+	}
+	r := x.Rank()
+	m, k, nn := x.Dim(-2), x.Dim(-1), y.Dim(-1)
+	batch := n.Dst.Shape()[:r-2]
+	xs, ys := x.Strides(), y.Strides()
+	bshape, bst := collapse(batch, xs[:r-2], ys[:r-2])
+	if len(bshape) > 3 {
+		x, y = x.Contiguous(), y.Contiguous()
+		if err := errors.Join(x.Err(), y.Err()); err != nil {
+			return err
+		}
+		xs, ys = x.Strides(), y.Strides()
+		bshape, bst = collapse(batch, xs[:r-2], ys[:r-2])
+	}
+	nb := 1
+	for _, d := range batch {
+		nb *= d
+	}
+	if nb > int(b.maxGroup[2]) {
+		return fmt.Errorf("batch of %d matrices exceeds the device's %d workgroups in z", nb, b.maxGroup[2])
+	}
+	var bdim, abs, bbs [3]int
+	bdim = [3]int{1, 1, 1}
+	lead := 3 - len(bshape)
+	for i, d := range bshape {
+		bdim[lead+i], abs[lead+i], bbs[lead+i] = d, bst[0][i], bst[1][i]
+	}
+	srcs := []*tensor.Tensor{x, y, x}
+	if bias != nil {
+		srcs[2] = bias
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ops, err := b.operands(n.Dst, srcs...)
+	if err != nil {
+		return err
+	}
+	var pc push
+	hasBias := 0
+	if bias != nil {
+		hasBias = 1
+	}
+	pc.i(m, nn, k, hasBias).u(ops[0].off, ops[1].off, ops[2].off, ops[3].off)
+	pc.i(xs[r-2], xs[r-1], ys[r-2], ys[r-1]).i(bdim[:]...).i(abs[:]...).i(bbs[:]...).u(adt, bdt)
+	return b.dispatch(n, "matmul", ops, &pc, (nn+63)/64, (m+63)/64, nb)
+}
+
+// conv2dOp records the convolution as an implicit GEMM per image.
+func (b *Backend) conv2dOp(n *tensor.Node) error {
+	if err := needF32("conv2d", n.Dst); err != nil {
+		return err
+	}
+	x, err := dense32(n.Src[0])
+	if err != nil {
+		return err
+	}
+	w := n.Src[1].Contiguous() // converted in the shader when 16-bit
+	if err := w.Err(); err != nil {
+		return err
+	}
+	wdt, err := floatCode(w)
+	if err != nil {
+		return err
+	}
+	var bias *tensor.Tensor
+	if len(n.Src) > 2 && n.Src[2] != nil {
+		if bias, err = dense32(n.Src[2]); err != nil {
+			return err
+		}
+	}
+	xs, ws, ds := x.Shape(), w.Shape(), n.Dst.Shape()
+	bsz, c, h, wd := xs[0], xs[1], xs[2], xs[3]
+	o, kh, kw := ws[0], ws[2], ws[3]
+	oh, ow := ds[2], ds[3]
+	if bsz > int(b.maxGroup[2]) {
+		return fmt.Errorf("batch of %d images exceeds the device's %d workgroups in z", bsz, b.maxGroup[2])
+	}
+	srcs := []*tensor.Tensor{x, w, w}
+	hasBias := 0
+	if bias != nil {
+		srcs[2], hasBias = bias, 1
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ops, err := b.operands(n.Dst, srcs...)
+	if err != nil {
+		return err
+	}
+	var pc push
+	pc.i(o, c*kh*kw, oh*ow, hasBias, c, h, wd, ow, n.Int[0], n.Int[1], n.Int[2], n.Int[3])
+	pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, wdt)
+	return b.dispatch(n, "conv2d", ops, &pc, (oh*ow+63)/64, (o+63)/64, bsz, uint32(kh), uint32(kw))
+}
+
+// floatCode is the shader dtype code of a float operand.
+func floatCode(t *tensor.Tensor) (uint32, error) {
+	if !t.DType().IsFloat() {
+		return 0, fmt.Errorf("%v operand, want a float type", t.DType())
+	}
+	return dtCode(t.DType())
+}

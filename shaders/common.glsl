@@ -1,0 +1,121 @@
+// Shared definitions of the unclip compute shaders (included, not compiled
+// on its own). Element indices are 32-bit; buffers are bound at computed
+// ranges and every shader gets its operands' element offsets as push
+// constants.
+#extension GL_EXT_control_flow_attributes : require
+
+// Linear workgroup index when the x dimension was folded into y (large
+// dispatches): the host sets gl_NumWorkGroups.x to the fold width.
+uint groupIndex() { return gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x; }
+
+#define NEG_INF uintBitsToFloat(0xff800000u)
+
+// ---- exact float conversions (round to nearest even), matching
+// tensor.F32ToF16 / F16ToF32 / F32ToBF16 bit for bit.
+
+uint f32ToF16(float f) {
+    uint b = floatBitsToUint(f);
+    uint sign = (b >> 16) & 0x8000u;
+    int e8 = int((b >> 23) & 0xffu);
+    uint mant = b & 0x7fffffu;
+    if (e8 == 0xff) {
+        if (mant != 0u) return sign | 0x7e00u | (mant >> 13);
+        return sign | 0x7c00u;
+    }
+    if (e8 == 0 && mant == 0u) return sign;
+    int e = e8 - 127 + 15;
+    if (e >= 0x1f) return sign | 0x7c00u;
+    if (e <= 0) {
+        if (e < -10) return sign;
+        uint m = mant | 0x800000u;
+        uint shift = uint(14 - e);
+        uint half_ = 1u << (shift - 1u);
+        uint r = m >> shift;
+        uint rem = m & ((1u << shift) - 1u);
+        if (rem > half_ || (rem == half_ && (r & 1u) == 1u)) r++;
+        return sign | r;
+    }
+    uint r = (uint(e) << 10) | (mant >> 13);
+    uint rem = mant & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (r & 1u) == 1u)) r++;
+    return sign | r;
+}
+
+float f16ToF32(uint h) {
+    uint sign = (h & 0x8000u) << 16;
+    uint e = (h >> 10) & 0x1fu;
+    uint mant = h & 0x3ffu;
+    if (e == 0x1fu) return uintBitsToFloat(sign | 0x7f800000u | (mant << 13));
+    if (e == 0u) {
+        if (mant == 0u) return uintBitsToFloat(sign);
+        uint ee = 127u - 15u + 1u;
+        while ((mant & 0x400u) == 0u) {
+            mant <<= 1;
+            ee--;
+        }
+        mant &= 0x3ffu;
+        return uintBitsToFloat(sign | (ee << 23) | (mant << 13));
+    }
+    return uintBitsToFloat(sign | ((e + 127u - 15u) << 23) | (mant << 13));
+}
+
+uint f32ToBF16(float f) {
+    uint b = floatBitsToUint(f);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (b >> 16) | 0x40u;
+    b += 0x7fffu + ((b >> 16) & 1u);
+    return b >> 16;
+}
+
+float bf16ToF32(uint h) { return uintBitsToFloat(h << 16); }
+
+// dtype codes shared with the host (kernels/vulkan).
+const uint DT_F32 = 0u;
+const uint DT_F16 = 1u;
+const uint DT_BF16 = 2u;
+const uint DT_U32 = 3u; // I32: raw 32-bit copy
+const uint DT_U64 = 4u; // I64: raw 64-bit copy
+const uint DT_U8 = 5u;  // Bool: raw byte copy
+
+// Sub-word element access on a uint buffer (16-bit and 8-bit elements).
+// Writes use atomics so that neighbouring elements written by other
+// invocations survive.
+#define SUBWORD_LOAD(NAME, BUF)                                                          \
+    uint NAME##_load16(uint i) { return (BUF[i >> 1] >> ((i & 1u) * 16u)) & 0xffffu; }   \
+    uint NAME##_load8(uint i) { return (BUF[i >> 2] >> ((i & 3u) * 8u)) & 0xffu; }
+#define SUBWORD_STORE(NAME, BUF)                                                         \
+    void NAME##_store16(uint i, uint v) {                                                \
+        uint sh = (i & 1u) * 16u;                                                        \
+        atomicAnd(BUF[i >> 1], ~(0xffffu << sh));                                        \
+        atomicOr(BUF[i >> 1], (v & 0xffffu) << sh);                                      \
+    }                                                                                    \
+    void NAME##_store8(uint i, uint v) {                                                 \
+        uint sh = (i & 3u) * 8u;                                                         \
+        atomicAnd(BUF[i >> 2], ~(0xffu << sh));                                          \
+        atomicOr(BUF[i >> 2], (v & 0xffu) << sh);                                        \
+    }
+
+// LOAD_FLOAT(NAME, BUF) defines float NAME(uint dt, uint i): element i of
+// a uint buffer holding F32 (dt 0), F16 (1) or BF16 (2) values, so that
+// 16-bit weights are converted inside the kernels.
+#define LOAD_FLOAT(NAME, BUF)                                            \
+    float NAME(uint dt, uint i) {                                        \
+        if (dt == DT_F32) return uintBitsToFloat(BUF[i]);                \
+        uint h = (BUF[i >> 1] >> ((i & 1u) * 16u)) & 0xffffu;            \
+        return dt == DT_F16 ? f16ToF32(h) : bf16ToF32(h);                \
+    }
+
+float sigmoid(float x) { return 1.0 / (1.0 + exp(-x)); }
+
+// erfc with relative error below ~1.2e-7 everywhere (Chebyshev fit, as
+// published in Numerical Recipes' erfcc); used by the exact GELU.
+float erfc_(float x) {
+    float z = abs(x);
+    float t = 1.0 / (1.0 + 0.5 * z);
+    float r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+        t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
+        t * (-0.82215223 + t * 0.17087277)))))))));
+    return x >= 0.0 ? r : 2.0 - r;
+}
+
+// gelu is x·Φ(x) = 0.5·x·erfc(−x/√2).
+float gelu(float x) { return 0.5 * x * erfc_(-x * 0.70710678118654752); }

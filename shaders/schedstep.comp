@@ -1,0 +1,55 @@
+#version 450
+// OpSchedulerStep: one UnCLIP scheduler step per element, in float32 and in
+// diffusers' order of operations (tensor.StepParams.Element): every product
+// is rounded before it is added ("precise" forbids fused multiply-adds).
+// mo is (B, C·(1 or 2), ...) dense; with learned_range its second half of
+// channels holds the variance values.
+#include "common.glsl"
+layout(local_size_x = 256) in;
+layout(std430, binding = 0) writeonly buffer Dst { float D[]; };
+layout(std430, binding = 1) readonly buffer MO { float SM[]; };
+layout(std430, binding = 2) readonly buffer Xs { float SX[]; };
+layout(std430, binding = 3) readonly buffer Z { float SZ[]; };
+layout(push_constant) uniform P {
+    uint n, per, flags;
+    float clipRange, sqrtAlphaProd, sqrtOneMinusAlphaProd, cx0, cxt, stdev, minLog, maxLog;
+    uint doff, moff, xoff, zoff;
+} p;
+
+const uint EPSILON = 1u, LEARNED = 2u, CLIP = 4u, ADDNOISE = 8u;
+
+void main() {
+    uint e = groupIndex() * 256u + gl_LocalInvocationID.x;
+    if (e >= p.n) return;
+    uint bi = e / p.per, i = e % p.per;
+    uint stride = (p.flags & LEARNED) != 0u ? 2u * p.per : p.per;
+    precise float pred = SM[p.moff + bi * stride + i];
+    precise float x = SX[p.xoff + e];
+    precise float x0 = pred;
+    if ((p.flags & EPSILON) != 0u) {
+        precise float t = p.sqrtOneMinusAlphaProd * pred;
+        x0 = (x - t) / p.sqrtAlphaProd;
+    }
+    if ((p.flags & CLIP) != 0u) {
+        if (x0 < -p.clipRange) x0 = -p.clipRange;
+        else if (x0 > p.clipRange) x0 = p.clipRange;
+    }
+    precise float a = p.cx0 * x0;
+    precise float b = p.cxt * x;
+    precise float mean = a + b;
+    if ((p.flags & ADDNOISE) != 0u) {
+        precise float sd = p.stdev;
+        if ((p.flags & LEARNED) != 0u) {
+            precise float v = SM[p.moff + bi * stride + p.per + i];
+            precise float frac = (v + 1.0) / 2.0;
+            precise float l1 = frac * p.maxLog;
+            precise float l2 = (1.0 - frac) * p.minLog;
+            precise float logvar = l1 + l2;
+            precise float h = 0.5 * logvar;
+            sd = exp(h);
+        }
+        precise float noise = sd * SZ[p.zoff + e];
+        mean += noise;
+    }
+    D[p.doff + e] = mean;
+}

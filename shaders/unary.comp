@@ -1,0 +1,29 @@
+#version 450
+// OpUnary on dense F32: dst[i] = f(src[i]), f chosen by kind (the
+// tensor.UnaryKind numbering).
+#include "common.glsl"
+layout(local_size_x = 256) in;
+layout(std430, binding = 0) writeonly buffer Dst { float D[]; };
+layout(std430, binding = 1) readonly buffer Src { float S[]; };
+layout(push_constant) uniform P {
+    uint n, kind, doff, soff;
+    float f0, f1;
+} p;
+
+void main() {
+    uint i = groupIndex() * 256u + gl_LocalInvocationID.x;
+    if (i >= p.n) return;
+    float x = S[p.soff + i];
+    float y;
+    switch (p.kind) {
+    case 1u: y = x * sigmoid(x); break;              // SiLU
+    case 2u: y = gelu(x); break;                     // GELU (erf)
+    case 3u: y = x * sigmoid(1.702 * x); break;      // QuickGELU
+    case 4u: y = exp(x); break;                      // Exp
+    case 5u: y = -x; break;                          // Neg
+    case 6u: y = x * p.f0 + p.f1; break;             // Affine
+    case 7u: y = min(max(x, p.f0), p.f1); break;     // Clamp
+    default: y = sigmoid(x); break;                  // Sigmoid
+    }
+    D[p.doff + i] = y;
+}
