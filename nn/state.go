@@ -135,14 +135,38 @@ func (sd *StateDict) NumParams() int64 {
 type Binder struct {
 	sd     *StateDict
 	prefix string
-	dev    tensor.Backend
+	target Target
 	errs   *[]error
 }
 
-// NewBinder binds weights from sd, moving each one to dev (nil: leave it on
-// the CPU).
-func NewBinder(sd *StateDict, dev tensor.Backend) Binder {
-	return Binder{sd: sd, dev: dev, errs: new([]error)}
+// Target says where bound weights go: a device (nil: stay on the CPU) and
+// a float type (Invalid: keep the checkpoint's type; F32, F16 or BF16:
+// convert on the CPU before the upload).
+type Target struct {
+	Device tensor.Backend
+	DType  tensor.DType
+}
+
+// Compute is the activation type of a model bound with t: DType when it is
+// a float type, else F32.
+func (t Target) Compute() tensor.DType {
+	if t.DType.IsFloat() {
+		return t.DType
+	}
+	return tensor.F32
+}
+
+// As returns x converted to dt (x itself when it already has that type).
+func As(x *tensor.Tensor, dt tensor.DType) *tensor.Tensor {
+	if x == nil || x.DType() == dt {
+		return x
+	}
+	return x.Cast(dt)
+}
+
+// NewBinder binds weights from sd, placing each one as t says.
+func NewBinder(sd *StateDict, t Target) Binder {
+	return Binder{sd: sd, target: t, errs: new([]error)}
 }
 
 // Sub returns a binder for the keys under prefix + name + ".".
@@ -200,11 +224,14 @@ func (b Binder) Tensor(name string, shape ...int) *tensor.Tensor {
 		b.Errorf("tensor %q has type %v, expected a float type", key, t.DType())
 		return tensor.Zeros(shape...)
 	}
-	if b.dev != nil {
-		t = t.To(b.dev)
-		if err := t.Err(); err != nil {
-			b.Errorf("tensor %q: %v", key, err)
-		}
+	if dt := b.target.DType; dt.IsFloat() && t.DType() != dt {
+		t = t.Cast(dt)
+	}
+	if b.target.Device != nil {
+		t = t.To(b.target.Device)
+	}
+	if err := t.Err(); err != nil {
+		b.Errorf("tensor %q: %v", key, err)
 	}
 	return t
 }

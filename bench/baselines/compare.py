@@ -11,7 +11,7 @@ python3-torch. Measuring only; the Go module never links either.
 
 Usage (from the repository root):
   python3 bench/baselines/compare.py [--threads 1,2] [--rounds 3] [--reps 5]
-      [--ops matmul,conv2d,attention] [--json OUT.jsonl]
+      [--ops matmul,conv2d,attention] [--json OUT.jsonl] [--unclip BIN]
 """
 import argparse
 import json
@@ -48,11 +48,13 @@ def main():
     ap.add_argument("--ops", default="matmul,conv2d,attention")
     ap.add_argument("--json", help="also write every measurement here (JSON lines)")
     ap.add_argument("--python", default="/usr/bin/python3", help="the Python that has torch")
+    ap.add_argument("--unclip", help="a prebuilt unclip binary (default: go build ./cmd/unclip)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp()
-    unclip = os.path.join(tmp, "unclip")
+    unclip = args.unclip or os.path.join(tmp, "unclip")
     blas = os.path.join(tmp, "openblas_sgemm")
-    subprocess.run(["go", "build", "-o", unclip, "./cmd/unclip"], check=True, cwd=ROOT)
+    if not args.unclip:
+        subprocess.run(["go", "build", "-o", unclip, "./cmd/unclip"], check=True, cwd=ROOT)
     subprocess.run(["cc", "-O2", "-o", blas, os.path.join(HERE, "openblas_sgemm.c"), "-lopenblas"], check=True)
     rows = []
     log = open(args.json, "w") if args.json else None

@@ -45,11 +45,13 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 		im := im2col{in: x, chw: c * h * w, hwo: hwo, h: h, w: w, kh: kh, kw: kw, ow: ow, sy: sy, sx: sx, py: py, px: px}
 		g := gemmJob{m: o, n: bsz * hwo, k: ckk, packA: wo.packA, packB: im.packB, c: tmp, ldc: bsz * hwo, rowBias: bias}
 		g.run(mk, Threads())
-		for b := 0; b < bsz; b++ {
-			for oc := 0; oc < o; oc++ {
-				copy(y[(b*o+oc)*hwo:(b*o+oc+1)*hwo], tmp[oc*bsz*hwo+b*hwo:])
+		parallelFor(o, o*bsz*hwo/2, func(lo, hi int) {
+			for oc := lo; oc < hi; oc++ {
+				for b := 0; b < bsz; b++ {
+					copy(y[(b*o+oc)*hwo:(b*o+oc+1)*hwo], tmp[oc*bsz*hwo+b*hwo:])
+				}
 			}
-		}
+		})
 		return nil
 	}
 	for b := 0; b < bsz; b++ {

@@ -24,7 +24,7 @@ func binaryFast(n *tensor.Node) (bool, error) {
 		bd := bv.d[bv.off : bv.off+len(y)]
 		const chunk = 1 << 14
 		nc := ceilDiv(len(y), chunk)
-		parallelFor(nc, len(y), func(lo, hi int) {
+		parallelFor(nc, len(y)/2, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				s, e := i*chunk, min(len(y), (i+1)*chunk)
 				binaryRow(kind, y[s:e], ad[s:e], 1, bd[s:e], 1)

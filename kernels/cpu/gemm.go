@@ -254,12 +254,12 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 				}
 			})
 			// Tasks: row blocks × column chunks of the B block.
-			// Enough tasks (≥ 8 per thread) that the atomic hand-out
+			// Enough tasks (≥ 32 per thread) that the atomic hand-out
 			// balances them, but column chunks of ≥ 16 panels so that
 			// re-packing the A block stays cheap.
 			nJ := 1
 			if threads > 1 {
-				nJ = max(1, min(ceilDiv(8*threads, nIC), npan/16, npan))
+				nJ = max(1, min(ceilDiv(32*threads, nIC), npan/16, npan))
 				if nIC < threads {
 					nJ = max(nJ, min(npan, ceilDiv(threads, nIC)))
 				}

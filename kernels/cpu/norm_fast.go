@@ -6,7 +6,8 @@ import (
 	"github.com/unclip-go/unclip/tensor"
 )
 
-// Fast normalisation and softmax kernels: one pass for the shifted sums
+// Fast normalisation and softmax kernels (parallel only above ~128K
+// elements, i.e. ~50 µs of memory traffic): one pass for the shifted sums
 // (vector lanes in float64), one fused pass for
 // normalise·scale+shift(+SiLU), parallel over rows or (sample, group).
 
@@ -27,7 +28,7 @@ func layerNormFast(n *tensor.Node) error {
 	}
 	nr := len(x) / c
 	eps := float64(n.Float[0])
-	parallelFor(nr, len(x)*2, func(lo, hi int) {
+	parallelFor(nr, len(x)/2, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			xr, yr := x[r*c:r*c+c], y[r*c:r*c+c]
 			c, d, inv := fastStats(xr, eps)
@@ -76,7 +77,7 @@ func groupNormFast(n *tensor.Node) error {
 	cg := c / g
 	silu := n.Int[1] == 1
 	eps := float64(n.Float[0])
-	parallelFor(bsz*g, len(x)*2, func(lo, hi int) {
+	parallelFor(bsz*g, len(x)/2, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			bi, gi := i/g, i%g
 			base := (bi*c + gi*cg) * hw
@@ -106,7 +107,7 @@ func softmaxFast(n *tensor.Node) error {
 		return nil
 	}
 	nr := len(x) / c
-	parallelFor(nr, len(x)*2, func(lo, hi int) {
+	parallelFor(nr, len(x), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			yr := y[r*c : r*c+c]
 			copy(yr, x[r*c:r*c+c])
@@ -128,7 +129,7 @@ func siluFast(n *tensor.Node) error {
 	y := out(n.Dst)
 	const chunk = 1 << 14
 	nc := ceilDiv(len(y), chunk)
-	parallelFor(nc, len(y)*4, func(lo, hi int) {
+	parallelFor(nc, len(y)/2, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			s, e := i*chunk, min(len(y), (i+1)*chunk)
 			affine(y[s:e], x[s:e], 0, 1, 0, true)
@@ -171,7 +172,7 @@ func geluFast(n *tensor.Node) error {
 	y := out(n.Dst)
 	const chunk = 1 << 14
 	nc := ceilDiv(len(y), chunk)
-	parallelFor(nc, len(y)*8, func(lo, hi int) {
+	parallelFor(nc, len(y), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			s, e := i*chunk, min(len(y), (i+1)*chunk)
 			gelu(y[s:e], x[s:e])

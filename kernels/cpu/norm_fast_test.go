@@ -41,8 +41,12 @@ func TestNormsFast(t *testing.T) {
 		}
 		return s
 	}
-	for _, c := range []int{1, 7, 33, 257, 2048} {
-		for _, rows := range []int{1, 7} {
+	for _, c := range []int{1, 7, 33, 257, 2048, 1100} {
+		rowsList := []int{1, 7}
+		if c == 1100 {
+			rowsList = []int{300} // large enough to run split over workers
+		}
+		for _, rows := range rowsList {
 			x := tensor.FromFloat32(shifted(rows*c, 5), rows, c)
 			w := tensor.FromFloat32(randSlice(rng, c), c)
 			b := tensor.FromFloat32(randSlice(rng, c), c)
@@ -82,7 +86,7 @@ func TestNormsFast(t *testing.T) {
 	runBoth(t, "softmax masked", func() *tensor.Node {
 		return &tensor.Node{Op: tensor.OpSoftmax, Dst: tensor.New(tensor.CPU(), tensor.F32, 2, 9), Src: []*tensor.Tensor{xm}}
 	}, softmaxOp, softmaxFast, 1e-6)
-	for _, s := range [][4]int{{1, 4, 1, 1}, {2, 6, 7, 9}, {2, 64, 16, 16}, {1, 96, 33, 1}} {
+	for _, s := range [][4]int{{1, 4, 1, 1}, {2, 6, 7, 9}, {2, 64, 16, 16}, {1, 96, 33, 1}, {2, 64, 48, 48}} {
 		for _, silu := range []bool{false, true} {
 			bsz, c, h, w := s[0], s[1], s[2], s[3]
 			groups := 2

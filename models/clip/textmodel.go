@@ -81,6 +81,7 @@ type TextModel struct {
 	layers    []textLayer
 	finalNorm *nn.LayerNorm
 	proj      *nn.Linear
+	dtype     tensor.DType // activation type
 }
 
 type textLayer struct {
@@ -113,7 +114,7 @@ func WeightFiles(dir, variant string) ([]string, error) {
 
 // LoadTextModel loads text_encoder/{config.json, model.safetensors} and
 // binds the weights to dev (nil: CPU).
-func LoadTextModel(dir, variant string, dev tensor.Backend) (*TextModel, error) {
+func LoadTextModel(dir, variant string, t nn.Target) (*TextModel, error) {
 	cfg, err := LoadTextConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, err
@@ -126,7 +127,7 @@ func LoadTextModel(dir, variant string, dev tensor.Backend) (*TextModel, error) 
 	if err != nil {
 		return nil, fmt.Errorf("clip: %w", err)
 	}
-	m, err := NewTextModel(cfg, sd, dev)
+	m, err := NewTextModel(cfg, sd, t)
 	if err != nil {
 		return nil, fmt.Errorf("clip: %s: %w", dir, err)
 	}
@@ -134,15 +135,15 @@ func LoadTextModel(dir, variant string, dev tensor.Backend) (*TextModel, error) 
 }
 
 // NewTextModel binds a text model from a state dict.
-func NewTextModel(cfg TextConfig, sd *nn.StateDict, dev tensor.Backend) (*TextModel, error) {
+func NewTextModel(cfg TextConfig, sd *nn.StateDict, t nn.Target) (*TextModel, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	sd.Ignore["text_model.embeddings.position_ids"] = true
-	b := nn.NewBinder(sd, dev)
+	b := nn.NewBinder(sd, t)
 	tm := b.Sub("text_model")
 	h := cfg.HiddenSize
-	m := &TextModel{Config: cfg}
+	m := &TextModel{Config: cfg, dtype: t.Compute()}
 	m.tokEmb = nn.NewEmbedding(tm.Sub("embeddings.token_embedding"), cfg.VocabSize, h)
 	m.posEmb = tm.Sub("embeddings.position_embedding").Tensor("weight", cfg.MaxPositionEmbeddings, h)
 	hd := h / cfg.NumAttentionHeads
@@ -219,7 +220,7 @@ func (m *TextModel) Forward(ids [][]int64) (TextOutput, error) {
 	}
 	dev := m.tokEmb.W.Backend()
 	idt := tensor.FromInt64(flat, bsz, l).To(dev)
-	x := tensor.Add(m.tokEmb.Forward(idt), m.posEmb.Narrow(0, 0, l))
+	x := nn.As(tensor.Add(m.tokEmb.Forward(idt), m.posEmb.Narrow(0, 0, l)), m.dtype)
 	for _, ly := range m.layers {
 		x = tensor.Add(x, ly.attn.Forward(ly.norm1.Forward(x), nil, true))
 		x = tensor.Add(x, ly.mlp.Forward(ly.norm2.Forward(x)))
@@ -229,7 +230,8 @@ func (m *TextModel) Forward(ids [][]int64) (TextOutput, error) {
 	for i, row := range ids {
 		pooled[i] = last.Narrow(0, i, 1).Narrow(1, m.PoolIndex(row), 1).Reshape(1, m.Config.HiddenSize)
 	}
-	embeds := m.proj.Forward(tensor.Concat(0, pooled...))
+	embeds := nn.As(m.proj.Forward(tensor.Concat(0, pooled...)), tensor.F32)
+	last = nn.As(last, tensor.F32)
 	if err := embeds.Err(); err != nil {
 		return TextOutput{}, fmt.Errorf("clip: text encoder: %w", err)
 	}

@@ -1,6 +1,7 @@
 package clip_test
 
 import (
+	"github.com/unclip-go/unclip/nn"
 	"path/filepath"
 	"testing"
 
@@ -15,7 +16,7 @@ func TestTextModelGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	m, err := clip.LoadTextModel(filepath.Join(model, "text_encoder"), "", nil)
+	m, err := clip.LoadTextModel(filepath.Join(model, "text_encoder"), "", nn.Target{})
 	if err != nil {
 		t.Fatal(err)
 	}

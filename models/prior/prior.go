@@ -121,6 +121,7 @@ type Model struct {
 	projOut  *nn.Linear
 	ClipMean *tensor.Tensor // (1, clip dim)
 	ClipStd  *tensor.Tensor // (1, clip dim)
+	dtype    tensor.DType   // activation type
 }
 
 type block struct {
@@ -130,7 +131,7 @@ type block struct {
 }
 
 // Load reads prior/{config.json, diffusion_pytorch_model.safetensors}.
-func Load(dir, variant string, dev tensor.Backend) (*Model, error) {
+func Load(dir, variant string, t nn.Target) (*Model, error) {
 	cfg, err := LoadConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, err
@@ -139,7 +140,7 @@ func Load(dir, variant string, dev tensor.Backend) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prior: %w", err)
 	}
-	m, err := New(cfg, sd, dev)
+	m, err := New(cfg, sd, t)
 	if err != nil {
 		return nil, fmt.Errorf("prior: %s: %w", dir, err)
 	}
@@ -147,13 +148,13 @@ func Load(dir, variant string, dev tensor.Backend) (*Model, error) {
 }
 
 // New binds a prior from a state dict.
-func New(cfg Config, sd *nn.StateDict, dev tensor.Backend) (*Model, error) {
+func New(cfg Config, sd *nn.StateDict, t nn.Target) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	b := nn.NewBinder(sd, dev)
+	b := nn.NewBinder(sd, t)
 	d, e := cfg.InnerDim(), cfg.EmbeddingDim
-	m := &Model{Config: cfg}
+	m := &Model{Config: cfg, dtype: t.Compute()}
 	m.timeEmb = nn.NewTimestepEmbedding(b.Sub("time_embedding"), d, cfg.TimeDim(), d, cfg.TimeEmbedActFn)
 	m.projIn = nn.NewLinear(b.Sub("proj_in"), e, d, true)
 	if cfg.EmbeddingProjNormType != nil {
@@ -214,11 +215,12 @@ func (m *Model) Forward(x *tensor.Tensor, t int, projEmb, enc *tensor.Tensor, ma
 	if m.encProj != nil && enc == nil {
 		return nil, fmt.Errorf("prior: encoder_hidden_states_proj requires text hidden states")
 	}
+	x, projEmb, enc = nn.As(x, m.dtype), nn.As(projEmb, m.dtype), nn.As(enc, m.dtype)
 	ts := make([]int, n)
 	for i := range ts {
 		ts[i] = t
 	}
-	temb := m.timeEmb.Forward(nn.TimestepSinusoid(ts, cfg.InnerDim(), true, 0).To(dev))
+	temb := m.timeEmb.Forward(nn.As(nn.TimestepSinusoid(ts, cfg.InnerDim(), true, 0), m.dtype).To(dev))
 	if m.embNorm != nil {
 		projEmb = m.embNorm.Forward(projEmb)
 	}
@@ -291,7 +293,7 @@ func (m *Model) Forward(x *tensor.Tensor, t int, projEmb, enc *tensor.Tensor, ma
 			h = h.Reshape(n, d)
 		}
 	}
-	out := m.projOut.Forward(h)
+	out := nn.As(m.projOut.Forward(h), tensor.F32)
 	if err := out.Err(); err != nil {
 		return nil, fmt.Errorf("prior: %w", err)
 	}

@@ -2,6 +2,7 @@ package prior_test
 
 import (
 	"fmt"
+	"github.com/unclip-go/unclip/nn"
 	"path/filepath"
 	"testing"
 
@@ -16,7 +17,7 @@ func TestPriorGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	m, err := prior.Load(filepath.Join(model, "prior"), "", nil)
+	m, err := prior.Load(filepath.Join(model, "prior"), "", nn.Target{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,10 +52,11 @@ type Model struct {
 	encProj    *nn.Linear     // text hidden → cross dim
 	encNorm    *nn.LayerNorm  // on cross dim
 	textHidDim int
+	dtype      tensor.DType // activation type
 }
 
 // Load reads text_proj/{config.json, diffusion_pytorch_model.safetensors}.
-func Load(dir, variant string, dev tensor.Backend) (*Model, error) {
+func Load(dir, variant string, target nn.Target) (*Model, error) {
 	cfg, err := LoadConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, err
@@ -64,7 +65,7 @@ func Load(dir, variant string, dev tensor.Backend) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("text_proj: %w", err)
 	}
-	m, err := New(cfg, sd, dev)
+	m, err := New(cfg, sd, target)
 	if err != nil {
 		return nil, fmt.Errorf("text_proj: %s: %w", dir, err)
 	}
@@ -73,10 +74,10 @@ func Load(dir, variant string, dev tensor.Backend) (*Model, error) {
 
 // New binds the model. In diffusers the text hidden-state width equals
 // clip_embeddings_dim.
-func New(cfg Config, sd *nn.StateDict, dev tensor.Backend) (*Model, error) {
-	b := nn.NewBinder(sd, dev)
+func New(cfg Config, sd *nn.StateDict, target nn.Target) (*Model, error) {
+	b := nn.NewBinder(sd, target)
 	c, t, x, k := cfg.ClipEmbeddingsDim, cfg.TimeEmbedDim, cfg.CrossAttentionDim, cfg.ClipExtraContextTokens
-	m := &Model{Config: cfg, textHidDim: c}
+	m := &Model{Config: cfg, textHidDim: c, dtype: target.Compute()}
 	m.cfgEmb = b.Tensor("learned_classifier_free_guidance_embeddings", c)
 	m.embProj = nn.NewLinear(b.Sub("embedding_proj"), c, t, true)
 	m.imgToTime = nn.NewLinear(b.Sub("clip_image_embeddings_project_to_time_embeddings"), c, t, true)
@@ -100,6 +101,7 @@ func (m *Model) Forward(image, promptEmbeds, textHidden *tensor.Tensor, cfg bool
 	if image.Rank() != 2 || image.Dim(1) != c {
 		return nil, nil, fmt.Errorf("text_proj: image embeddings %v, want (B, %d)", image.Shape(), c)
 	}
+	image, promptEmbeds, textHidden = nn.As(image, m.dtype), nn.As(promptEmbeds, m.dtype), nn.As(textHidden, m.dtype)
 	if cfg {
 		b := image.Dim(0)
 		g := m.cfgEmb.Reshape(1, c).Expand(b, c)
@@ -115,7 +117,8 @@ func (m *Model) Forward(image, promptEmbeds, textHidden *tensor.Tensor, cfg bool
 	// (M, x·k) viewed as (M, x, k) then transposed: token j, channel i = e[i·k + j].
 	extra := m.extraProj.Forward(image).Reshape(rows, x, k).Transpose(1, 2)
 	th := m.encNorm.Forward(m.encProj.Forward(textHidden))
-	context = tensor.Concat(1, extra.Contiguous(), th)
+	context = nn.As(tensor.Concat(1, extra.Contiguous(), th), tensor.F32)
+	timeEmb = nn.As(timeEmb, tensor.F32)
 	if err := context.Err(); err != nil {
 		return nil, nil, fmt.Errorf("text_proj: %w", err)
 	}

@@ -1,6 +1,7 @@
 package textproj_test
 
 import (
+	"github.com/unclip-go/unclip/nn"
 	"path/filepath"
 	"testing"
 
@@ -15,7 +16,7 @@ func TestTextProjGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	m, err := textproj.Load(filepath.Join(model, "text_proj"), "", nil)
+	m, err := textproj.Load(filepath.Join(model, "text_proj"), "", nn.Target{})
 	if err != nil {
 		t.Fatal(err)
 	}

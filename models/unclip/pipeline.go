@@ -18,6 +18,7 @@ import (
 	"github.com/unclip-go/unclip/models/scheduler"
 	"github.com/unclip-go/unclip/models/textproj"
 	"github.com/unclip-go/unclip/models/unet"
+	"github.com/unclip-go/unclip/nn"
 	"github.com/unclip-go/unclip/tensor"
 )
 
@@ -69,6 +70,9 @@ type LoadOptions struct {
 	Device tensor.Backend
 	// Only lists the components to load; empty loads all.
 	Only []string
+	// DType is the weight and activation type of the networks: F32, F16 or
+	// BF16; Invalid keeps the checkpoint's weight type and computes in F32.
+	DType tensor.DType
 }
 
 // ModelIndex reads and checks dir/model_index.json: it must describe an
@@ -137,7 +141,7 @@ func Load(dir string, opt LoadOptions) (*Pipeline, error) {
 		}
 		err = f(d)
 	}
-	dev := p.Device
+	dev := nn.Target{Device: p.Device, DType: opt.DType}
 	load(Tokenizer, func(d string) (e error) { p.Tokenizer, e = clip.LoadTokenizer(d); return })
 	load(TextEncoder, func(d string) (e error) { p.Text, e = clip.LoadTextModel(d, opt.Variant, dev); return })
 	load(Prior, func(d string) (e error) { p.Prior, e = prior.Load(d, opt.Variant, dev); return })

@@ -139,7 +139,7 @@ func (a Architecture) Scale(f int) Architecture {
 type RandomOptions struct {
 	Seed   uint64
 	Device tensor.Backend
-	DType  tensor.DType // weight type: F32 (default), F16 or BF16
+	DType  tensor.DType // weight and activation type: F32 (default), F16 or BF16
 	// Only lists the components to build (component names); empty builds all.
 	Only []string
 }
@@ -159,10 +159,11 @@ func NewRandom(arch Architecture, opt RandomOptions) (*Pipeline, error) {
 	}
 	need := func(c string) bool { return len(want) == 0 || want[c] }
 	p := &Pipeline{Dir: "random:" + arch.Name, Device: dev}
+	tgt := nn.Target{Device: dev, DType: opt.DType}
 	sd := func(name string) *nn.StateDict {
 		h := fnv.New64a()
 		h.Write([]byte(name))
-		return nn.NewRandomStateDict(opt.Seed^h.Sum64(), opt.DType)
+		return nn.NewRandomStateDict(opt.Seed^h.Sum64(), tensor.F32)
 	}
 	var err error
 	step := func(c string, f func() error) {
@@ -173,12 +174,12 @@ func NewRandom(arch Architecture, opt RandomOptions) (*Pipeline, error) {
 		}
 	}
 	step(Tokenizer, func() (e error) { p.Tokenizer, e = clip.ByteLevelTokenizer(arch.Text.MaxPositionEmbeddings); return })
-	step(TextEncoder, func() (e error) { p.Text, e = clip.NewTextModel(arch.Text, sd(TextEncoder), dev); return })
-	step(Prior, func() (e error) { p.Prior, e = prior.New(arch.Prior, sd(Prior), dev); return })
-	step(TextProj, func() (e error) { p.TextProj, e = textproj.New(arch.TextProj, sd(TextProj), dev); return })
-	step(Decoder, func() (e error) { p.Decoder, e = unet.New(arch.Decoder, sd(Decoder), dev); return })
-	step(SuperResFirst, func() (e error) { p.SRFirst, e = unet.New(arch.SuperRes, sd(SuperResFirst), dev); return })
-	step(SuperResLast, func() (e error) { p.SRLast, e = unet.New(arch.SuperRes, sd(SuperResLast), dev); return })
+	step(TextEncoder, func() (e error) { p.Text, e = clip.NewTextModel(arch.Text, sd(TextEncoder), tgt); return })
+	step(Prior, func() (e error) { p.Prior, e = prior.New(arch.Prior, sd(Prior), tgt); return })
+	step(TextProj, func() (e error) { p.TextProj, e = textproj.New(arch.TextProj, sd(TextProj), tgt); return })
+	step(Decoder, func() (e error) { p.Decoder, e = unet.New(arch.Decoder, sd(Decoder), tgt); return })
+	step(SuperResFirst, func() (e error) { p.SRFirst, e = unet.New(arch.SuperRes, sd(SuperResFirst), tgt); return })
+	step(SuperResLast, func() (e error) { p.SRLast, e = unet.New(arch.SuperRes, sd(SuperResLast), tgt); return })
 	step(PriorScheduler, func() (e error) { p.PriorSch, e = scheduler.New(arch.Schedules[0]); return })
 	step(DecoderScheduler, func() (e error) { p.DecSch, e = scheduler.New(arch.Schedules[1]); return })
 	step(SuperResScheduler, func() (e error) { p.SRSch, e = scheduler.New(arch.Schedules[2]); return })

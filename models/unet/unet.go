@@ -18,6 +18,7 @@ type Model struct {
 	up      []*block
 	normOut *nn.GroupNorm
 	convOut *nn.Conv2d
+	dtype   tensor.DType // activation type
 }
 
 // block is a down, mid or up block: resnets, each optionally followed by
@@ -29,7 +30,7 @@ type block struct {
 }
 
 // Load reads a UNet folder (config.json + weights) and binds it to dev.
-func Load(dir, variant string, dev tensor.Backend) (*Model, error) {
+func Load(dir, variant string, t nn.Target) (*Model, error) {
 	cfg, err := LoadConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, err
@@ -38,7 +39,7 @@ func Load(dir, variant string, dev tensor.Backend) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("unet: %w", err)
 	}
-	m, err := New(cfg, sd, dev)
+	m, err := New(cfg, sd, t)
 	if err != nil {
 		return nil, fmt.Errorf("unet: %s: %w", dir, err)
 	}
@@ -46,17 +47,17 @@ func Load(dir, variant string, dev tensor.Backend) (*Model, error) {
 }
 
 // New builds the network described by cfg from a state dict.
-func New(cfg Config, sd *nn.StateDict, dev tensor.Backend) (*Model, error) {
+func New(cfg Config, sd *nn.StateDict, t nn.Target) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	b := nn.NewBinder(sd, dev)
+	b := nn.NewBinder(sd, t)
 	boc := cfg.BlockOutChannels
 	nb := len(boc)
 	groups, eps := *cfg.NormNumGroups, cfg.NormEps
 	temb := cfg.TimeEmbedDim()
 	scaleShift := cfg.ResnetTimeScaleShift == "scale_shift"
-	m := &Model{Config: cfg}
+	m := &Model{Config: cfg, dtype: t.Compute()}
 	m.timeEmb = nn.NewTimestepEmbedding(b.Sub("time_embedding"), boc[0], temb, temb, cfg.ActFn)
 	m.convIn = nn.NewConv2d(b.Sub("conv_in"), cfg.InChannels, boc[0], cfg.ConvInKernel, 1, (cfg.ConvInKernel-1)/2)
 	resOut := float32(1)
@@ -216,6 +217,8 @@ func (m *Model) Forward(sample *tensor.Tensor, in Inputs) (*tensor.Tensor, error
 		return nil, fmt.Errorf("unet: sample size %d×%d is not divisible by %d", sample.Dim(2), sample.Dim(3), f)
 	}
 	dev := sample.Backend()
+	sample = nn.As(sample, m.dtype)
+	in.Context, in.ClassLabels = nn.As(in.Context, m.dtype), nn.As(in.ClassLabels, m.dtype)
 	if cfg.CenterInputSample {
 		sample = tensor.Affine(sample, 2, -1)
 	}
@@ -223,7 +226,7 @@ func (m *Model) Forward(sample *tensor.Tensor, in Inputs) (*tensor.Tensor, error
 	for i := range ts {
 		ts[i] = in.Timestep
 	}
-	emb := m.timeEmb.Forward(nn.TimestepSinusoid(ts, cfg.BlockOutChannels[0], cfg.FlipSinToCos, cfg.FreqShift).To(dev))
+	emb := m.timeEmb.Forward(nn.As(nn.TimestepSinusoid(ts, cfg.BlockOutChannels[0], cfg.FlipSinToCos, cfg.FreqShift), m.dtype).To(dev))
 	if cfg.ClassEmbedType != nil {
 		if in.ClassLabels == nil {
 			return nil, fmt.Errorf("unet: class_embed_type %q needs class labels", *cfg.ClassEmbedType)
@@ -292,7 +295,7 @@ func (m *Model) Forward(sample *tensor.Tensor, in Inputs) (*tensor.Tensor, error
 				h = blk.resample.Forward(h, embAct)
 			}
 		}
-		out = m.convOut.Forward(m.normOut.Forward(h, true))
+		out = nn.As(m.convOut.Forward(m.normOut.Forward(h, true)), tensor.F32)
 		return out.Err()
 	})
 	if err != nil {

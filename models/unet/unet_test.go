@@ -2,6 +2,7 @@ package unet_test
 
 import (
 	"fmt"
+	"github.com/unclip-go/unclip/nn"
 	"path/filepath"
 	"testing"
 
@@ -18,7 +19,7 @@ func TestUNetGolden(t *testing.T) {
 	}
 	defer g.Close()
 	for _, name := range []string{"decoder", "super_res_first", "super_res_last"} {
-		m, err := unet.Load(filepath.Join(model, name), "", nil)
+		m, err := unet.Load(filepath.Join(model, name), "", nn.Target{})
 		if err != nil {
 			t.Fatal(err)
 		}
