@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	_ "github.com/unclip-go/unclip/kernels/cpu"
@@ -59,7 +60,21 @@ func usage(w io.Writer) {
 }
 
 func main() {
+	limitMemory()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// limitMemory sets the garbage collector's soft memory limit to 85% of RAM
+// (unless GOMEMLIMIT is set). Full-size weights are most of the heap; with
+// the default GOGC alone the heap may grow to twice the live data before a
+// collection, which is past the RAM of a 24 GB machine.
+func limitMemory() {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	if m := physicalMemory(); m > 0 {
+		debug.SetMemoryLimit(int64(m / 100 * 85))
+	}
 }
 
 // run executes a command line and returns the exit status.
