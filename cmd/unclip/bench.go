@@ -66,6 +66,8 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	device := fs.String("device", "auto", deviceFlagHelp)
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
 	asJSON := fs.Bool("json", false, "print JSON")
+	precision := fs.String("precision", "fp32", precisionFlagHelp)
+	profile := fs.Bool("profile", false, "time every GPU kernel and print a table at the end (Vulkan)")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
@@ -104,6 +106,14 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	dtype, err := parsePrecision(*precision, dev)
+	if err != nil {
+		return err
+	}
+	printProf, err := startProfile(*profile, dev, stderr)
+	if err != nil {
+		return err
+	}
 	var p *unclip.Pipeline
 	var arch unclip.Architecture
 	name := *model
@@ -129,11 +139,11 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 		}
 		name = arch.Name + " (random weights)"
 		fmt.Fprintf(stderr, "building %s: %s ...\n", name, strings.Join(only, ", "))
-		p, err = unclip.NewRandom(arch, unclip.RandomOptions{Seed: 1, Device: dev, Only: only})
+		p, err = unclip.NewRandom(arch, unclip.RandomOptions{Seed: 1, Device: dev, Only: only, DType: dtype})
 	} else {
 		var dir string
 		if dir, err = resolveModel(*model, "main", stderr); err == nil {
-			p, err = unclip.Load(dir, unclip.LoadOptions{Variant: *variant, Device: dev, Only: only})
+			p, err = unclip.Load(dir, unclip.LoadOptions{Variant: *variant, Device: dev, Only: only, DType: dtype})
 		}
 	}
 	if err != nil {
@@ -209,8 +219,9 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	for _, r := range rows {
 		total += r.Seconds
 	}
+	printProf()
 	if *asJSON {
-		return json.NewEncoder(stdout).Encode(map[string]any{"model": name, "device": dev.Name(), "threads": cpu.Threads(),
+		return json.NewEncoder(stdout).Encode(map[string]any{"model": name, "device": dev.Name(), "threads": cpu.Threads(), "precision": *precision,
 			"images": b, "build_seconds": build.Seconds(), "stages": rows, "total_seconds": total})
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)

@@ -6,11 +6,52 @@ import (
 	"strings"
 
 	"github.com/unclip-go/unclip/kernels/cpu"
+	"github.com/unclip-go/unclip/kernels/vulkan"
 	"github.com/unclip-go/unclip/tensor"
 )
 
 // deviceFlagHelp documents --device.
 const deviceFlagHelp = "compute device: auto, cpu, vulkan or vulkan:N (auto picks a Vulkan GPU when one is usable, else the CPU)"
+
+// precisionFlagHelp documents --precision.
+const precisionFlagHelp = "network precision: fp32, or fp16 (16-bit weights and activations, float32 accumulation, norms, softmax and scheduler)"
+
+// parsePrecision maps --precision to the networks' dtype. fp32 keeps a
+// checkpoint's weight type (fp16 files stay 16-bit in memory) and computes
+// in float32.
+func parsePrecision(p string, dev tensor.Backend) (tensor.DType, error) {
+	switch strings.ToLower(p) {
+	case "", "fp32", "f32", "float32":
+		return tensor.Invalid, nil
+	case "fp16", "f16", "float16", "half":
+		if s, ok := dev.(interface{ SupportsF16() bool }); ok && !s.SupportsF16() {
+			return 0, fmt.Errorf("--precision fp16: %s has no 16-bit storage; use fp32", dev.Name())
+		}
+		return tensor.F16, nil
+	}
+	return 0, fmt.Errorf("unknown precision %q (fp32 or fp16)", p)
+}
+
+// profiler is implemented by backends that time their kernels.
+type profiler interface {
+	SetProfile(on bool) error
+}
+
+// startProfile turns kernel timing on when asked; the returned function
+// prints the per-kernel table.
+func startProfile(on bool, dev tensor.Backend, w io.Writer) (func(), error) {
+	if !on {
+		return func() {}, nil
+	}
+	p, ok := dev.(profiler)
+	if !ok {
+		return nil, fmt.Errorf("--profile: %s does not time its kernels (Vulkan devices do)", dev.Name())
+	}
+	if err := p.SetProfile(true); err != nil {
+		return nil, err
+	}
+	return func() { printProfile(dev, w) }, nil
+}
 
 // openDevice resolves a --device value to a backend and says which one was
 // picked on w (when w is not nil).
@@ -19,11 +60,16 @@ func openDevice(name string, threads int, w io.Writer) (tensor.Backend, error) {
 	name = strings.ToLower(strings.TrimSpace(name))
 	switch {
 	case name == "" || name == "auto":
-		if b, err := openVulkan(-1); err == nil {
+		b, err := openVulkan(-1)
+		switch {
+		case err != nil:
+			say(w, "device: cpu (auto: %v)\n", err)
+		case isCPUVulkan(b):
+			// A CPU Vulkan driver (lavapipe) is far slower than the CPU backend.
+			say(w, "device: cpu (auto: the only Vulkan device, %s, is a CPU emulation)\n", b.Name())
+		default:
 			say(w, "device: %s (auto)\n", b.Name())
 			return b, nil
-		} else {
-			say(w, "device: cpu (auto: %v)\n", err)
 		}
 		return tensor.CPU(), nil
 	case name == "cpu":
@@ -44,4 +90,18 @@ func say(w io.Writer, format string, args ...any) {
 	if w != nil {
 		fmt.Fprintf(w, format, args...)
 	}
+}
+
+// printProfile prints the per-kernel time table of a profiling backend.
+func printProfile(dev tensor.Backend, w io.Writer) {
+	p, ok := dev.(vulkan.Profiler)
+	if !ok {
+		return
+	}
+	stats, err := p.Profile()
+	if err != nil {
+		fmt.Fprintf(w, "profile: %v\n", err)
+		return
+	}
+	fmt.Fprintf(w, "\nkernel profile (%s):\n%s", dev.Name(), vulkan.FormatProfile(stats))
 }

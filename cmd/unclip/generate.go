@@ -37,6 +37,8 @@ type generateFlags struct {
 	threads                  int
 	quiet, asJSON            bool
 	intermediates            string
+	precision                string
+	profile                  bool
 }
 
 func runGenerate(args []string, stdout, stderr io.Writer) error {
@@ -59,6 +61,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&f.threads, "threads", 0, "CPU threads (0: all cores)")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
 	fs.BoolVar(&f.asJSON, "json", false, "machine-readable progress and result as JSON lines on stdout")
+	fs.StringVar(&f.precision, "precision", "fp32", precisionFlagHelp)
+	fs.BoolVar(&f.profile, "profile", false, "time every GPU kernel and print a table at the end (Vulkan)")
 	fs.StringVar(&f.intermediates, "save-intermediates", "", "also write image embeddings, the 64×64 images and the final images to this .safetensors file")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
@@ -120,8 +124,16 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	dtype, err := parsePrecision(f.precision, dev)
+	if err != nil {
+		return err
+	}
+	printProf, err := startProfile(f.profile, dev, stderr)
+	if err != nil {
+		return err
+	}
 	t0 := time.Now()
-	p, modelName, err := loadPipeline(f.model, f.revision, f.variant, dev, stderr)
+	p, modelName, err := loadPipeline(f.model, f.revision, f.variant, dev, dtype, stderr)
 	if err != nil {
 		return err
 	}
@@ -143,8 +155,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	pixels := unclip.ToUint8(res.Images)
 	per := res.Size * res.Size * 3
 	for i, o := range outs {
-		params := fmt.Sprintf("%s\nSeed: %d, Image: %d/%d, Prior steps: %d, Decoder steps: %d, Super-res steps: %d, Prior guidance: %g, Decoder guidance: %g, Model: %s, Device: %s, Generator: unclip",
-			prompts[i/f.n], seed, i+1, len(outs), f.priorSteps, f.decSteps, f.srSteps, f.priorGuidance, f.decGuide, modelName, dev.Name())
+		params := fmt.Sprintf("%s\nSeed: %d, Image: %d/%d, Prior steps: %d, Decoder steps: %d, Super-res steps: %d, Prior guidance: %g, Decoder guidance: %g, Model: %s, Device: %s, Precision: %s, Generator: unclip",
+			prompts[i/f.n], seed, i+1, len(outs), f.priorSteps, f.decSteps, f.srSteps, f.priorGuidance, f.decGuide, modelName, dev.Name(), f.precision)
 		data, err := encodePNG(pixels[i*per:(i+1)*per], res.Size, params)
 		if err != nil {
 			return err
@@ -176,22 +188,23 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		for _, o := range outs {
 			fmt.Fprintf(stdout, "%s\n", o)
 		}
+		printProf()
 	}
 	return nil
 }
 
 // loadPipeline opens the model named by -m: "demo", a folder or a cached
 // Hugging Face repo id.
-func loadPipeline(m, revision, variant string, dev tensor.Backend, stderr io.Writer) (*unclip.Pipeline, string, error) {
+func loadPipeline(m, revision, variant string, dev tensor.Backend, dtype tensor.DType, stderr io.Writer) (*unclip.Pipeline, string, error) {
 	if m == "demo" {
-		p, err := unclip.NewRandom(unclip.Tiny(), unclip.RandomOptions{Seed: 0, Device: dev})
+		p, err := unclip.NewRandom(unclip.Tiny(), unclip.RandomOptions{Seed: 0, Device: dev, DType: dtype})
 		return p, "demo (tiny, untrained)", err
 	}
 	dir, err := resolveModel(m, revision, stderr)
 	if err != nil {
 		return nil, "", err
 	}
-	p, err := unclip.Load(dir, unclip.LoadOptions{Variant: variant, Device: dev})
+	p, err := unclip.Load(dir, unclip.LoadOptions{Variant: variant, Device: dev, DType: dtype})
 	return p, m, err
 }
 
