@@ -3,15 +3,17 @@
 // bias[b,h,i,j], j ≤ i when causal)·v[b,h,j,:], one workgroup of 64
 // invocations per query row, keys in chunks of 64 with an online softmax
 // (running max and sum; nothing of size Lk is materialised). q, k, v are
-// dense F32 (B·H, L, D); bias is an F32 view with strides (0 where
+// dense (B·H, L, D) of dtype SDT, the result DDT (scores, softmax and
+// sums in float32); bias is an F32 view with strides (0 where
 // broadcast). D and Dv are at most 256. A row whose keys are all masked
 // gives zeros.
 #include "common.glsl"
+//!variant attention16 STORAGE16
 layout(local_size_x = 64) in;
-layout(std430, binding = 0) writeonly buffer Dst { float O[]; };
-layout(std430, binding = 1) readonly buffer Q { float SQ[]; };
-layout(std430, binding = 2) readonly buffer Kb { float SK[]; };
-layout(std430, binding = 3) readonly buffer V { float SV[]; };
+DST_BUFFER(O, storeO)
+SRC_BUFFER(1, SQw, SQ, SDT)
+SRC_BUFFER(2, SKw, SK, SDT)
+SRC_BUFFER(3, SVw, SV, SDT)
 layout(std430, binding = 4) readonly buffer Bias { float SBias[]; };
 layout(push_constant) uniform P {
     uint rows, H, Lq, Lk, D, Dv; // rows: B·H·Lq
@@ -31,7 +33,7 @@ void main() {
     uint t = gl_LocalInvocationID.x;
     uint bh = row / p.Lq, i = row % p.Lq;
     uint bb = bh / p.H, hh = bh % p.H;
-    for (uint d = t; d < p.D; d += T) qs[d] = SQ[p.qoff + row * p.D + d];
+    for (uint d = t; d < p.D; d += T) qs[d] = SQ(p.qoff + row * p.D + d);
     barrier();
     float m = NEG_INF, l = 0.0;
     float acc[PER];
@@ -45,7 +47,7 @@ void main() {
         if (j < kend) {
             uint kb = p.koff + (bh * p.Lk + j) * p.D;
             float dot_ = 0.0;
-            for (uint d = 0u; d < p.D; d++) dot_ = fma(qs[d], SK[kb + d], dot_);
+            for (uint d = 0u; d < p.D; d++) dot_ = fma(qs[d], SK(kb + d), dot_);
             s = dot_ * p.scale;
             if (p.hasBias != 0u) s += SBias[brow + j * p.bst[3]];
         }
@@ -69,7 +71,7 @@ void main() {
                 uint vb = p.voff + (bh * p.Lk + j0 + u) * p.Dv;
                 [[unroll]] for (uint r = 0u; r < PER; r++) {
                     uint c = t + r * T;
-                    if (c < p.Dv) part[r] = fma(pu, SV[vb + c], part[r]);
+                    if (c < p.Dv) part[r] = fma(pu, SV(vb + c), part[r]);
                 }
             }
             l = l * f + cl;
@@ -81,6 +83,6 @@ void main() {
     float inv = l > 0.0 ? 1.0 / l : 0.0;
     [[unroll]] for (uint r = 0u; r < PER; r++) {
         uint c = t + r * T;
-        if (c < p.Dv) O[p.ooff + row * p.Dv + c] = acc[r] * inv;
+        if (c < p.Dv) storeO(p.ooff + row * p.Dv + c, acc[r] * inv);
     }
 }

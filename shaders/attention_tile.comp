@@ -3,17 +3,19 @@
 // or 64): one invocation per query row, 64 rows per workgroup, keys and
 // values staged through shared memory 32 at a time and shared by the 64
 // rows; an online softmax per row (running max and sum, rescaled once per
-// key tile; each tile summed on its own, then added). q, k, v dense F32
-// (B·H, L, D); bias an F32 view with strides (0 where broadcast). A row
+// key tile; each tile summed on its own, then added). q, k, v dense SDT
+// (B·H, L, D), result DDT, float32 arithmetic; bias an F32 view with
+// strides (0 where broadcast). A row
 // whose keys are all masked gives zeros. attention.comp handles larger
 // heads.
 #include "common.glsl"
+//!variant attention_tile16 STORAGE16
 layout(local_size_x = 64) in;
 layout(constant_id = 0) const uint MD = 64;
-layout(std430, binding = 0) writeonly buffer Dst { float O[]; };
-layout(std430, binding = 1) readonly buffer Q { float SQ[]; };
-layout(std430, binding = 2) readonly buffer Kb { float SK[]; };
-layout(std430, binding = 3) readonly buffer V { float SV[]; };
+DST_BUFFER(O, storeO)
+SRC_BUFFER(1, SQw, SQ, SDT)
+SRC_BUFFER(2, SKw, SK, SDT)
+SRC_BUFFER(3, SVw, SV, SDT)
 layout(std430, binding = 4) readonly buffer Bias { float SBias[]; };
 layout(push_constant) uniform P {
     uint H, Lq, Lk, D, Dv;
@@ -36,7 +38,7 @@ void main() {
     uint bb = bh / p.H, hh = bh % p.H;
     float q[MD], acc[MD];
     [[unroll]] for (uint d = 0u; d < MD; d++) {
-        q[d] = (live && d < p.D) ? SQ[p.qoff + (bh * p.Lq + i) * p.D + d] : 0.0;
+        q[d] = (live && d < p.D) ? SQ(p.qoff + (bh * p.Lq + i) * p.D + d) : 0.0;
         acc[d] = 0.0;
     }
     float m = NEG_INF, l = 0.0;
@@ -46,8 +48,8 @@ void main() {
     for (uint j0 = 0u; j0 < kend; j0 += KT) {
         for (uint e = t; e < KT * MD; e += T) {
             uint u = e / MD, d = e % MD, j = j0 + u;
-            Ks[u][d] = (j < p.Lk && d < p.D) ? SK[p.koff + (bh * p.Lk + j) * p.D + d] : 0.0;
-            Vs[u][d] = (j < p.Lk && d < p.Dv) ? SV[p.voff + (bh * p.Lk + j) * p.Dv + d] : 0.0;
+            Ks[u][d] = (j < p.Lk && d < p.D) ? SK(p.koff + (bh * p.Lk + j) * p.D + d) : 0.0;
+            Vs[u][d] = (j < p.Lk && d < p.Dv) ? SV(p.voff + (bh * p.Lk + j) * p.Dv + d) : 0.0;
         }
         barrier();
         float cm = NEG_INF;
@@ -85,6 +87,6 @@ void main() {
     if (!live) return;
     float inv = l > 0.0 ? 1.0 / l : 0.0;
     [[unroll]] for (uint d = 0u; d < MD; d++) {
-        if (d < p.Dv) O[p.ooff + (bh * p.Lq + i) * p.Dv + d] = acc[d] * inv;
+        if (d < p.Dv) storeO(p.ooff + (bh * p.Lq + i) * p.Dv + d, acc[d] * inv);
     }
 }

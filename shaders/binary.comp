@@ -1,11 +1,13 @@
 #version 450
-// OpBinary: dense F32 dst[i] = a[i] ∘ b[i]; a and b are F32 views of rank
+// OpBinary: dense dst[i] = a[i] ∘ b[i] in float32; a and b are views (both
+// of dtype SDT, dst DDT) of rank
 // ≤ 6 with any strides (broadcast: stride 0).
 #include "common.glsl"
+//!variant binary16 STORAGE16
 layout(local_size_x = 256) in;
-layout(std430, binding = 0) writeonly buffer Dst { float D[]; };
-layout(std430, binding = 1) readonly buffer A { float SA[]; };
-layout(std430, binding = 2) readonly buffer B { float SB[]; };
+DST_BUFFER(D, storeD)
+SRC_BUFFER(1, SA, loadA, SDT)
+SRC_BUFFER(2, SB, loadB, SDT)
 layout(push_constant) uniform P {
     uint n, kind, rank, doff, aoff, boff;
     uint shape[6];
@@ -23,12 +25,12 @@ void main() {
         ai += c * p.astr[k];
         bi += c * p.bstr[k];
     }
-    float x = SA[ai], y = SB[bi], z;
+    float x = loadA(ai), y = loadB(bi), z;
     switch (p.kind) {
     case 1u: z = x + y; break;
     case 2u: z = x - y; break;
     case 3u: z = x * y; break;
     default: z = x / y; break;
     }
-    D[p.doff + i] = z;
+    storeD(p.doff + i, z);
 }

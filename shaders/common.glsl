@@ -3,6 +3,12 @@
 // ranges and every shader gets its operands' element offsets as push
 // constants.
 #extension GL_EXT_control_flow_attributes : require
+#ifdef STORAGE16
+// The 16-bit-storage variant of a shader (a "//!variant NAME STORAGE16"
+// line), used where the device has storageBuffer16BitAccess: 16-bit
+// elements are loaded and stored as uint16_t, without atomics.
+#extension GL_EXT_shader_16bit_storage : require
+#endif
 
 // Linear workgroup index when the x dimension was folded into y (large
 // dispatches): the host sets gl_NumWorkGroups.x to the fold width.
@@ -119,3 +125,64 @@ float erfc_(float x) {
 
 // gelu is x·Φ(x) = 0.5·x·erfc(−x/√2).
 float gelu(float x) { return 0.5 * x * erfc_(-x * 0.70710678118654752); }
+
+// ---- 16-bit activations. Specialization constants fixed per pipeline by
+// the host: DDT is the destination's dtype, SDT the main source's and WDT
+// the weights' (norm affine parameters), each DT_F32, DT_F16 or DT_BF16.
+// Arithmetic stays float32: 16-bit values are widened on load and the
+// float32 result is rounded once on store (round to nearest even, as the
+// CPU reference's F32ToF16/F32ToBF16).
+layout(constant_id = 5) const uint WDT = 0u;
+layout(constant_id = 6) const uint SDT = 0u;
+layout(constant_id = 7) const uint DDT = 0u;
+
+// DST_BUFFER(BUF, STORE) declares the destination, binding 0, as the uint
+// buffer BUF and defines void STORE(uint i, float v), which stores v as
+// element i in dtype DDT. Without 16-bit storage a 16-bit element shares
+// its 32-bit word with a neighbour that another invocation may write, so it
+// is merged in with two atomics (clear own half, set own half); the
+// STORAGE16 variant stores it through a uint16_t alias of the buffer.
+#ifdef STORAGE16
+#define DST_BUFFER(BUF, STORE)                                            \
+    layout(std430, binding = 0) buffer BUF##_Block { uint BUF[]; };       \
+    layout(std430, binding = 0) buffer BUF##_Block16 { uint16_t BUF##16[]; }; \
+    void STORE(uint i, float v) {                                         \
+        if (DDT == DT_F32) BUF[i] = floatBitsToUint(v);                   \
+        else BUF##16[i] = uint16_t(DDT == DT_F16 ? f32ToF16(v) : f32ToBF16(v)); \
+    }
+#else
+#define DST_BUFFER(BUF, STORE)                                            \
+    layout(std430, binding = 0) buffer BUF##_Block { uint BUF[]; };       \
+    void STORE(uint i, float v) {                                         \
+        if (DDT == DT_F32) {                                              \
+            BUF[i] = floatBitsToUint(v);                                  \
+            return;                                                       \
+        }                                                                 \
+        uint h = DDT == DT_F16 ? f32ToF16(v) : f32ToBF16(v);              \
+        uint sh = (i & 1u) * 16u;                                         \
+        atomicAnd(BUF[i >> 1], ~(0xffffu << sh));                         \
+        atomicOr(BUF[i >> 1], h << sh);                                   \
+    }
+#endif
+
+// SRC_BUFFER(BINDING, BUF, LOAD, DT) declares a read-only source as the
+// uint buffer BUF and defines float LOAD(uint i): element i, of dtype DT
+// (a specialization constant), widened to float32.
+#ifdef STORAGE16
+#define SRC_BUFFER(BINDING, BUF, LOAD, DT)                                \
+    layout(std430, binding = BINDING) readonly buffer BUF##_Block { uint BUF[]; }; \
+    layout(std430, binding = BINDING) readonly buffer BUF##_Block16 { uint16_t BUF##16[]; }; \
+    float LOAD(uint i) {                                                  \
+        if (DT == DT_F32) return uintBitsToFloat(BUF[i]);                 \
+        uint h = uint(BUF##16[i]);                                        \
+        return DT == DT_F16 ? f16ToF32(h) : bf16ToF32(h);                 \
+    }
+#else
+#define SRC_BUFFER(BINDING, BUF, LOAD, DT)                                \
+    layout(std430, binding = BINDING) readonly buffer BUF##_Block { uint BUF[]; }; \
+    float LOAD(uint i) {                                                  \
+        if (DT == DT_F32) return uintBitsToFloat(BUF[i]);                 \
+        uint h = (BUF[i >> 1] >> ((i & 1u) * 16u)) & 0xffffu;             \
+        return DT == DT_F16 ? f16ToF32(h) : bf16ToF32(h);                 \
+    }
+#endif

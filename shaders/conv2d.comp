@@ -2,19 +2,20 @@
 // OpConv2d as an implicit GEMM: for image z, dst[z, o, q] = Σ_r w[o, r]·
 // x̂[r, q] (+ bias[o]), where r runs over (c, ky, kx), q over output
 // pixels (oy, ox), and x̂ reads x at (oy·sy + ky − py, ox·sx + kx − px),
-// zero outside. x dense F32; w dense F32, F16 or BF16 (converted as
+// zero outside. x dense of dtype SDT, result DDT (float32 accumulation); w dense F32, F16 or BF16 (converted as
 // loaded). Tiled like matmul.comp: 64×64 outputs per
 // workgroup of 16×16 invocations, 4×4 each, 16-deep shared slices.
 #include "common.glsl"
+//!variant conv2d16 STORAGE16
 layout(local_size_x = 16, local_size_y = 16) in;
 // The kernel size is specialization constants 0 and 1, so that the
 // im2col index arithmetic divides by constants.
 layout(constant_id = 0) const uint KH = 3;
 layout(constant_id = 1) const uint KW = 3;
-layout(std430, binding = 0) writeonly buffer Dst { float D[]; };
-layout(std430, binding = 1) readonly buffer X { float SX[]; };
+DST_BUFFER(D, storeD)
+SRC_BUFFER(1, SXw, SX, SDT)
 layout(std430, binding = 2) readonly buffer W { uint SW[]; };
-layout(std430, binding = 3) readonly buffer Bias { float SBias[]; };
+SRC_BUFFER(3, SBiasw, loadBias, WDT) // bias of dtype WDT
 layout(push_constant) uniform P {
     uint O, R, Q, hasBias;     // output channels, C·KH·KW, OH·OW
     uint C, H, W, OW;
@@ -63,7 +64,7 @@ void main() {
                 uint ky = kk / KW, kx = kk - ky * KW;
                 int iy = iy0 + int(ky), ix = ix0 + int(kx);
                 if (iy >= 0 && iy < int(p.H) && ix >= 0 && ix < int(p.W)) {
-                    v = SX[xbase + (c * p.H + uint(iy)) * p.W + uint(ix)];
+                    v = SX(xbase + (c * p.H + uint(iy)) * p.W + uint(ix));
                 }
             }
             Bs[bk][bn] = v;
@@ -99,11 +100,11 @@ void main() {
     [[unroll]] for (uint i = 0u; i < TM; i++) {
         uint gm = m0 + ty + 16u * i;
         if (gm >= p.O) continue;
-        float bv = p.hasBias != 0u ? SBias[p.biasoff + gm] : 0.0;
+        float bv = p.hasBias != 0u ? loadBias(p.biasoff + gm) : 0.0;
         [[unroll]] for (uint j = 0u; j < TN; j++) {
             uint gq = n0 + tx + 16u * j;
             if (gq >= p.Q) continue;
-            D[obase + gm * p.Q + gq] = acc[i][j] + bv;
+            storeD(obase + gm * p.Q + gq, acc[i][j] + bv);
         }
     }
 }

@@ -1,15 +1,17 @@
 #version 450
-// OpGroupNorm over dense F32 x (N, C, HW): one workgroup per (sample,
+// OpGroupNorm over dense x (N, C, HW) of dtype SDT (weights
+// WDT, result DDT; statistics in float32): one workgroup per (sample,
 // group) normalises CG·HW values with their mean and biased variance (two
 // passes), applies the per-channel affine and, when silu is set, SiLU.
 #include "common.glsl"
+//!variant groupnorm16 STORAGE16
 // The workgroup size is specialization constant 0 (a power of two ≤ 256),
 // picked by the host from the row length.
 layout(local_size_x = 256, local_size_x_id = 0) in;
-layout(std430, binding = 0) writeonly buffer Dst { float D[]; };
-layout(std430, binding = 1) readonly buffer X { float SX[]; };
-layout(std430, binding = 2) readonly buffer Wt { float SW[]; };
-layout(std430, binding = 3) readonly buffer Bs { float SB[]; };
+DST_BUFFER(D, storeD)
+SRC_BUFFER(1, SXw, SX, SDT)
+SRC_BUFFER(2, SWw, SW, WDT)
+SRC_BUFFER(3, SBw, SB, WDT)
 layout(push_constant) uniform P {
     uint total, G, CG, HW, silu; // total: samples·G
     float eps;
@@ -40,18 +42,18 @@ void main() {
     uint cnt = p.CG * p.HW;
     uint off = gi * cnt;
     float s = 0.0;
-    for (uint i = t; i < cnt; i += WG) s += SX[p.xoff + off + i];
+    for (uint i = t; i < cnt; i += WG) s += SX(p.xoff + off + i);
     float mean = reduceSum(s) / float(cnt);
     float q = 0.0;
     for (uint i = t; i < cnt; i += WG) {
-        float d = SX[p.xoff + off + i] - mean;
+        float d = SX(p.xoff + off + i) - mean;
         q += d * d;
     }
     float inv = inversesqrt(reduceSum(q) / float(cnt) + p.eps);
     for (uint i = t; i < cnt; i += WG) {
         uint ch = g * p.CG + i / p.HW;
-        float o = (SX[p.xoff + off + i] - mean) * inv * SW[p.woff + ch] + SB[p.boff + ch];
+        float o = (SX(p.xoff + off + i) - mean) * inv * SW(p.woff + ch) + SB(p.boff + ch);
         if (p.silu != 0u) o *= sigmoid(o);
-        D[p.doff + off + i] = o;
+        storeD(p.doff + off + i, o);
     }
 }

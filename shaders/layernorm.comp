@@ -1,15 +1,17 @@
 #version 450
-// OpLayerNorm over rows of C dense F32 values, one workgroup per row:
+// OpLayerNorm over rows of C dense values (x of dtype SDT,
+// weights WDT, result DDT; statistics in float32), one workgroup per row:
 // mean, then the biased variance of (x − mean) (two passes, as the CPU
 // reference), then (x − mean)/√(var + eps)·w (+ b).
 #include "common.glsl"
+//!variant layernorm16 STORAGE16
 // The workgroup size is specialization constant 0 (a power of two ≤ 256),
 // picked by the host from the row length.
 layout(local_size_x = 256, local_size_x_id = 0) in;
-layout(std430, binding = 0) writeonly buffer Dst { float D[]; };
-layout(std430, binding = 1) readonly buffer X { float SX[]; };
-layout(std430, binding = 2) readonly buffer Wt { float SW[]; };
-layout(std430, binding = 3) readonly buffer Bs { float SB[]; };
+DST_BUFFER(D, storeD)
+SRC_BUFFER(1, SXw, SX, SDT)
+SRC_BUFFER(2, SWw, SW, WDT)
+SRC_BUFFER(3, SBw, SB, WDT)
 layout(push_constant) uniform P {
     uint rows, C, hasBias;
     float eps;
@@ -38,18 +40,18 @@ void main() {
     uint t = gl_LocalInvocationID.x;
     uint base = p.xoff + row * p.C;
     float s = 0.0;
-    for (uint i = t; i < p.C; i += WG) s += SX[base + i];
+    for (uint i = t; i < p.C; i += WG) s += SX(base + i);
     float mean = reduceSum(s) / float(p.C);
     float q = 0.0;
     for (uint i = t; i < p.C; i += WG) {
-        float d = SX[base + i] - mean;
+        float d = SX(base + i) - mean;
         q += d * d;
     }
     float inv = inversesqrt(reduceSum(q) / float(p.C) + p.eps);
     uint obase = p.doff + row * p.C;
     for (uint i = t; i < p.C; i += WG) {
-        float o = (SX[base + i] - mean) * inv * SW[p.woff + i];
-        if (p.hasBias != 0u) o += SB[p.boff + i];
-        D[obase + i] = o;
+        float o = (SX(base + i) - mean) * inv * SW(p.woff + i);
+        if (p.hasBias != 0u) o += SB(p.boff + i);
+        storeD(obase + i, o);
     }
 }

@@ -1,15 +1,17 @@
 #version 450
 // OpMatMul: dst[z, m, n] = Σ_k a[z, m, k]·b[z, k, n] (+ bias[n]) for a
 // batch z of up to three dimensions; a and b are F32, F16 or BF16 views with
-// any strides (16-bit values are converted as they are loaded), bias F32. Register-tiled: a workgroup of 16×16 invocations computes a
+// any strides (16-bit values are converted as they are loaded), bias of dtype WDT;
+// the result is stored as DDT (rounded once). Register-tiled: a workgroup of 16×16 invocations computes a
 // 64×64 tile, each invocation a 4×4 block, through 16-deep shared-memory
 // slices of a and b. Accumulates in float32.
 #include "common.glsl"
+//!variant matmul16 STORAGE16
 layout(local_size_x = 16, local_size_y = 16) in;
-layout(std430, binding = 0) writeonly buffer Dst { float D[]; };
+DST_BUFFER(D, storeD)
 layout(std430, binding = 1) readonly buffer A { uint SA[]; };
 layout(std430, binding = 2) readonly buffer B { uint SB[]; };
-layout(std430, binding = 3) readonly buffer Bias { float SBias[]; };
+SRC_BUFFER(3, SBiasw, loadBias, WDT) // bias of dtype WDT
 layout(push_constant) uniform P {
     uint M, N, K, hasBias;
     uint doff, aoff, boff, biasoff;
@@ -92,8 +94,8 @@ void main() {
             uint gn = n0 + tx + 16u * j;
             if (gn >= p.N) continue;
             float v = acc[i][j];
-            if (p.hasBias != 0u) v += SBias[p.biasoff + gn];
-            D[obase + gm * p.N + gn] = v;
+            if (p.hasBias != 0u) v += loadBias(p.biasoff + gn);
+            storeD(obase + gm * p.N + gn, v);
         }
     }
 }

@@ -1,11 +1,12 @@
 #version 450
 // OpAvgPool2d (mode 0: mean of k×k windows with stride k) and
-// OpUpsampleNearest (mode 1: each pixel repeated k×k times) over dense F32
-// planes (N·C, H, W) → (N·C, OH, OW), one invocation per output.
+// OpUpsampleNearest (mode 1: each pixel repeated k×k times) over dense planes
+// (SDT values in, DDT out, float32 arithmetic) (N·C, H, W) → (N·C, OH, OW), one invocation per output.
 #include "common.glsl"
+//!variant pool16 STORAGE16
 layout(local_size_x = 256) in;
-layout(std430, binding = 0) writeonly buffer Dst { float D[]; };
-layout(std430, binding = 1) readonly buffer X { float SX[]; };
+DST_BUFFER(D, storeD)
+SRC_BUFFER(1, SXw, SX, SDT)
 layout(push_constant) uniform P {
     uint n, mode, k, H, W, OH, OW, doff, xoff;
 } p;
@@ -19,11 +20,11 @@ void main() {
     if (p.mode == 0u) {
         float s = 0.0;
         for (uint a = 0u; a < p.k; a++) {
-            for (uint b = 0u; b < p.k; b++) s += SX[base + (oy * p.k + a) * p.W + ox * p.k + b];
+            for (uint b = 0u; b < p.k; b++) s += SX(base + (oy * p.k + a) * p.W + ox * p.k + b);
         }
         v = s * (1.0 / float(p.k * p.k));
     } else {
-        v = SX[base + (oy / p.k) * p.W + ox / p.k];
+        v = SX(base + (oy / p.k) * p.W + ox / p.k);
     }
-    D[p.doff + e] = v;
+    storeD(p.doff + e, v);
 }

@@ -3,11 +3,12 @@
 // diffusers' order of operations (tensor.StepParams.Element): every product
 // is rounded before it is added ("precise" forbids fused multiply-adds).
 // mo is (B, C·(1 or 2), ...) dense; with learned_range its second half of
-// channels holds the variance values.
+// channels holds the variance values. mo may be F16 or BF16 (SDT: packed
+// halves, widened on load); sample, noise and the result are F32.
 #include "common.glsl"
 layout(local_size_x = 256) in;
 layout(std430, binding = 0) writeonly buffer Dst { float D[]; };
-layout(std430, binding = 1) readonly buffer MO { float SM[]; };
+SRC_BUFFER(1, SMw, SM, SDT)
 layout(std430, binding = 2) readonly buffer Xs { float SX[]; };
 layout(std430, binding = 3) readonly buffer Z { float SZ[]; };
 layout(push_constant) uniform P {
@@ -23,7 +24,7 @@ void main() {
     if (e >= p.n) return;
     uint bi = e / p.per, i = e % p.per;
     uint stride = (p.flags & LEARNED) != 0u ? 2u * p.per : p.per;
-    precise float pred = SM[p.moff + bi * stride + i];
+    precise float pred = SM(p.moff + bi * stride + i);
     precise float x = SX[p.xoff + e];
     precise float x0 = pred;
     if ((p.flags & EPSILON) != 0u) {
@@ -40,7 +41,7 @@ void main() {
     if ((p.flags & ADDNOISE) != 0u) {
         precise float sd = p.stdev;
         if ((p.flags & LEARNED) != 0u) {
-            precise float v = SM[p.moff + bi * stride + p.per + i];
+            precise float v = SM(p.moff + bi * stride + p.per + i);
             precise float frac = (v + 1.0) / 2.0;
             precise float l1 = frac * p.maxLog;
             precise float l2 = (1.0 - frac) * p.minLog;

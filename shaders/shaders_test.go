@@ -22,15 +22,17 @@ func TestSPIRVUpToDate(t *testing.T) {
 		}
 		t.Skip("glslc not found (Debian package glslc); cannot check the .spv files")
 	}
-	srcs, err := glslc.Sources(".")
-	if err != nil || len(srcs) == 0 {
+	targets, err := glslc.Targets(".")
+	if err != nil || len(targets) == 0 {
 		t.Fatalf("no shader sources: %v", err)
 	}
 	tmp := t.TempDir()
-	for _, src := range srcs {
-		name := strings.TrimSuffix(filepath.Base(src), ".comp")
+	names := map[string]bool{}
+	for _, tg := range targets {
+		name := tg.Name
+		names[name] = true
 		out := filepath.Join(tmp, name+".spv")
-		if err := glslc.Compile(glslcPath, src, out); err != nil {
+		if err := glslc.Compile(glslcPath, tg.Src, out, tg.Defines...); err != nil {
 			t.Errorf("%v", err)
 			continue
 		}
@@ -44,13 +46,13 @@ func TestSPIRVUpToDate(t *testing.T) {
 			continue
 		}
 		if !bytes.Equal(fresh, committed) {
-			t.Errorf("%s.spv is stale against %s.comp: run go generate ./shaders", name, name)
+			t.Errorf("%s.spv is stale against %s: run go generate ./shaders", name, filepath.Base(tg.Src))
 		}
 	}
-	// No orphan .spv without a source.
+	// No orphan .spv without a source or variant line.
 	spvs, _ := filepath.Glob("*.spv")
 	for _, s := range spvs {
-		if _, err := os.Stat(strings.TrimSuffix(s, ".spv") + ".comp"); err != nil {
+		if !names[strings.TrimSuffix(s, ".spv")] {
 			t.Errorf("%s has no source", s)
 		}
 	}

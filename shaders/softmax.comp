@@ -1,12 +1,14 @@
 #version 450
-// OpSoftmax over rows of C dense F32 values, one workgroup per row. A row
+// OpSoftmax over rows of C dense values (SDT in, DDT out,
+// float32 max, sum and exp), one workgroup per row. A row
 // of only −Inf gives zeros (as the CPU reference).
 #include "common.glsl"
+//!variant softmax16 STORAGE16
 // The workgroup size is specialization constant 0 (a power of two ≤ 256),
 // picked by the host from the row length.
 layout(local_size_x = 256, local_size_x_id = 0) in;
-layout(std430, binding = 0) writeonly buffer Dst { float D[]; };
-layout(std430, binding = 1) readonly buffer X { float SX[]; };
+DST_BUFFER(D, storeD)
+SRC_BUFFER(1, SXw, SX, SDT)
 layout(push_constant) uniform P {
     uint rows, C, doff, xoff;
 } p;
@@ -20,7 +22,7 @@ void main() {
     uint t = gl_LocalInvocationID.x;
     uint base = p.xoff + row * p.C, obase = p.doff + row * p.C;
     float m = NEG_INF;
-    for (uint i = t; i < p.C; i += WG) m = max(m, SX[base + i]);
+    for (uint i = t; i < p.C; i += WG) m = max(m, SX(base + i));
     red[t] = m;
     barrier();
     for (uint s = WG / 2u; s > 0u; s >>= 1) {
@@ -30,11 +32,11 @@ void main() {
     m = red[0];
     barrier();
     if (isinf(m) && m < 0.0) {
-        for (uint i = t; i < p.C; i += WG) D[obase + i] = 0.0;
+        for (uint i = t; i < p.C; i += WG) storeD(obase + i, 0.0);
         return;
     }
     float s = 0.0;
-    for (uint i = t; i < p.C; i += WG) s += exp(SX[base + i] - m);
+    for (uint i = t; i < p.C; i += WG) s += exp(SX(base + i) - m);
     red[t] = s;
     barrier();
     for (uint k = WG / 2u; k > 0u; k >>= 1) {
@@ -42,5 +44,5 @@ void main() {
         barrier();
     }
     float inv = 1.0 / red[0];
-    for (uint i = t; i < p.C; i += WG) D[obase + i] = exp(SX[base + i] - m) * inv;
+    for (uint i = t; i < p.C; i += WG) storeD(obase + i, exp(SX(base + i) - m) * inv);
 }

@@ -1,10 +1,11 @@
 #version 450
-// OpUnary on dense F32: dst[i] = f(src[i]), f chosen by kind (the
+// OpUnary on dense F32, F16 or BF16 (SDT → DDT, computed in float32): dst[i] = f(src[i]), f chosen by kind (the
 // tensor.UnaryKind numbering).
 #include "common.glsl"
+//!variant unary16 STORAGE16
 layout(local_size_x = 256) in;
-layout(std430, binding = 0) writeonly buffer Dst { float D[]; };
-layout(std430, binding = 1) readonly buffer Src { float S[]; };
+DST_BUFFER(D, storeD)
+SRC_BUFFER(1, S, loadS, SDT)
 layout(push_constant) uniform P {
     uint n, kind, doff, soff;
     float f0, f1;
@@ -13,7 +14,7 @@ layout(push_constant) uniform P {
 void main() {
     uint i = groupIndex() * 256u + gl_LocalInvocationID.x;
     if (i >= p.n) return;
-    float x = S[p.soff + i];
+    float x = loadS(p.soff + i);
     float y;
     switch (p.kind) {
     case 1u: y = x * sigmoid(x); break;              // SiLU
@@ -25,5 +26,5 @@ void main() {
     case 7u: y = min(max(x, p.f0), p.f1); break;     // Clamp
     default: y = sigmoid(x); break;                  // Sigmoid
     }
-    D[p.doff + i] = y;
+    storeD(p.doff + i, y);
 }

@@ -30,6 +30,9 @@ type Backend struct {
 	minAlign uint64 // minStorageBufferOffsetAlignment
 	maxRange uint64 // maxStorageBufferRange
 	maxGroup [3]uint32
+	// storage16: storageBuffer16BitAccess is enabled, so shaders with
+	// 16-bit operands use their 16-bit-storage variant (see dispatch).
+	storage16 bool
 
 	mu         sync.Mutex // guards everything below
 	mem        allocator
@@ -176,7 +179,11 @@ func newBackend(in *instance, index int, name, staging string) (*Backend, error)
 		return nil, err
 	}
 	b.staged = staged
-	dev, err := createDevice(in.inst, pd.pd, b.qfam)
+	// 16-bit storage buffers (F16/BF16 activations without atomics) where
+	// the device has them; the shaders are compiled for Vulkan 1.1.
+	b.storage16 = pd.caps.storage16 && min(pd.props.ApiVersion, in.api) >= vk.MakeVersion(1, 1, 0) &&
+		os.Getenv("UNCLIP_VK_NO_STORAGE16") != "1"
+	dev, err := createDevice(in.inst, pd.pd, b.qfam, b.storage16)
 	if err != nil {
 		return nil, err
 	}

@@ -167,7 +167,9 @@ typedef struct {
 #undef F
 } uvk_dev;
 
-static VkResult uvk_dev_create(uint64_t inst, uint64_t pd, uint32_t qfam, uvk_dev **out) {
+// storage16 enables storageBuffer16BitAccess (core in Vulkan 1.1; the
+// caller checked that the device has it).
+static VkResult uvk_dev_create(uint64_t inst, uint64_t pd, uint32_t qfam, int storage16, uvk_dev **out) {
 	*out = NULL;
 	VkInstance in = H(VkInstance, inst);
 	PFN_vkCreateDevice create = (PFN_vkCreateDevice)uvk_gipa(in, "vkCreateDevice");
@@ -183,6 +185,12 @@ static VkResult uvk_dev_create(uint64_t inst, uint64_t pd, uint32_t qfam, uvk_de
 	ci.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO;
 	ci.queueCreateInfoCount = 1;
 	ci.pQueueCreateInfos = &qi;
+	VkPhysicalDevice16BitStorageFeatures s16 = {0};
+	s16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES;
+	if (storage16) {
+		s16.storageBuffer16BitAccess = VK_TRUE;
+		ci.pNext = &s16;
+	}
 	VkDevice dev;
 	VkResult r = create(H(VkPhysicalDevice, pd), &ci, NULL, &dev);
 	if (r != VK_SUCCESS) return r;
@@ -616,10 +624,11 @@ type device struct {
 
 func handle(p unsafe.Pointer) C.uint64_t { return C.uint64_t(uintptr(p)) }
 
-// createDevice creates a logical device with one queue of family qfam.
-func createDevice(inst vk.Instance, pd vk.PhysicalDevice, qfam uint32) (*device, error) {
+// createDevice creates a logical device with one queue of family qfam,
+// with storageBuffer16BitAccess enabled when storage16 is set.
+func createDevice(inst vk.Instance, pd vk.PhysicalDevice, qfam uint32, storage16 bool) (*device, error) {
 	var d *C.uvk_dev
-	if r := C.uvk_dev_create(handle(unsafe.Pointer(inst)), handle(unsafe.Pointer(pd)), C.uint32_t(qfam), &d); r != C.VK_SUCCESS {
+	if r := C.uvk_dev_create(handle(unsafe.Pointer(inst)), handle(unsafe.Pointer(pd)), C.uint32_t(qfam), cbool(storage16), &d); r != C.VK_SUCCESS {
 		return nil, fmt.Errorf("vkCreateDevice: %w", vkErr(vk.Result(r)))
 	}
 	a := (*C.uvk_dispatch_args)(C.calloc(1, C.size_t(unsafe.Sizeof(C.uvk_dispatch_args{}))))

@@ -32,6 +32,17 @@
 // saved under the user cache directory (os.UserCacheDir()/unclip).
 // SetProfile and Profile time every dispatch with timestamp queries.
 //
+// Precision: every op accepts F16 and BF16 operands and results besides
+// F32 (the scheduler step's result stays F32). Shaders compute in float32
+// (accumulation, softmax, norm statistics) and round once on store, as the
+// CPU reference; the dtypes of the destination, main source and weights
+// are specialization constants (common.glsl). Where the device has
+// storageBuffer16BitAccess (enabled at device creation) a shader with
+// 16-bit operands runs its STORAGE16 variant (uint16_t loads and stores);
+// elsewhere halves are packed two to a 32-bit word and stored with atomics
+// (UNCLIP_VK_NO_STORAGE16=1 forces that path). SupportsF16 tells a caller
+// whether F16 activations suit the device.
+//
 // Errors: out-of-memory, device loss and limits surface as errors naming
 // the op, the sizes and, for a failed batch, its ops; an embedding id out
 // of range fails the next read.

@@ -12,7 +12,8 @@ import (
 // matmulOp records Dst[z] = A[z]·B[z] (+ bias) with A and B strided F32
 // views broadcast to Dst's batch shape.
 func (b *Backend) matmulOp(n *tensor.Node) error {
-	if err := needF32("matmul", n.Dst); err != nil {
+	ddt, err := dstCode("matmul", n.Dst)
+	if err != nil {
 		return err
 	}
 	// a and b stay in their float type: matmul.comp converts 16-bit
@@ -27,8 +28,9 @@ func (b *Backend) matmulOp(n *tensor.Node) error {
 		return err
 	}
 	var bias *tensor.Tensor
+	var wdt uint32
 	if len(n.Src) > 2 && n.Src[2] != nil {
-		if bias, err = dense32(n.Src[2]); err != nil {
+		if bias, wdt, err = act(n.Src[2]); err != nil {
 			return err
 		}
 	}
@@ -75,15 +77,16 @@ func (b *Backend) matmulOp(n *tensor.Node) error {
 	}
 	pc.i(m, nn, k, hasBias).u(ops[0].off, ops[1].off, ops[2].off, ops[3].off)
 	pc.i(xs[r-2], xs[r-1], ys[r-2], ys[r-1]).i(bdim[:]...).i(abs[:]...).i(bbs[:]...).u(adt, bdt)
-	return b.dispatch(n, "matmul", ops, &pc, (nn+63)/64, (m+63)/64, nb)
+	return b.dispatch(n, "matmul", ops, &pc, (nn+63)/64, (m+63)/64, nb, dtSpec(wdt, 0, ddt)...)
 }
 
 // conv2dOp records the convolution as an implicit GEMM per image.
 func (b *Backend) conv2dOp(n *tensor.Node) error {
-	if err := needF32("conv2d", n.Dst); err != nil {
+	ddt, err := dstCode("conv2d", n.Dst)
+	if err != nil {
 		return err
 	}
-	x, err := dense32(n.Src[0])
+	x, sdt, err := act(n.Src[0])
 	if err != nil {
 		return err
 	}
@@ -96,8 +99,9 @@ func (b *Backend) conv2dOp(n *tensor.Node) error {
 		return err
 	}
 	var bias *tensor.Tensor
+	var bdt uint32
 	if len(n.Src) > 2 && n.Src[2] != nil {
-		if bias, err = dense32(n.Src[2]); err != nil {
+		if bias, bdt, err = act(n.Src[2]); err != nil {
 			return err
 		}
 	}
@@ -122,7 +126,7 @@ func (b *Backend) conv2dOp(n *tensor.Node) error {
 	var pc push
 	pc.i(o, c*kh*kw, oh*ow, hasBias, c, h, wd, ow, n.Int[0], n.Int[1], n.Int[2], n.Int[3])
 	pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, wdt)
-	return b.dispatch(n, "conv2d", ops, &pc, (oh*ow+63)/64, (o+63)/64, bsz, uint32(kh), uint32(kw))
+	return b.dispatch(n, "conv2d", ops, &pc, (oh*ow+63)/64, (o+63)/64, bsz, dtSpec(bdt, sdt, ddt, uint32(kh), uint32(kw))...)
 }
 
 // floatCode is the shader dtype code of a float operand.

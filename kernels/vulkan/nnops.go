@@ -36,23 +36,27 @@ func rowsOf(t *tensor.Tensor) (rows, c int) {
 }
 
 func (b *Backend) layerNormOp(n *tensor.Node) error {
-	if err := needF32("layernorm", n.Dst); err != nil {
-		return err
-	}
-	x, err := dense32(n.Src[0])
+	ddt, err := dstCode("layernorm", n.Dst)
 	if err != nil {
 		return err
 	}
-	w, err := dense32(n.Src[1])
+	x, sdt, err := act(n.Src[0])
 	if err != nil {
 		return err
 	}
-	bias, hasBias := w, 0
+	params := []*tensor.Tensor{n.Src[1]}
+	hasBias := 0
 	if len(n.Src) > 2 && n.Src[2] != nil {
-		if bias, err = dense32(n.Src[2]); err != nil {
-			return err
-		}
+		params = append(params, n.Src[2])
 		hasBias = 1
+	}
+	params, wdt, err := sameFloat(true, params...)
+	if err != nil {
+		return err
+	}
+	w, bias := params[0], params[0]
+	if hasBias != 0 {
+		bias = params[1]
 	}
 	rows, c := rowsOf(x)
 	b.mu.Lock()
@@ -64,25 +68,23 @@ func (b *Backend) layerNormOp(n *tensor.Node) error {
 	var pc push
 	pc.i(rows, c, hasBias).f(n.Float[0]).u(ops[0].off, ops[1].off, ops[2].off, ops[3].off)
 	gx, gy := b.groups(rows, 1)
-	return b.dispatch(n, "layernorm", ops, &pc, gx, gy, 1, reductionWG(c))
+	return b.dispatch(n, "layernorm", ops, &pc, gx, gy, 1, dtSpec(wdt, sdt, ddt, reductionWG(c))...)
 }
 
 func (b *Backend) groupNormOp(n *tensor.Node) error {
-	if err := needF32("groupnorm", n.Dst); err != nil {
-		return err
-	}
-	x, err := dense32(n.Src[0])
+	ddt, err := dstCode("groupnorm", n.Dst)
 	if err != nil {
 		return err
 	}
-	w, err := dense32(n.Src[1])
+	x, sdt, err := act(n.Src[0])
 	if err != nil {
 		return err
 	}
-	bias, err := dense32(n.Src[2])
+	params, wdt, err := sameFloat(true, n.Src[1], n.Src[2])
 	if err != nil {
 		return err
 	}
+	w, bias := params[0], params[1]
 	shape := x.Shape()
 	bsz, c := shape[0], shape[1]
 	hw := 1
@@ -102,14 +104,15 @@ func (b *Backend) groupNormOp(n *tensor.Node) error {
 	var pc push
 	pc.i(bsz*g, g, c/g, hw, n.Int[1]).f(n.Float[0]).u(ops[0].off, ops[1].off, ops[2].off, ops[3].off)
 	gx, gy := b.groups(bsz*g, 1)
-	return b.dispatch(n, "groupnorm", ops, &pc, gx, gy, 1, reductionWG(c/g*hw))
+	return b.dispatch(n, "groupnorm", ops, &pc, gx, gy, 1, dtSpec(wdt, sdt, ddt, reductionWG(c/g*hw))...)
 }
 
 func (b *Backend) softmaxOp(n *tensor.Node) error {
-	if err := needF32("softmax", n.Dst); err != nil {
+	ddt, err := dstCode("softmax", n.Dst)
+	if err != nil {
 		return err
 	}
-	x, err := dense32(n.Src[0])
+	x, sdt, err := act(n.Src[0])
 	if err != nil {
 		return err
 	}
@@ -126,7 +129,7 @@ func (b *Backend) softmaxOp(n *tensor.Node) error {
 	var pc push
 	pc.i(rows, c).u(ops[0].off, ops[1].off)
 	gx, gy := b.groups(rows, 1)
-	return b.dispatch(n, "softmax", ops, &pc, gx, gy, 1, reductionWG(c))
+	return b.dispatch(n, "softmax", ops, &pc, gx, gy, 1, dtSpec(0, sdt, ddt, reductionWG(c))...)
 }
 
 // tileAttentionShared is the shared memory attention_tile.comp needs at
@@ -137,16 +140,13 @@ const tileAttentionShared = 3 * 32 * 64 * 4
 const maxHeadDim = 256
 
 func (b *Backend) attentionOp(n *tensor.Node) error {
-	if err := needF32("attention", n.Dst); err != nil {
+	ddt, err := dstCode("attention", n.Dst)
+	if err != nil {
 		return err
 	}
-	var qkv [3]*tensor.Tensor
-	for i := range qkv {
-		t, err := dense32(n.Src[i])
-		if err != nil {
-			return err
-		}
-		qkv[i] = t
+	qkv, sdt, err := sameFloat(true, n.Src[0], n.Src[1], n.Src[2])
+	if err != nil {
+		return err
 	}
 	q, k, v := qkv[0], qkv[1], qkv[2]
 	bsz, h, lq, d := q.Dim(0), q.Dim(1), q.Dim(2), q.Dim(3)
@@ -180,12 +180,12 @@ func (b *Backend) attentionOp(n *tensor.Node) error {
 		}
 		pc.i(h, lq, lk, d, dv).f(n.Float[0]).i(n.Int[0], hasBias)
 		pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[4].off).i(bst[:]...)
-		return b.dispatch(n, "attention_tile", ops, &pc, (lq+63)/64, bsz*h, 1, spec)
+		return b.dispatch(n, "attention_tile", ops, &pc, (lq+63)/64, bsz*h, 1, dtSpec(0, sdt, ddt, spec)...)
 	}
 	pc.i(bsz*h*lq, h, lq, lk, d, dv).f(n.Float[0]).i(n.Int[0], hasBias)
 	pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[4].off).i(bst[:]...)
 	gx, gy := b.groups(bsz*h*lq, 1)
-	return b.dispatch(n, "attention", ops, &pc, gx, gy, 1)
+	return b.dispatch(n, "attention", ops, &pc, gx, gy, 1, dtSpec(0, sdt, ddt)...)
 }
 
 // errBadID is reported when an embedding id was out of range.
@@ -271,10 +271,11 @@ func (b *Backend) checkStatus() error {
 
 // pool2d runs pool.comp: mode 0 average pooling, 1 nearest upsampling.
 func (b *Backend) pool2d(n *tensor.Node, mode int) error {
-	if err := needF32(n.Op.String(), n.Dst); err != nil {
+	ddt, err := dstCode(n.Op.String(), n.Dst)
+	if err != nil {
 		return err
 	}
-	x, err := dense32(n.Src[0])
+	x, sdt, err := act(n.Src[0])
 	if err != nil {
 		return err
 	}
@@ -289,7 +290,7 @@ func (b *Backend) pool2d(n *tensor.Node, mode int) error {
 	var pc push
 	pc.i(count, mode, n.Int[0], xs[2], xs[3], ds[2], ds[3]).u(ops[0].off, ops[1].off)
 	gx, gy := b.groups(count, 256)
-	return b.dispatch(n, "pool", ops, &pc, gx, gy, 1)
+	return b.dispatch(n, "pool", ops, &pc, gx, gy, 1, dtSpec(0, sdt, ddt)...)
 }
 
 func (b *Backend) avgPoolOp(n *tensor.Node) error { return b.pool2d(n, 0) }
@@ -330,10 +331,13 @@ func (b *Backend) tapsFor(nIn, nOut int) (*tensor.Tensor, int, error) {
 
 // bicubicOp resizes rows first, then columns, like the CPU reference.
 func (b *Backend) bicubicOp(n *tensor.Node) error {
-	if err := needF32("upsample_bicubic", n.Dst); err != nil {
+	ddt, err := dstCode("upsample_bicubic", n.Dst)
+	if err != nil {
 		return err
 	}
-	x, err := dense32(n.Src[0])
+	// The rows pass reads x as it is into a float32 temporary; the
+	// columns pass rounds once into the destination.
+	x, sdt, err := act(n.Src[0])
 	if err != nil {
 		return err
 	}
@@ -361,7 +365,7 @@ func (b *Backend) bicubicOp(n *tensor.Node) error {
 	var pc push
 	pc.i(count, 0, kx, h, w, h, ow).u(ops[0].off, ops[1].off, ops[2].off)
 	gx, gy := b.groups(count, 256)
-	if err := b.dispatch(n, "resample", ops, &pc, gx, gy, 1); err != nil {
+	if err := b.dispatch(n, "resample", ops, &pc, gx, gy, 1, dtSpec(0, sdt, 0)...); err != nil {
 		return err
 	}
 	if ops, err = b.operands(n.Dst, tmp, ty); err != nil {
@@ -371,7 +375,7 @@ func (b *Backend) bicubicOp(n *tensor.Node) error {
 	pc = push{}
 	pc.i(count, 1, ky, h, ow, oh, ow).u(ops[0].off, ops[1].off, ops[2].off)
 	gx, gy = b.groups(count, 256)
-	return b.dispatch(n, "resample", ops, &pc, gx, gy, 1)
+	return b.dispatch(n, "resample", ops, &pc, gx, gy, 1, dtSpec(0, 0, ddt)...)
 }
 
 // schedulerStepOp records one UnCLIP scheduler step on the device.
@@ -379,7 +383,7 @@ func (b *Backend) schedulerStepOp(n *tensor.Node) error {
 	if err := needF32("scheduler_step", n.Dst); err != nil {
 		return err
 	}
-	mo, err := dense32(n.Src[0])
+	mo, sdt, err := act(n.Src[0]) // a 16-bit model output is widened on load
 	if err != nil {
 		return err
 	}
@@ -409,5 +413,5 @@ func (b *Backend) schedulerStepOp(n *tensor.Node) error {
 	pc.i(count, per, n.Int[0]).f(p.ClipRange, p.SqrtAlphaProd, p.SqrtOneMinusAlphaProd, p.CX0, p.CXt, p.Std, p.MinLog, p.MaxLog)
 	pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off)
 	gx, gy := b.groups(count, 256)
-	return b.dispatch(n, "schedstep", ops, &pc, gx, gy, 1)
+	return b.dispatch(n, "schedstep", ops, &pc, gx, gy, 1, dtSpec(0, sdt, 0)...)
 }

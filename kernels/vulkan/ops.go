@@ -3,6 +3,7 @@
 package vulkan
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/unclip-go/unclip/tensor"
@@ -13,6 +14,9 @@ import (
 func (b *Backend) Run(n *tensor.Node) error {
 	if n.Dst.Numel() == 0 {
 		return nil
+	}
+	if dt := n.Dst.DType(); (dt == tensor.F16 || dt == tensor.BF16) && !b.native16(n) {
+		return b.viaF32(n)
 	}
 	switch n.Op {
 	case tensor.OpCopy:
@@ -89,6 +93,14 @@ func needF32(op string, t *tensor.Tensor) error {
 		return fmt.Errorf("%s into %v (only F32 results)", op, t.DType())
 	}
 	return nil
+}
+
+// dstCode is the shader code of a float destination (F32, F16 or BF16).
+func dstCode(op string, t *tensor.Tensor) (uint32, error) {
+	if !t.DType().IsFloat() {
+		return 0, fmt.Errorf("%s into %v (only float results)", op, t.DType())
+	}
+	return dtCode(t.DType())
 }
 
 // collapse drops size-1 dimensions and merges neighbours that are
@@ -171,10 +183,11 @@ func (b *Backend) copyOp(n *tensor.Node, dst, src *tensor.Tensor) error {
 }
 
 func (b *Backend) unaryOp(n *tensor.Node) error {
-	if err := needF32("unary", n.Dst); err != nil {
+	ddt, err := dstCode("unary", n.Dst)
+	if err != nil {
 		return err
 	}
-	x, err := dense32(n.Src[0])
+	x, sdt, err := act(n.Src[0])
 	if err != nil {
 		return err
 	}
@@ -191,30 +204,26 @@ func (b *Backend) unaryOp(n *tensor.Node) error {
 	var pc push
 	pc.i(count, n.Int[0]).u(ops[0].off, ops[1].off).f(n.Float[0], n.Float[1])
 	gx, gy := b.groups(count, 256)
-	return b.dispatch(n, "unary", ops, &pc, gx, gy, 1)
+	return b.dispatch(n, "unary", ops, &pc, gx, gy, 1, dtSpec(0, sdt, ddt)...)
 }
 
 func (b *Backend) binaryOp(n *tensor.Node) error {
-	if err := needF32("binary", n.Dst); err != nil {
+	ddt, err := dstCode("binary", n.Dst)
+	if err != nil {
 		return err
 	}
 	if n.Int[0] < int(tensor.BinaryAdd) || n.Int[0] > int(tensor.BinaryDiv) {
 		return fmt.Errorf("unknown binary kind %d", n.Int[0])
 	}
-	x, err := view32(n.Src[0])
+	xy, sdt, err := sameFloat(false, n.Src[0], n.Src[1])
 	if err != nil {
 		return err
 	}
-	y, err := view32(n.Src[1])
-	if err != nil {
-		return err
-	}
+	x, y := xy[0], xy[1]
 	shape, st := collapse(n.Dst.Shape(), x.Strides(), y.Strides())
 	if len(shape) > maxRank {
-		if x, err = dense32(x.Contiguous()); err != nil {
-			return err
-		}
-		if y, err = dense32(y.Contiguous()); err != nil {
+		x, y = x.Contiguous(), y.Contiguous()
+		if err := errors.Join(x.Err(), y.Err()); err != nil {
 			return err
 		}
 		shape, st = collapse(n.Dst.Shape(), x.Strides(), y.Strides())
@@ -234,5 +243,105 @@ func (b *Backend) binaryOp(n *tensor.Node) error {
 	copy(bs[:], st[1])
 	pc.i(sh[:]...).i(as[:]...).i(bs[:]...)
 	gx, gy := b.groups(count, 256)
-	return b.dispatch(n, "binary", ops, &pc, gx, gy, 1)
+	return b.dispatch(n, "binary", ops, &pc, gx, gy, 1, dtSpec(0, sdt, ddt)...)
 }
+
+// native16 reports whether op n writes its 16-bit (F16 or BF16)
+// destination itself. Copy and Embedding move 16-bit values as they are;
+// every other shader computes in float32 and rounds once on store (see
+// STORE_DST in common.glsl). Only the scheduler step is F32-only.
+func (b *Backend) native16(n *tensor.Node) bool {
+	return n.Op != tensor.OpSchedulerStep
+}
+
+// dtSpec returns the specialization constants of a pipeline: spec (ids
+// 0..4: workgroup and kernel sizes) followed by the dtype codes of the
+// weights (id 5), the main source (6) and the destination (7).
+func dtSpec(wdt, sdt, ddt uint32, spec ...uint32) []uint32 {
+	out := make([]uint32, 8)
+	copy(out, spec)
+	out[5], out[6], out[7] = wdt, sdt, ddt
+	return out
+}
+
+// act returns t dense in its own float type (F32, F16 or BF16) with the
+// type's shader code: the shaders widen 16-bit values as they load them.
+func act(t *tensor.Tensor) (*tensor.Tensor, uint32, error) {
+	if !t.DType().IsFloat() {
+		return nil, 0, fmt.Errorf("%v operand, want a float type", t.DType())
+	}
+	c := t.Contiguous()
+	if err := c.Err(); err != nil {
+		return nil, 0, err
+	}
+	code, err := dtCode(c.DType())
+	return c, code, err
+}
+
+// sameFloat returns ts unchanged when they share one float type, else
+// converted to F32 (dense when dense is set, strided otherwise), with the
+// code of the common type.
+func sameFloat(dense bool, ts ...*tensor.Tensor) ([]*tensor.Tensor, uint32, error) {
+	out := make([]*tensor.Tensor, len(ts))
+	same := true
+	for _, t := range ts {
+		if !t.DType().IsFloat() {
+			return nil, 0, fmt.Errorf("%v operand, want a float type", t.DType())
+		}
+		same = same && t.DType() == ts[0].DType()
+	}
+	for i, t := range ts {
+		var err error
+		switch {
+		case same && dense:
+			out[i] = t.Contiguous()
+			err = out[i].Err()
+		case same:
+			out[i], err = t, t.Err()
+		case dense:
+			out[i], err = dense32(t)
+		default:
+			out[i], err = view32(t)
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+	}
+	code, err := dtCode(out[0].DType())
+	return out, code, err
+}
+
+// viaF32 runs op n into a float32 temporary and rounds the result once
+// into n's 16-bit destination: the semantics of the CPU reference
+// (accumulation, softmax and norm statistics in float32). Sources are
+// read as they are (16-bit operands are converted by the kernels).
+func (b *Backend) viaF32(n *tensor.Node) error {
+	if n.Op == tensor.OpSchedulerStep {
+		return fmt.Errorf("scheduler_step into %v (only F32 results)", n.Dst.DType())
+	}
+	tmp := tensor.New(b, tensor.F32, n.Dst.Shape()...)
+	if err := tmp.Err(); err != nil {
+		return err
+	}
+	m := *n
+	m.Dst = tmp
+	if err := b.Run(&m); err != nil {
+		return err
+	}
+	return b.copyOp(n, n.Dst, tmp)
+}
+
+// SupportsF16 reports whether F16 activation storage is worthwhile on this
+// device: it has 16-bit storage buffer access (storageBuffer16BitAccess)
+// or 16-bit float arithmetic (shaderFloat16). Every op accepts F16
+// operands and F16 results on any device (halves are packed two to a
+// 32-bit word where the device lacks those features); this answers whether
+// a CLI should pick --precision fp16 for the device.
+func (b *Backend) SupportsF16() bool {
+	return b.phys.caps.storage16 || b.phys.caps.float16
+}
+
+// SupportsBF16 reports whether the device has VK_KHR_shader_bfloat16.
+// BF16 operands and results work on every device (stored as packed 16-bit
+// words, computed in float32).
+func (b *Backend) SupportsBF16() bool { return b.phys.caps.bfloat16 }

@@ -6,9 +6,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"sync"
 
 	vk "github.com/vulkan-go/vulkan"
 
+	"github.com/unclip-go/unclip/shaders"
 	"github.com/unclip-go/unclip/tensor"
 )
 
@@ -120,7 +122,12 @@ func (b *Backend) dispatch(n *tensor.Node, name string, ops []operand, pc *push,
 	if len(ops) > maxBindings {
 		return fmt.Errorf("%s: %d buffers", name, len(ops))
 	}
-	p, err := b.getPipeline(name, len(ops), spec...)
+	shader := name
+	if b.storage16 && len(spec) == 8 && spec[5]|spec[6]|spec[7] != 0 && hasVariant16(name) {
+		// 16-bit operands (dtSpec): the shader's 16-bit-storage variant.
+		shader += "16"
+	}
+	p, err := b.getPipeline(shader, len(ops), spec...)
 	if err != nil {
 		return err
 	}
@@ -202,3 +209,17 @@ func (b *Backend) groups(n, per int) (int, int) {
 	}
 	return gx, (g + gx - 1) / gx
 }
+
+// hasVariant16 reports whether shader name has a 16-bit-storage variant
+// (a "//!variant NAME16 STORAGE16" line; shaders without one read 16-bit
+// operands as packed words).
+func hasVariant16(name string) bool {
+	if v, ok := variant16.Load(name); ok {
+		return v.(bool)
+	}
+	_, err := shaders.SPIRV(name + "16")
+	variant16.Store(name, err == nil)
+	return err == nil
+}
+
+var variant16 sync.Map // shader name → has a 16-bit-storage variant

@@ -1,12 +1,12 @@
-// Command gen compiles every shaders/*.comp to a .spv beside it with glslc;
-// it is run by "go generate ./shaders".
+// Command gen compiles every shaders/*.comp to a .spv beside it with glslc,
+// and each variant a source declares (a "//!variant NAME MACRO..." line)
+// to NAME.spv; it is run by "go generate ./shaders".
 package main
 
 import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 
 	"github.com/unclip-go/unclip/shaders/internal/glslc"
 )
@@ -17,14 +17,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "gen: glslc not found (Debian: apt-get install glslc)")
 		os.Exit(1)
 	}
-	srcs, err := glslc.Sources(".")
-	if err != nil || len(srcs) == 0 {
+	targets, err := glslc.Targets(".")
+	if err != nil || len(targets) == 0 {
 		fmt.Fprintln(os.Stderr, "gen: no .comp files here", err)
 		os.Exit(1)
 	}
 	failed := false
-	for _, src := range srcs {
-		if err := glslc.Compile(path, src, strings.TrimSuffix(src, ".comp")+".spv"); err != nil {
+	for _, t := range targets {
+		if err := glslc.Compile(path, t.Src, t.Name+".spv", t.Defines...); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			failed = true
 		}

@@ -13,6 +13,10 @@
 //		tensortest.Conformance(t, myBackend, 1e-4)
 //	}
 //
+// ConformanceF16 (and ConformanceDType for BF16) runs a second table with
+// 16-bit operands and results against the reference's float32-then-round-
+// once semantics, within 2 ulps of the 16-bit type plus an absolute term.
+//
 // Every case is tiny (the largest is well under 10 MFLOP) so that the suite
 // also runs on a software Vulkan device.
 package tensortest

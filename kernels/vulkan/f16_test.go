@@ -1,0 +1,95 @@
+//go:build cgo && !novulkan
+
+package vulkan
+
+import (
+	"testing"
+
+	"github.com/unclip-go/unclip/tensor"
+	"github.com/unclip-go/unclip/tensor/tensortest"
+)
+
+// TestConformanceF16 runs every op with F16 operands and F16 results
+// against the CPU reference (float32 compute, one rounding), with 16-bit
+// storage buffers where the device has them.
+func TestConformanceF16(t *testing.T) {
+	b := openTest(t)
+	t.Logf("device: %s; SupportsF16 %v (16-bit storage %v, in use %v; shaderFloat16 %v)", b.Info().Name, b.SupportsF16(),
+		b.Info().Storage16Bit, b.storage16, b.Info().Float16)
+	tensortest.ConformanceF16(t, b, 1e-4)
+}
+
+// TestConformanceBF16 is the same suite with BF16 operands and results.
+func TestConformanceBF16(t *testing.T) {
+	b := openTest(t)
+	tensortest.ConformanceDType(t, b, tensor.BF16, 1e-4)
+}
+
+// TestConformanceF16Packed runs the F16 and BF16 suites on a second
+// backend without 16-bit storage: halves packed in 32-bit words, stored
+// with atomics (the path of devices lacking storageBuffer16BitAccess).
+func TestConformanceF16Packed(t *testing.T) {
+	b := openTest(t)
+	t.Setenv("UNCLIP_VK_NO_STORAGE16", "1")
+	pb, err := newBackend(b.in, 0, b.name+"-packed16", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pb.Close()
+	if pb.storage16 {
+		t.Fatal("16-bit storage still enabled")
+	}
+	tensor.Register(pb)
+	t.Run("F16", func(t *testing.T) { tensortest.ConformanceF16(t, pb, 1e-4) })
+	t.Run("BF16", func(t *testing.T) { tensortest.ConformanceDType(t, pb, tensor.BF16, 1e-4) })
+}
+
+// TestF16NoConversions checks that F16 ops read and write F16 directly:
+// a block of F16 work dispatches no copy (conversion) kernel.
+func TestF16NoConversions(t *testing.T) {
+	b := openTest(t)
+	if err := b.SetProfile(true); err != nil {
+		t.Skip(err)
+	}
+	defer b.SetProfile(false)
+	h := func(seed uint64, shape ...int) *tensor.Tensor {
+		return tensortest.Rand(seed, shape...).Cast(tensor.F16).To(b)
+	}
+	x, w, bias := h(1, 1, 4, 6, 6), h(2, 8, 4, 3, 3), h(3, 8)
+	gw, gb := h(4, 8), h(5, 8)
+	lw, lb, wl := h(6, 36), h(7, 36), h(8, 36, 36)
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	copies := func() int {
+		stats, err := b.Profile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range stats {
+			if s.Name == "copy" {
+				return s.Calls
+			}
+		}
+		return 0
+	}
+	before := copies()
+	y := tensor.Conv2d(x, w, bias, 1, 1)
+	y = tensor.GroupNorm(y, 4, gw, gb, 1e-5, true)
+	y = tensor.Add(y, tensor.UpsampleNearest(tensor.AvgPool2d(y, 2), 2))
+	s := tensor.LayerNorm(y.Reshape(1, 8, 36), lw, lb, 1e-5)
+	s = tensor.Linear(s, wl, lb)
+	q := s.Reshape(1, 2, 4, 36)
+	a := tensor.Attention(q, q, q, nil, 0.2, false)
+	a = tensor.Softmax(tensor.GELU(a))
+	a = tensor.UpsampleBicubic(a.Reshape(1, 2, 4, 36), 8, 20)
+	if a.DType() != tensor.F16 {
+		t.Fatalf("result %v, want F16", a.DType())
+	}
+	if n := copies() - before; n != 0 { // Profile waits for the work
+		t.Errorf("%d copy (conversion) dispatches in F16 work, want none", n)
+	}
+	if err := a.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
