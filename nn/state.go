@@ -266,3 +266,25 @@ func (b Binder) CheckUnused() {
 		b.Errorf("unused tensors in checkpoint: %s", strings.Join(u, ", "))
 	}
 }
+
+// LoadDiffusers loads a diffusers model folder: loadConfig reads
+// dir/config.json, the weights are dir's diffusion_pytorch_model
+// safetensors file (of the given variant), and build binds them. Errors
+// name the component.
+func LoadDiffusers[C, M any](name, dir, variant string, t Target, loadConfig func(string) (C, error),
+	build func(C, *StateDict, Target) (M, error)) (M, error) {
+	var zero M
+	cfg, err := loadConfig(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return zero, err
+	}
+	sd, err := LoadStateDict(DiffusersWeights(dir, variant))
+	if err != nil {
+		return zero, fmt.Errorf("%s: %w", name, err)
+	}
+	m, err := build(cfg, sd, t)
+	if err != nil {
+		return zero, fmt.Errorf("%s: %s: %w", name, dir, err)
+	}
+	return m, nil
+}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/unclip-go/unclip/nn"
 	"github.com/unclip-go/unclip/tensor"
@@ -132,19 +131,7 @@ type block struct {
 
 // Load reads prior/{config.json, diffusion_pytorch_model.safetensors}.
 func Load(dir, variant string, t nn.Target) (*Model, error) {
-	cfg, err := LoadConfig(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return nil, err
-	}
-	sd, err := nn.LoadStateDict(nn.DiffusersWeights(dir, variant))
-	if err != nil {
-		return nil, fmt.Errorf("prior: %w", err)
-	}
-	m, err := New(cfg, sd, t)
-	if err != nil {
-		return nil, fmt.Errorf("prior: %s: %w", dir, err)
-	}
-	return m, nil
+	return nn.LoadDiffusers("prior", dir, variant, t, LoadConfig, New)
 }
 
 // New binds a prior from a state dict.

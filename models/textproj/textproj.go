@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/unclip-go/unclip/nn"
 	"github.com/unclip-go/unclip/tensor"
@@ -56,20 +55,8 @@ type Model struct {
 }
 
 // Load reads text_proj/{config.json, diffusion_pytorch_model.safetensors}.
-func Load(dir, variant string, target nn.Target) (*Model, error) {
-	cfg, err := LoadConfig(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return nil, err
-	}
-	sd, err := nn.LoadStateDict(nn.DiffusersWeights(dir, variant))
-	if err != nil {
-		return nil, fmt.Errorf("text_proj: %w", err)
-	}
-	m, err := New(cfg, sd, target)
-	if err != nil {
-		return nil, fmt.Errorf("text_proj: %s: %w", dir, err)
-	}
-	return m, nil
+func Load(dir, variant string, t nn.Target) (*Model, error) {
+	return nn.LoadDiffusers("text_proj", dir, variant, t, LoadConfig, New)
 }
 
 // New binds the model. In diffusers the text hidden-state width equals

@@ -2,7 +2,6 @@ package unet
 
 import (
 	"fmt"
-	"path/filepath"
 
 	"github.com/unclip-go/unclip/nn"
 	"github.com/unclip-go/unclip/tensor"
@@ -29,21 +28,9 @@ type block struct {
 	resample *nn.ResnetBlock2D
 }
 
-// Load reads a UNet folder (config.json + weights) and binds it to dev.
+// Load reads a UNet folder (config.json + weights), placing the weights as t says.
 func Load(dir, variant string, t nn.Target) (*Model, error) {
-	cfg, err := LoadConfig(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return nil, err
-	}
-	sd, err := nn.LoadStateDict(nn.DiffusersWeights(dir, variant))
-	if err != nil {
-		return nil, fmt.Errorf("unet: %w", err)
-	}
-	m, err := New(cfg, sd, t)
-	if err != nil {
-		return nil, fmt.Errorf("unet: %s: %w", dir, err)
-	}
-	return m, nil
+	return nn.LoadDiffusers("unet", dir, variant, t, LoadConfig, New)
 }
 
 // New builds the network described by cfg from a state dict.
