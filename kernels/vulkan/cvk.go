@@ -9,7 +9,8 @@ package vulkan
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
-#include <vulkan/vulkan.h>
+#cgo CFLAGS: -I${SRCDIR}/include
+#include "vulkan/vulkan_core.h"
 
 #define UVK_MAX_BUFS 8
 #define UVK_MAX_PUSH 128

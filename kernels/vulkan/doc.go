@@ -10,7 +10,8 @@
 // and for any call taking slices, which Go's cgo checks reject, and it
 // copies every struct per call, which has no place in the per-dispatch
 // path. A user needs only the Vulkan loader and a driver; building needs
-// cgo and vulkan/vulkan.h (Debian libvulkan-dev), never a shader compiler.
+// cgo and a C compiler, never a Vulkan SDK or shader compiler: the Khronos
+// API headers are in include/ and the SPIR-V is committed.
 //
 // Memory: storage is sub-allocated from large blocks (at most
 // maxMemoryAllocationSize, bound ranges at most maxStorageBufferRange and
