@@ -102,12 +102,6 @@ func (sd *StateDict) Keys() []string {
 	return keys
 }
 
-// Lookup returns a tensor by name without marking it used.
-func (sd *StateDict) Lookup(key string) (*tensor.Tensor, bool) {
-	t, ok := sd.tensors[key]
-	return t, ok
-}
-
 // Unused lists the keys no layer has bound (excluding Ignore).
 func (sd *StateDict) Unused() []string {
 	var out []string
@@ -117,15 +111,6 @@ func (sd *StateDict) Unused() []string {
 		}
 	}
 	return out
-}
-
-// NumParams counts the elements of every tensor.
-func (sd *StateDict) NumParams() int64 {
-	var n int64
-	for _, t := range sd.tensors {
-		n += int64(t.Numel())
-	}
-	return n
 }
 
 // Binder hands out weights under a key prefix, checking shapes. Errors are
@@ -187,17 +172,6 @@ func (b Binder) Has(name string) bool {
 	return ok
 }
 
-// HasPrefix reports whether any key starts with prefix+name+".".
-func (b Binder) HasPrefix(name string) bool {
-	p := b.prefix + name + "."
-	for k := range b.sd.tensors {
-		if strings.HasPrefix(k, p) {
-			return true
-		}
-	}
-	return false
-}
-
 // Errorf records a construction error (an unsupported option, say).
 func (b Binder) Errorf(format string, args ...any) {
 	*b.errs = append(*b.errs, fmt.Errorf(format, args...))
@@ -234,14 +208,6 @@ func (b Binder) Tensor(name string, shape ...int) *tensor.Tensor {
 		b.Errorf("tensor %q: %v", key, err)
 	}
 	return t
-}
-
-// Optional returns the weight when it exists, else nil.
-func (b Binder) Optional(name string, shape ...int) *tensor.Tensor {
-	if !b.Has(name) {
-		return nil
-	}
-	return b.Tensor(name, shape...)
 }
 
 // Err reports every error recorded so far (at most 20 listed), or nil.

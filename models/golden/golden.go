@@ -148,6 +148,23 @@ func (f *File) Bools(key string) ([]bool, []int, error) {
 	return v, t.Shape(), err
 }
 
+// Noise returns every recorded standard-normal draw (noise.000, noise.001,
+// ...) in draw order, with the shapes golden.json lists for them.
+func (f *File) Noise() (draws [][]float32, shapes [][]int, err error) {
+	if !f.HasMeta {
+		return nil, nil, fmt.Errorf("golden: golden.json (noise shapes) not found")
+	}
+	for i, shape := range f.Meta.NoiseShapes {
+		v, _, err := f.Float32s(fmt.Sprintf("noise.%03d", i))
+		if err != nil {
+			return nil, nil, err
+		}
+		draws = append(draws, v)
+		shapes = append(shapes, shape)
+	}
+	return draws, shapes, nil
+}
+
 // Stats summarises the difference between two arrays.
 type Stats struct {
 	MaxAbs  float64

@@ -2,6 +2,7 @@ package unclip
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/unclip-go/unclip/models/torchrand"
 )
@@ -39,7 +40,7 @@ func (r *ReplayNoise) Randn(shape []int) ([]float32, error) {
 		return nil, fmt.Errorf("replay noise: draw %d of shape %v requested, only %d recorded", r.next, shape, len(r.Draws))
 	}
 	i := r.next
-	if r.Shapes != nil && !sameShape(r.Shapes[i], shape) {
+	if r.Shapes != nil && !slices.Equal(r.Shapes[i], shape) {
 		return nil, fmt.Errorf("replay noise: draw %d has shape %v, the pipeline asks for %v", i, r.Shapes[i], shape)
 	}
 	if len(r.Draws[i]) != numel(shape) {
@@ -49,25 +50,10 @@ func (r *ReplayNoise) Randn(shape []int) ([]float32, error) {
 	return r.Draws[i], nil
 }
 
-// Used is the number of draws consumed so far.
-func (r *ReplayNoise) Used() int { return r.next }
-
 func numel(shape []int) int {
 	n := 1
 	for _, d := range shape {
 		n *= d
 	}
 	return n
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -2,7 +2,6 @@ package unclip_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 
 	_ "github.com/unclip-go/unclip/kernels/cpu"
@@ -26,16 +25,11 @@ func openTiny(t *testing.T) (*unclip.Pipeline, *golden.File) {
 
 func replay(t *testing.T, g *golden.File) *unclip.ReplayNoise {
 	t.Helper()
-	r := &unclip.ReplayNoise{}
-	for i, shape := range g.Meta.NoiseShapes {
-		v, _, err := g.Float32s(fmt.Sprintf("noise.%03d", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Draws = append(r.Draws, v)
-		r.Shapes = append(r.Shapes, shape)
+	draws, shapes, err := g.Noise()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return r
+	return &unclip.ReplayNoise{Draws: draws, Shapes: shapes}
 }
 
 func request(g *golden.File, noise unclip.Noise) unclip.Request {

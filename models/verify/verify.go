@@ -466,15 +466,11 @@ func (r *runner) pipeline() error {
 		return nil
 	}
 	s := r.g.Meta.Settings
-	replay := &unclip.ReplayNoise{}
-	for i, shape := range r.g.Meta.NoiseShapes {
-		v, _, err := r.g.Float32s(fmt.Sprintf("noise.%03d", i))
-		if err != nil {
-			return err
-		}
-		replay.Draws = append(replay.Draws, v)
-		replay.Shapes = append(replay.Shapes, shape)
+	draws, shapes, err := r.g.Noise()
+	if err != nil {
+		return err
 	}
+	replay := &unclip.ReplayNoise{Draws: draws, Shapes: shapes}
 	for _, src := range []struct {
 		name  string
 		noise unclip.Noise
