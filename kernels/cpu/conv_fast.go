@@ -36,6 +36,30 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 	ckk := c * kh * kw
 	hwo := oh * ow
 	pointwise := kh == 1 && kw == 1 && sy == 1 && sx == 1 && py == 0 && px == 0
+	threads := Threads()
+	jobs := make([]gemmJob, bsz)
+	for b := range jobs {
+		in := x[b*c*h*w : (b+1)*c*h*w]
+		jobs[b] = gemmJob{
+			m: o, n: hwo, k: ckk,
+			packA: wo.packA,
+			c:     y[b*o*hwo : (b+1)*o*hwo], ldc: hwo,
+			rowBias: bias,
+		}
+		if pointwise {
+			xo := operand{f: in, rs: h * w, cs: 1}
+			jobs[b].packB = xo.packB
+		} else {
+			im := im2col{in: in, chw: c * h * w, hwo: hwo, h: h, w: w, kh: kh, kw: kw, ow: ow, sy: sy, sx: sx, py: py, px: px}
+			jobs[b].packB = im.packB
+		}
+	}
+	if colsWorthIt(o, bsz*hwo, ckk, threads) {
+		// Many columns: the images run as one column-partitioned job
+		// (the weights packed once for all of them).
+		runCols(mk, threads, jobs)
+		return nil
+	}
 	if bsz > 1 && bsz*hwo <= 4096 && !pointwise {
 		// Small maps: one GEMM over the whole batch (columns (b, oy, ox)),
 		// so the weights are packed once, into a scratch C that is then
@@ -44,7 +68,7 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 		defer putScratch(tmp)
 		im := im2col{in: x, chw: c * h * w, hwo: hwo, h: h, w: w, kh: kh, kw: kw, ow: ow, sy: sy, sx: sx, py: py, px: px}
 		g := gemmJob{m: o, n: bsz * hwo, k: ckk, packA: wo.packA, packB: im.packB, c: tmp, ldc: bsz * hwo, rowBias: bias}
-		g.run(mk, Threads())
+		g.run(mk, threads)
 		parallelFor(o, o*bsz*hwo/2, func(lo, hi int) {
 			for oc := lo; oc < hi; oc++ {
 				for b := 0; b < bsz; b++ {
@@ -54,22 +78,8 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 		})
 		return nil
 	}
-	for b := 0; b < bsz; b++ {
-		in := x[b*c*h*w : (b+1)*c*h*w]
-		g := gemmJob{
-			m: o, n: hwo, k: ckk,
-			packA: wo.packA,
-			c:     y[b*o*hwo : (b+1)*o*hwo], ldc: hwo,
-			rowBias: bias,
-		}
-		if pointwise {
-			xo := operand{f: in, rs: h * w, cs: 1}
-			g.packB = xo.packB
-		} else {
-			im := im2col{in: in, chw: c * h * w, hwo: hwo, h: h, w: w, kh: kh, kw: kw, ow: ow, sy: sy, sx: sx, py: py, px: px}
-			g.packB = im.packB
-		}
-		g.run(mk, Threads())
+	for i := range jobs {
+		jobs[i].run(mk, threads)
 	}
 	return nil
 }

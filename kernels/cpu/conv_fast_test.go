@@ -51,6 +51,10 @@ func TestConv2dFast(t *testing.T) {
 		cse{n: 2, c: 6, h: 9, w: 9, o: 8, k: 3, stride: 1, pad: 1, permuted: true},
 		cse{n: 1, c: 257, h: 17, w: 15, o: 65, k: 3, stride: 1, pad: 1, bias: true},
 		cse{n: 1, c: 64, h: 33, w: 33, o: 257, k: 1, stride: 1, pad: 0, bias: true},
+		// Column-partitioned (runCols at 2 threads): two K blocks, chunks
+		// that straddle the two images.
+		cse{n: 2, c: 61, h: 17, w: 19, o: 45, k: 3, stride: 1, pad: 1, bias: true},
+		cse{n: 3, c: 61, h: 15, w: 13, o: 13, k: 3, stride: 1, pad: 1, f16: true},
 	)
 	for _, c := range cases {
 		var x *tensor.Tensor

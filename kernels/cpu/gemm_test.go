@@ -186,6 +186,8 @@ func matmulCases() []matmulCase {
 		matmulCase{name: "bf16AT", m: 30, k: 50, n: 33, dtA: tensor.BF16, transA: true, dtB: tensor.F16},
 		matmulCase{name: "big", m: 300, k: 600, n: 500, transB: true, bias: true},
 		matmulCase{name: "kblocks", m: 30, k: 1300, n: 70},
+		matmulCase{name: "cols", m: 37, k: 1100, n: 700, bias: true},
+		matmulCase{name: "colsT", m: 130, k: 90, n: 1030, transB: true, dtB: tensor.F16},
 	)
 	return cs
 }

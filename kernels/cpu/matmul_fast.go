@@ -24,24 +24,29 @@ func matmulFast(n *tensor.Node, mk *microKernel) error {
 	ao, bo := matOperand(a), matOperand(b)
 	aOff, bOff := batchOffsets(a, b)
 	nb := len(aOff)
-	job := func(bi, threads int) {
+	jobs := make([]gemmJob, nb)
+	for bi := range jobs {
 		oa, ob := ao, bo
 		oa.off, ob.off = aOff[bi], bOff[bi]
-		g := gemmJob{
+		jobs[bi] = gemmJob{
 			m: m, n: nn, k: k,
 			packA: oa.packA, packB: ob.packB,
 			c: y[bi*m*nn : (bi+1)*m*nn], ldc: nn,
 			colBias: bias,
 		}
-		g.run(mk, threads)
 	}
 	threads := Threads()
-	if nb > 1 && threads > 1 && 2*m*nn*k < 8*serialFlops {
-		parallel(nb, func(bi, _ int) { job(bi, 1) })
-		return nil
-	}
-	for bi := 0; bi < nb; bi++ {
-		job(bi, threads)
+	switch {
+	case nb > 1 && threads > 1 && 2*m*nn*k < 8*serialFlops:
+		parallel(nb, func(bi, _ int) { jobs[bi].run(mk, 1) })
+	case colsWorthIt(m, nn, k, threads):
+		for bi := range jobs {
+			runCols(mk, threads, jobs[bi:bi+1])
+		}
+	default:
+		for bi := range jobs {
+			jobs[bi].run(mk, threads)
+		}
 	}
 	return nil
 }

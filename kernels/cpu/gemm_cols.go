@@ -1,0 +1,112 @@
+package cpu
+
+// The column-partitioned driver for multi-threaded products with many
+// columns. gemmJob.run shares one packed B block between the threads and
+// splits its rows, which needs two barriers per K block (pack B, then
+// compute); on a two-core machine each barrier waits for the slower core,
+// and both cores re-pack the same A blocks. runCols instead packs the
+// whole of A once, in parallel, and then hands out column chunks: each
+// worker packs the B panels of its chunk into a private buffer and runs
+// every K and M block of it with no further synchronisation. B is still
+// packed exactly once, A once instead of once per worker, and the only
+// barrier is the one after packing A.
+//
+// Several products that share A (a convolution's images, which all use
+// the same weights) run as one job, so the batch adds columns rather than
+// barriers.
+
+// colsMinPerThread is the number of columns per thread below which
+// runCols is not worth its A packing (gemmJob.run is used instead).
+const colsMinPerThread = 256
+
+// colsWorthIt reports whether runCols suits products of m×k by k×n
+// (n the columns of all of them together) on threads goroutines.
+func colsWorthIt(m, n, k, threads int) bool {
+	return threads > 1 && n >= colsMinPerThread*threads && 2*m*n*k >= serialFlops
+}
+
+// runCols computes every job on up to threads goroutines. The jobs must
+// share m, k, packA and rowBias; each has its own columns (n, packB, c,
+// ldc, colBias).
+func runCols(mk *microKernel, threads int, jobs []gemmJob) {
+	if len(jobs) == 0 {
+		return
+	}
+	m, k := jobs[0].m, jobs[0].k
+	mr, nr := mk.mr, mk.nr
+	if m == 0 || k == 0 {
+		for i := range jobs {
+			jobs[i].run(mk, 1)
+		}
+		return
+	}
+	kcB := ceilDiv(k, ceilDiv(k, mk.kc))
+	mcB := ceilDiv(ceilDiv(m, ceilDiv(m, mk.mc)), mr) * mr
+	nPC, nIC := ceilDiv(k, kcB), ceilDiv(m, mcB)
+	mPad := ceilDiv(m, mr) * mr
+
+	// Pack all of A: the K block at pc holds mPad rows × kc as panels, and
+	// its row block at ic starts at ic·kc (ic is a multiple of mr).
+	ap := getScratch(mPad * k)
+	defer putScratch(ap)
+	packA := jobs[0].packA
+	parallelN(nPC*nIC, threads, func(t, _ int) {
+		pc, ic := (t/nIC)*kcB, (t%nIC)*mcB
+		packA(ap[pc*mPad+ic*min(kcB, k-pc):], ic, min(mcB, m-ic), pc, min(kcB, k-pc), mr)
+	})
+
+	// Column chunks over the panels of all jobs laid end to end: a
+	// multiple of threads of them, so the atomic hand-out can even out a
+	// core that falls behind. Each chunk re-reads all of A, so a large A
+	// gets wider chunks (4 panels per 2 MiB of A, 4 to 16 panels).
+	maxPanels := min(16, max(4, ceilDiv(mPad*k, 1<<19)))
+	first := make([]int, len(jobs)+1) // first panel of each job
+	for i, g := range jobs {
+		first[i+1] = first[i] + ceilDiv(g.n, nr)
+	}
+	npan := first[len(jobs)]
+	nch := threads * ceilDiv(npan, threads*maxPanels)
+	chunkPanels := ceilDiv(npan, nch)
+	bufs := make([][]float32, threads)
+	defer func() {
+		for _, b := range bufs {
+			if b != nil {
+				putScratch(b)
+			}
+		}
+	}()
+	parallelN(nch, threads, func(t, w int) {
+		p0, p1 := npan*t/nch, npan*(t+1)/nch
+		if bufs[w] == nil {
+			bufs[w] = getScratch(kcB * chunkPanels * nr)
+		}
+		bb := bufs[w]
+		for i := range jobs {
+			lo, hi := max(p0, first[i]), min(p1, first[i+1])
+			if lo < hi {
+				jobs[i].cols(mk, (lo-first[i])*nr, (hi-lo)*nr, kcB, mcB, mPad, ap, bb)
+			}
+		}
+	})
+}
+
+// cols computes columns [j0, j0+w) of the job (w clipped to g.n) from the
+// fully packed A (see runCols), packing B into bb.
+func (g *gemmJob) cols(mk *microKernel, j0, w, kcB, mcB, mPad int, ap, bb []float32) {
+	nc := min(w, g.n-j0)
+	for pc := 0; pc < g.k; pc += kcB {
+		kc := min(kcB, g.k-pc)
+		g.packB(bb, pc, kc, j0, nc, mk.nr)
+		var cb []float32
+		if pc == 0 && g.colBias != nil {
+			cb = g.colBias[j0:]
+		}
+		for ic := 0; ic < g.m; ic += mcB {
+			var rb []float32
+			if pc == 0 && g.rowBias != nil {
+				rb = g.rowBias[ic:]
+			}
+			mk.block(min(mcB, g.m-ic), nc, kc, ap[pc*mPad+ic*kc:], bb, g.c[ic*g.ldc+j0:], g.ldc, pc > 0, rb, cb)
+		}
+	}
+}
