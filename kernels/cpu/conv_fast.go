@@ -37,6 +37,10 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 	hwo := oh * ow
 	pointwise := kh == 1 && kw == 1 && sy == 1 && sx == 1 && py == 0 && px == 0
 	threads := Threads()
+	if directWorthIt(mk, kh, kw, sy, sx, py, px, ow) {
+		conv2dDirect(mk, threads, x, wo, bias, y, bsz, c, h, w, o)
+		return nil
+	}
 	jobs := make([]gemmJob, bsz)
 	for b := range jobs {
 		in := x[b*c*h*w : (b+1)*c*h*w]

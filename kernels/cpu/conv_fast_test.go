@@ -55,6 +55,12 @@ func TestConv2dFast(t *testing.T) {
 		// that straddle the two images.
 		cse{n: 2, c: 61, h: 17, w: 19, o: 45, k: 3, stride: 1, pad: 1, bias: true},
 		cse{n: 3, c: 61, h: 15, w: 13, o: 13, k: 3, stride: 1, pad: 1, f16: true},
+		// Direct 3×3 (rows of at least nr pixels): partial tiles at the
+		// row ends and in the channel blocks, two K blocks, F16 weights.
+		cse{n: 2, c: 5, h: 3, w: 37, o: 14, k: 3, stride: 1, pad: 1, bias: true},
+		cse{n: 1, c: 61, h: 9, w: 32, o: 25, k: 3, stride: 1, pad: 1, f16: true, bias: true},
+		cse{n: 3, c: 3, h: 34, w: 16, o: 12, k: 3, stride: 1, pad: 1},
+		cse{n: 2, c: 130, h: 4, w: 65, o: 7, k: 3, stride: 1, pad: 1, permuted: true},
 	)
 	for _, c := range cases {
 		var x *tensor.Tensor
@@ -77,15 +83,59 @@ func TestConv2dFast(t *testing.T) {
 		}
 		want := ref.Dst.MustFloat32s()
 		ckk := c.c * c.k * c.k
-		for _, mk := range usableKernels() {
+		for _, mk := range convKernels() {
 			for _, th := range []int{1, 2} {
 				SetThreads(th)
 				n := convNode(x, w, bias, c.stride, c.pad)
+				poison(n.Dst)
 				if err := conv2dFast(n, mk); err != nil {
 					t.Fatal(err)
 				}
 				name := fmt.Sprintf("%+v/%s/%dthr", c, mk.name, th)
 				checkClose(t, name, n.Dst.MustFloat32s(), want, 1e-5*math.Sqrt(float64(ckk)))
+			}
+		}
+	}
+}
+
+// convKernels are the usable micro-kernels plus a pure-Go one whose direct
+// convolution kernel is the twin conv3x3Go, so that conv2dDirect is
+// covered on every platform (and with -tags purego).
+func convKernels() []*microKernel {
+	twin := *genericKernel
+	twin.name = "generic-direct"
+	twin.conv = func(nci int, a, b, c *float32, ldc, wp, hwp int, acc bool) {
+		conv3x3Go(twin.mr, twin.nr, nci, a, b, c, ldc, wp, hwp, acc)
+	}
+	return append(usableKernels(), &twin)
+}
+
+// TestConvMicroKernels compares every direct convolution micro-kernel with
+// its pure-Go twin conv3x3Go, for odd channel counts, row lengths and
+// plane sizes, in both accumulate modes.
+func TestConvMicroKernels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, mk := range usableKernels() {
+		if mk.conv == nil {
+			continue
+		}
+		for _, nci := range []int{0, 1, 2, 7, 33} {
+			for _, acc := range []bool{false, true} {
+				wp := mk.nr + 7
+				hwp := 3*wp + 5
+				a := randSlice(rng, max(1, 9*nci*mk.mr))
+				b := randSlice(rng, max(1, nci)*hwp+mk.nr)
+				ldc := mk.nr + 3
+				c0 := randSlice(rng, mk.mr*ldc)
+				got := append([]float32(nil), c0...)
+				want := append([]float32(nil), c0...)
+				mk.conv(nci, &a[0], &b[0], &got[0], ldc, wp, hwp, acc)
+				conv3x3Go(mk.mr, mk.nr, nci, &a[0], &b[0], &want[0], ldc, wp, hwp, acc)
+				for i := range got {
+					if d := math.Abs(float64(got[i] - want[i])); d > 1e-5*math.Sqrt(float64(9*nci+1)) {
+						t.Fatalf("%s nci=%d acc=%v: c[%d] = %v, twin %v", mk.name, nci, acc, i, got[i], want[i])
+					}
+				}
 			}
 		}
 	}

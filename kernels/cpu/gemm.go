@@ -31,6 +31,9 @@ type microKernel struct {
 	// for k steps; c is row-major with ldc elements per row.
 	fn func(k int, a, b, c *float32, ldc int, acc bool)
 	ok bool // usable on this machine
+	// conv, where not nil, is the direct 3×3 convolution kernel with the
+	// same register tile (see conv2dDirect and conv3x3Go).
+	conv func(nci int, a, b, c *float32, ldc, wp, hwp int, acc bool)
 	// alt is a kernel with the same nr and a smaller mr, for products
 	// whose row count mr does not divide (attention's Oᵀ has Dv = 64
 	// rows: 12 leaves a third of a panel idle, 8 none).
@@ -325,21 +328,30 @@ func (mk *microKernel) block(m, n, k int, ap, bp, c []float32, ldc int, acc bool
 				continue
 			}
 			mk.fn(k, a, b, &tile[0], nr, false)
-			for r := 0; r < mrr; r++ {
-				dst := c[(i+r)*ldc+j : (i+r)*ldc+j+nrr]
-				src := tile[r*nr : r*nr+nrr]
-				switch {
-				case bias:
-					copy(dst, src)
-					biasTile(dst, 1, nrr, 0, rowAt(rb, i+r), colFrom(cb, j))
-				case acc:
-					for q, v := range src {
-						dst[q] += v
-					}
-				default:
-					copy(dst, src)
-				}
+			storeTile(tile[:], nr, c[i*ldc+j:], ldc, mrr, nrr, acc, rowAt(rb, i), colFrom(cb, j))
+		}
+	}
+}
+
+// storeTile writes the top-left rows×cols of a computed tile (row stride
+// nr) to c (row stride ldc): bias + tile when a row bias rb or column bias
+// cb is given (either may be nil; rb[r] and cb[q] belong to tile element
+// (r, q)), else tile added to c when acc is set, else the tile itself.
+func storeTile(tile []float32, nr int, c []float32, ldc, rows, cols int, acc bool, rb, cb []float32) {
+	bias := rb != nil || cb != nil
+	for r := 0; r < rows; r++ {
+		dst := c[r*ldc : r*ldc+cols]
+		src := tile[r*nr : r*nr+cols]
+		switch {
+		case bias:
+			copy(dst, src)
+			biasTile(dst, 1, cols, 0, rowAt(rb, r), cb)
+		case acc:
+			for q, v := range src {
+				dst[q] += v
 			}
+		default:
+			copy(dst, src)
 		}
 	}
 }

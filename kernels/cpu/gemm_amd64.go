@@ -21,6 +21,12 @@ func sgemm8x32AVX512(k int, a, b, c *float32, ldc int, acc bool)
 func sgemm6x16AVX2(k int, a, b, c *float32, ldc int, acc bool)
 
 //go:noescape
+func conv3x3x12x32AVX512(nci int, a, b, c *float32, ldc, wp, hwp int, acc bool)
+
+//go:noescape
+func conv3x3x6x16AVX2(nci int, a, b, c *float32, ldc, wp, hwp int, acc bool)
+
+//go:noescape
 func fmaPeakAVX512(n int)
 
 //go:noescape
@@ -33,9 +39,9 @@ var (
 
 // archKernels are the assembly micro-kernels, most preferred first.
 var archKernels = []*microKernel{
-	{name: "avx512", mr: 12, nr: 32, mc: 144, kc: 512, nc: 4096, fn: sgemm12x32AVX512, ok: hasAVX512,
+	{name: "avx512", mr: 12, nr: 32, mc: 144, kc: 512, nc: 4096, fn: sgemm12x32AVX512, conv: conv3x3x12x32AVX512, ok: hasAVX512,
 		alt: &microKernel{name: "avx512-8x32", mr: 8, nr: 32, mc: 144, kc: 512, nc: 4096, fn: sgemm8x32AVX512, ok: hasAVX512}},
-	{name: "avx2", mr: 6, nr: 16, mc: 144, kc: 512, nc: 4096, fn: sgemm6x16AVX2, ok: hasAVX2},
+	{name: "avx2", mr: 6, nr: 16, mc: 144, kc: 512, nc: 4096, fn: sgemm6x16AVX2, conv: conv3x3x6x16AVX2, ok: hasAVX2},
 }
 
 // peakLoops are the FMA throughput loops, widest first.

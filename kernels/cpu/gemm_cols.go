@@ -42,31 +42,21 @@ func runCols(mk *microKernel, threads int, jobs []gemmJob) {
 	}
 	kcB := ceilDiv(k, ceilDiv(k, mk.kc))
 	mcB := ceilDiv(ceilDiv(m, ceilDiv(m, mk.mc)), mr) * mr
-	nPC, nIC := ceilDiv(k, kcB), ceilDiv(m, mcB)
 	mPad := ceilDiv(m, mr) * mr
-
-	// Pack all of A: the K block at pc holds mPad rows × kc as panels, and
-	// its row block at ic starts at ic·kc (ic is a multiple of mr).
-	ap := getScratch(mPad * k)
+	ap := packAll(jobs[0].packA, m, k, kcB, mcB, mr, threads)
 	defer putScratch(ap)
-	packA := jobs[0].packA
-	parallelN(nPC*nIC, threads, func(t, _ int) {
-		pc, ic := (t/nIC)*kcB, (t%nIC)*mcB
-		packA(ap[pc*mPad+ic*min(kcB, k-pc):], ic, min(mcB, m-ic), pc, min(kcB, k-pc), mr)
-	})
 
 	// Column chunks over the panels of all jobs laid end to end: a
 	// multiple of threads of them, so the atomic hand-out can even out a
-	// core that falls behind. Each chunk re-reads all of A, so a large A
-	// gets wider chunks (4 panels per 2 MiB of A, 4 to 16 panels).
-	maxPanels := min(16, max(4, ceilDiv(mPad*k, 1<<19)))
+	// core that falls behind.
+	maxPanels := chunkPanels(mPad, k)
 	first := make([]int, len(jobs)+1) // first panel of each job
 	for i, g := range jobs {
 		first[i+1] = first[i] + ceilDiv(g.n, nr)
 	}
 	npan := first[len(jobs)]
 	nch := threads * ceilDiv(npan, threads*maxPanels)
-	chunkPanels := ceilDiv(npan, nch)
+	perChunk := ceilDiv(npan, nch)
 	bufs := make([][]float32, threads)
 	defer func() {
 		for _, b := range bufs {
@@ -78,7 +68,7 @@ func runCols(mk *microKernel, threads int, jobs []gemmJob) {
 	parallelN(nch, threads, func(t, w int) {
 		p0, p1 := npan*t/nch, npan*(t+1)/nch
 		if bufs[w] == nil {
-			bufs[w] = getScratch(kcB * chunkPanels * nr)
+			bufs[w] = getScratch(kcB * perChunk * nr)
 		}
 		bb := bufs[w]
 		for i := range jobs {

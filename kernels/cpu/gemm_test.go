@@ -148,6 +148,14 @@ func numelOf(s []int) int {
 	return n
 }
 
+// poison fills an F32 destination with NaN, so that a kernel that
+// accumulates into it instead of overwriting it fails the comparison.
+func poison(t *tensor.Tensor) {
+	for i, f := 0, tensor.Float32View(t.Storage().Host); i < len(f); i++ {
+		f[i] = float32(math.NaN())
+	}
+}
+
 func matmulNode(a, b, bias *tensor.Tensor) *tensor.Node {
 	as := a.Shape()
 	r := len(as)
@@ -209,6 +217,7 @@ func TestMatMulFast(t *testing.T) {
 			for _, th := range []int{1, 2} {
 				SetThreads(th)
 				n := matmulNode(a, b, bias)
+				poison(n.Dst)
 				if err := matmulFast(n, mk); err != nil {
 					t.Fatal(err)
 				}

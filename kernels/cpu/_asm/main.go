@@ -29,6 +29,8 @@ func main() {
 	gemm("sgemm12x32AVX512", "Z", 12, 2, 64, 24, 26, 6)
 	gemm("sgemm8x32AVX512", "Z", 8, 2, 64, 16, 18, 6)
 	gemm("sgemm6x16AVX2", "Y", 6, 2, 32, 12, 14, 2)
+	conv3x3("conv3x3x12x32AVX512", "Z", 12, 2, 64, 24, 26, 6)
+	conv3x3("conv3x3x6x16AVX2", "Y", 6, 2, 32, 12, 14, 2)
 	peak("fmaPeakAVX512", "Z")
 	peak("fmaPeakAVX2", "Y")
 	maxAVX2()
@@ -124,7 +126,7 @@ func expSumAVX2() {
 //
 //	func name(k int, a, b, c *float32, ldc int, acc bool)
 func gemm(name, r string, mr, nv, vbytes, bReg, aReg, nA int) {
-	acc := func(i, v int) string { return fmt.Sprintf("%s%d", r, i*nv+v) }
+	t := tile{name: name, r: r, mr: mr, nv: nv, vbytes: vbytes, bReg: bReg, aReg: aReg, nA: nA}
 	p("")
 	p("// func %s(k int, a, b, c *float32, ldc int, acc bool)", name)
 	p("TEXT ·%s(SB), NOSPLIT, $0-41", name)
@@ -133,43 +135,13 @@ func gemm(name, r string, mr, nv, vbytes, bReg, aReg, nA int) {
 	p("\tMOVQ b+16(FP), BX")
 	p("\tMOVQ c+24(FP), CX")
 	p("\tMOVQ ldc+32(FP), R8")
-	p("\tSHLQ $2, R8")
-	// Prefetch the C tile (stored, or loaded and stored, after the loop)
-	// so that its cache misses overlap the FMAs.
-	p("\tMOVQ CX, R9")
-	for i := 0; i < mr; i++ {
-		for v := 0; v < nv*vbytes; v += 64 {
-			p("\tPREFETCHT0 %d(R9)", v)
-		}
-		if i < mr-1 {
-			p("\tADDQ R8, R9")
-		}
-	}
-	for i := 0; i < mr*nv; i++ {
-		if r == "Z" {
-			p("\tVPXORD %s%d, %s%d, %s%d", r, i, r, i, r, i)
-		} else {
-			p("\tVXORPS %s%d, %s%d, %s%d", r, i, r, i, r, i)
-		}
-	}
-	step := func(aOff, bOff int) {
-		for v := 0; v < nv; v++ {
-			p("\tVMOVUPS %d(BX), %s%d", bOff+v*vbytes, r, bReg+v)
-		}
-		for i := 0; i < mr; i++ {
-			a := fmt.Sprintf("%s%d", r, aReg+i%nA)
-			p("\tVBROADCASTSS %d(AX), %s", aOff+4*i, a)
-			for v := 0; v < nv; v++ {
-				p("\tVFMADD231PS %s%d, %s, %s", r, bReg+v, a, acc(i, v))
-			}
-		}
-	}
+	t.prologue()
 	aStep, bStep := 4*mr, nv*vbytes
 	p("\tCMPQ DX, $2")
 	p("\tJLT %s_tail", name)
 	p("%s_loop2:", name)
-	step(0, 0)
-	step(aStep, bStep)
+	t.step(0, "(BX)", 0)
+	t.step(aStep, "(BX)", bStep)
 	p("\tADDQ $%d, AX", 2*aStep)
 	p("\tADDQ $%d, BX", 2*bStep)
 	p("\tSUBQ $2, DX")
@@ -178,28 +150,122 @@ func gemm(name, r string, mr, nv, vbytes, bReg, aReg, nA int) {
 	p("%s_tail:", name)
 	p("\tTESTQ DX, DX")
 	p("\tJEQ %s_store", name)
-	step(0, 0)
+	t.step(0, "(BX)", 0)
 	p("%s_store:", name)
-	p("\tMOVBLZX acc+40(FP), DI")
-	p("\tTESTQ DI, DI")
-	p("\tJEQ %s_set", name)
-	for i := 0; i < mr; i++ {
-		for v := 0; v < nv; v++ {
-			p("\tVADDPS %d(CX), %s, %s", v*vbytes, acc(i, v), acc(i, v))
-			p("\tVMOVUPS %s, %d(CX)", acc(i, v), v*vbytes)
+	t.epilogue("acc+40(FP)")
+}
+
+// conv3x3 writes the direct 3×3 convolution micro-kernel: the A panel is
+// packed as for gemm (mr values per k, k = ci·9 + ky·3 + kx), and the B
+// operand is read in place from a zero-padded image: for input channel ci
+// and tap (ky, kx), the nv vectors at b + ci·hwp + ky·wp + kx (wp the
+// padded row length, hwp the padded plane size, both in elements).
+//
+//	func name(nci int, a, b, c *float32, ldc, wp, hwp int, acc bool)
+func conv3x3(name, r string, mr, nv, vbytes, bReg, aReg, nA int) {
+	t := tile{name: name, r: r, mr: mr, nv: nv, vbytes: vbytes, bReg: bReg, aReg: aReg, nA: nA}
+	p("")
+	p("// func %s(nci int, a, b, c *float32, ldc, wp, hwp int, acc bool)", name)
+	p("TEXT ·%s(SB), NOSPLIT, $0-57", name)
+	p("\tMOVQ nci+0(FP), DX")
+	p("\tMOVQ a+8(FP), AX")
+	p("\tMOVQ b+16(FP), BX")
+	p("\tMOVQ c+24(FP), CX")
+	p("\tMOVQ ldc+32(FP), R8")
+	p("\tMOVQ wp+40(FP), R10")
+	p("\tSHLQ $2, R10")
+	p("\tMOVQ hwp+48(FP), R11")
+	p("\tSHLQ $2, R11")
+	t.prologue()
+	p("\tTESTQ DX, DX")
+	p("\tJEQ %s_store", name)
+	p("%s_loop:", name)
+	rows := []string{"(BX)", "(BX)(R10*1)", "(BX)(R10*2)"}
+	for ky := 0; ky < 3; ky++ {
+		for kx := 0; kx < 3; kx++ {
+			t.step(4*mr*(ky*3+kx), rows[ky], 4*kx)
 		}
-		if i < mr-1 {
+	}
+	p("\tADDQ $%d, AX", 9*4*mr)
+	p("\tADDQ R11, BX")
+	p("\tDECQ DX")
+	p("\tJNZ %s_loop", name)
+	p("%s_store:", name)
+	t.epilogue("acc+56(FP)")
+}
+
+// tile is the register tile shared by the gemm and conv3x3 kernels.
+type tile struct {
+	name                           string
+	r                              string // register prefix: Y or Z
+	mr, nv, vbytes, bReg, aReg, nA int
+}
+
+func (t *tile) acc(i, v int) string { return fmt.Sprintf("%s%d", t.r, i*t.nv+v) }
+
+// prologue scales ldc (R8) to bytes, prefetches the C tile at CX (stored,
+// or loaded and stored, after the loop, so its cache misses overlap the
+// FMAs) and zeroes the accumulators.
+func (t *tile) prologue() {
+	r := t.r
+	p("\tSHLQ $2, R8")
+	p("\tMOVQ CX, R9")
+	for i := 0; i < t.mr; i++ {
+		for v := 0; v < t.nv*t.vbytes; v += 64 {
+			p("\tPREFETCHT0 %d(R9)", v)
+		}
+		if i < t.mr-1 {
+			p("\tADDQ R8, R9")
+		}
+	}
+	for i := 0; i < t.mr*t.nv; i++ {
+		if r == "Z" {
+			p("\tVPXORD %s%d, %s%d, %s%d", r, i, r, i, r, i)
+		} else {
+			p("\tVXORPS %s%d, %s%d, %s%d", r, i, r, i, r, i)
+		}
+	}
+}
+
+// step is one k step: load the nv B vectors at bOff+bAddr, then for each
+// of the mr A values at aOff(AX), broadcast it and multiply-add.
+func (t *tile) step(aOff int, bAddr string, bOff int) {
+	r := t.r
+	for v := 0; v < t.nv; v++ {
+		p("\tVMOVUPS %d%s, %s%d", bOff+v*t.vbytes, bAddr, r, t.bReg+v)
+	}
+	for i := 0; i < t.mr; i++ {
+		a := fmt.Sprintf("%s%d", r, t.aReg+i%t.nA)
+		p("\tVBROADCASTSS %d(AX), %s", aOff+4*i, a)
+		for v := 0; v < t.nv; v++ {
+			p("\tVFMADD231PS %s%d, %s, %s", r, t.bReg+v, a, t.acc(i, v))
+		}
+	}
+}
+
+// epilogue stores the accumulators to the C tile at CX (row stride R8
+// bytes), added to what is there when the bool argument accArg is true.
+func (t *tile) epilogue(accArg string) {
+	p("\tMOVBLZX %s, DI", accArg)
+	p("\tTESTQ DI, DI")
+	p("\tJEQ %s_set", t.name)
+	for i := 0; i < t.mr; i++ {
+		for v := 0; v < t.nv; v++ {
+			p("\tVADDPS %d(CX), %s, %s", v*t.vbytes, t.acc(i, v), t.acc(i, v))
+			p("\tVMOVUPS %s, %d(CX)", t.acc(i, v), v*t.vbytes)
+		}
+		if i < t.mr-1 {
 			p("\tADDQ R8, CX")
 		}
 	}
 	p("\tVZEROUPPER")
 	p("\tRET")
-	p("%s_set:", name)
-	for i := 0; i < mr; i++ {
-		for v := 0; v < nv; v++ {
-			p("\tVMOVUPS %s, %d(CX)", acc(i, v), v*vbytes)
+	p("%s_set:", t.name)
+	for i := 0; i < t.mr; i++ {
+		for v := 0; v < t.nv; v++ {
+			p("\tVMOVUPS %s, %d(CX)", t.acc(i, v), v*t.vbytes)
 		}
-		if i < mr-1 {
+		if i < t.mr-1 {
 			p("\tADDQ R8, CX")
 		}
 	}

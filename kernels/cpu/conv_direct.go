@@ -1,0 +1,178 @@
+package cpu
+
+import "unsafe"
+
+// Direct 3×3 convolution (stride 1, padding 1: every 3×3 convolution of the
+// U-Nets' resnets). The implicit GEMM copies each input value into the B
+// panels nine times, once per tap; here the micro-kernel reads its B
+// vectors straight from a zero-padded copy of the input rows instead
+// (microKernel.conv), so the only copy is that padding, about once per
+// input value. A register tile is mr output channels × nr consecutive
+// output pixels of one row, which is why this path needs rows of at least
+// nr pixels.
+//
+// Work is split as in runCols: the weights are packed once, then workers
+// take chunks of output rows (of any image). For each K block of cb input
+// channels a worker copies the cb × (rows+2) padded input rows its chunk
+// reads into a private slab, then runs every row block of the weights
+// over the chunk's tiles.
+
+// directWorthIt reports whether conv2dDirect handles a convolution with
+// kernel kh×kw, strides sy, sx, paddings py, px and output width ow.
+func directWorthIt(mk *microKernel, kh, kw, sy, sx, py, px, ow int) bool {
+	return mk.conv != nil && kh == 3 && kw == 3 && sy == 1 && sx == 1 && py == 1 && px == 1 && ow >= mk.nr
+}
+
+// conv2dDirect computes y = conv(x, W) + bias for x (bsz, c, h, w) dense
+// and y (bsz, o, h, w); wo is the weight as an O × C·9 GEMM operand.
+func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias, y []float32, bsz, c, h, w, o int) {
+	mr, nr := mk.mr, mk.nr
+	k := 9 * c
+	cb := max(1, mk.kc/9)
+	cb = ceilDiv(c, ceilDiv(c, cb)) // even K blocks
+	kcB := 9 * cb
+	mcB := ceilDiv(ceilDiv(o, ceilDiv(o, mk.mc)), mr) * mr
+	mPad := ceilDiv(o, mr) * mr
+	ap := packAll(wo.packA, o, k, kcB, mcB, mr, threads)
+	defer putScratch(ap)
+
+	// Chunks of rows: about as many tiles as runCols puts in a column
+	// chunk, but at least two chunks per thread when the batch allows.
+	tilesRow := ceilDiv(w, nr)
+	rows := max(1, min(h, chunkPanels(mPad, k)/tilesRow))
+	for rows > 1 && bsz*ceilDiv(h, rows) < 2*threads {
+		rows = ceilDiv(rows, 2)
+	}
+	perImage := ceilDiv(h, rows)
+	nch := bsz * perImage
+	wp := w + 2
+	plane := (rows + 2) * wp
+	slabLen := cb*plane + nr + 2 // slack: an edge tile reads past its row
+	slabs := make([][]float32, threads)
+	defer func() {
+		for _, s := range slabs {
+			if s != nil {
+				putScratch(s)
+			}
+		}
+	}()
+	parallelN(nch, threads, func(t, wk int) {
+		if slabs[wk] == nil {
+			slabs[wk] = getScratch(slabLen)
+			clear(slabs[wk][cb*plane:])
+		}
+		slab := slabs[wk]
+		b, oy0 := t/perImage, (t%perImage)*rows
+		nrows := min(rows, h-oy0)
+		in := x[b*c*h*w : (b+1)*c*h*w]
+		out := y[b*o*h*w : (b+1)*o*h*w]
+		var tile [512]float32
+		for pc := 0; pc < k; pc += kcB {
+			kc := min(kcB, k-pc)
+			ci0, nci := pc/9, kc/9
+			// The padded input rows oy0−1 … oy0+nrows of channels ci0….
+			for ci := 0; ci < nci; ci++ {
+				src := in[(ci0+ci)*h*w : (ci0+ci+1)*h*w]
+				for r := 0; r < nrows+2; r++ {
+					d := slab[ci*plane+r*wp : ci*plane+(r+1)*wp]
+					iy := oy0 - 1 + r
+					if iy < 0 || iy >= h {
+						clear(d)
+						continue
+					}
+					d[0], d[wp-1] = 0, 0
+					copy(d[1:wp-1], src[iy*w:(iy+1)*w])
+				}
+			}
+			for ic := 0; ic < o; ic += mcB {
+				mc := min(mcB, o-ic)
+				a := ap[pc*mPad+ic*kc:]
+				for r := 0; r < nrows; r++ {
+					for ox := 0; ox < w; ox += nr {
+						cols := min(nr, w-ox)
+						bp := &slab[r*wp+ox]
+						for i := 0; i < mc; i += mr {
+							mrr := min(mr, mc-i)
+							oc := ic + i
+							cs := out[(oc*h+oy0+r)*w+ox:]
+							apan := &a[i*kc]
+							var rb []float32
+							if pc == 0 && bias != nil {
+								rb = bias[oc:]
+							}
+							if mrr == mr && cols == nr {
+								if rb != nil {
+									fillBias(cs, h*w, mr, nr, 0, 0, rb, nil)
+									mk.conv(nci, apan, bp, &cs[0], h*w, wp, plane, true)
+								} else {
+									mk.conv(nci, apan, bp, &cs[0], h*w, wp, plane, pc > 0)
+								}
+								continue
+							}
+							mk.conv(nci, apan, bp, &tile[0], nr, wp, plane, false)
+							storeTile(tile[:], nr, cs, h*w, mrr, cols, pc > 0, rb, nil)
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// packAll packs all of A (m × k) for the micro-kernel with row panels of
+// mr, on up to threads goroutines: the K block at pc (of kcB columns, the
+// last one shorter) holds ⌈m/mr⌉·mr rows × kc as panels, and its row block
+// at ic (a multiple of mr, blocks of mcB rows) starts at ic·kc. The result
+// is scratch for the caller to put back.
+func packAll(packA func(dst []float32, i0, mc, k0, kc, mr int), m, k, kcB, mcB, mr, threads int) []float32 {
+	mPad := ceilDiv(m, mr) * mr
+	ap := getScratch(mPad * k)
+	nPC, nIC := ceilDiv(k, kcB), ceilDiv(m, mcB)
+	parallelN(nPC*nIC, threads, func(t, _ int) {
+		pc, ic := (t/nIC)*kcB, (t%nIC)*mcB
+		kc := min(kcB, k-pc)
+		packA(ap[pc*mPad+ic*kc:], ic, min(mcB, m-ic), pc, kc, mr)
+	})
+	return ap
+}
+
+// chunkPanels is the number of nr-column panels (or tiles) a worker takes
+// at a time when A (mPad × k) is packed whole: each chunk re-reads all of
+// A, so a larger A gets wider chunks (4 panels per 2 MiB of A, 4 to 16).
+func chunkPanels(mPad, k int) int { return min(16, max(4, ceilDiv(mPad*k, 1<<19))) }
+
+// conv3x3Go is the pure-Go twin of the conv micro-kernels: the mr×nr tile
+// c = (acc ? c : 0) + Σ_{ci<nci, ky, kx} a[(9ci+3ky+kx)·mr:]ᵀ ·
+// b[ci·hwp + ky·wp + kx:], in float32 with fused multiply-adds.
+func conv3x3Go(mr, nr, nci int, ap, bp, cp *float32, ldc, wp, hwp int, acc bool) {
+	var t [512]float32
+	s := t[:mr*nr]
+	if nci > 0 {
+		a := unsafe.Slice(ap, 9*nci*mr)
+		b := unsafe.Slice(bp, (nci-1)*hwp+2*wp+2+nr)
+		for ci := 0; ci < nci; ci++ {
+			for tap := 0; tap < 9; tap++ {
+				av := a[(9*ci+tap)*mr : (9*ci+tap+1)*mr]
+				off := ci*hwp + (tap/3)*wp + tap%3
+				bv := b[off : off+nr]
+				for i, x := range av {
+					row := s[i*nr : i*nr+nr]
+					for j, y := range bv {
+						row[j] = fma32(x, y, row[j])
+					}
+				}
+			}
+		}
+	}
+	cs := unsafe.Slice(cp, (mr-1)*ldc+nr)
+	for i := 0; i < mr; i++ {
+		row := cs[i*ldc : i*ldc+nr]
+		if acc {
+			for j := range row {
+				row[j] += s[i*nr+j]
+			}
+		} else {
+			copy(row, s[i*nr:i*nr+nr])
+		}
+	}
+}
