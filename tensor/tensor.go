@@ -51,7 +51,9 @@ func HostBytes(n int) []byte {
 		return []byte{}
 	}
 	w := make([]uint64, (n+7)/8)
-	return unsafe.Slice((*byte)(unsafe.Pointer(&w[0])), n)
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&w[0])), n)
+	adviseHuge(b)
+	return b
 }
 
 // Tensor is a strided view on a Storage. Strides and offset count elements.

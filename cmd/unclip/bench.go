@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -68,6 +70,7 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	precision := fs.String("precision", "fp32", precisionFlagHelp)
 	profile := fs.Bool("profile", false, "time every GPU kernel and print a table at the end (Vulkan)")
+	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the timed stages to this file (read it with 'go tool pprof')")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
@@ -177,6 +180,17 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 		rows = append(rows, row{stage, steps, d, d / float64(max(steps, 1))})
 		fmt.Fprintf(stderr, "%-8s %3d steps  %9.3f s  %9.4f s/step\n", stage, steps, d, d/float64(max(steps, 1)))
 		return nil
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx := context.Background()
 	b := *n
