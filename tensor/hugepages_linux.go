@@ -27,5 +27,5 @@ func adviseHuge(b []byte) {
 	if end <= start {
 		return
 	}
-	_ = unix.Madvise(unsafe.Slice((*byte)(unsafe.Pointer(start)), end-start), unix.MADV_HUGEPAGE)
+	_ = unix.Madvise(b[start-p:end-p], unix.MADV_HUGEPAGE)
 }

@@ -534,25 +534,22 @@ func (o *operand) packB(dst []float32, k0, kc, j0, nc, nr int) {
 }
 
 // pack12 gathers 12 rows of kc values (row stride rs, starting at src[0])
-// into d as kc groups of 12: the A panel of the 12-row micro-kernel.
+// into d as kc groups of 12: the A panel of the 12-row micro-kernel. It
+// reads 16 values (one cache line) of a row at a time: walking all 12 rows
+// per value would keep 12 lines in use at once, which for a row stride of
+// a multiple of 4 KiB (a 1024-wide matrix) all fall in one L1 set and
+// evict each other on every access.
 func pack12(d, src []float32, rs, kc int) {
-	r0 := src[0*rs:][:kc]
-	r1 := src[1*rs:][:len(r0)]
-	r2 := src[2*rs:][:len(r0)]
-	r3 := src[3*rs:][:len(r0)]
-	r4 := src[4*rs:][:len(r0)]
-	r5 := src[5*rs:][:len(r0)]
-	r6 := src[6*rs:][:len(r0)]
-	r7 := src[7*rs:][:len(r0)]
-	r8 := src[8*rs:][:len(r0)]
-	r9 := src[9*rs:][:len(r0)]
-	r10 := src[10*rs:][:len(r0)]
-	r11 := src[11*rs:][:len(r0)]
-	for p := range r0 {
-		dp := d[p*12 : p*12+12 : p*12+12]
-		dp[0], dp[1], dp[2], dp[3] = r0[p], r1[p], r2[p], r3[p]
-		dp[4], dp[5], dp[6], dp[7] = r4[p], r5[p], r6[p], r7[p]
-		dp[8], dp[9], dp[10], dp[11] = r8[p], r9[p], r10[p], r11[p]
+	d = d[:12*kc]
+	for p0 := 0; p0 < kc; p0 += 16 {
+		n := min(16, kc-p0)
+		blk := d[12*p0 : 12*(p0+n)]
+		for r := 0; r < 12; r++ {
+			row := src[r*rs+p0 : r*rs+p0+n]
+			for q, v := range row {
+				blk[12*q+r] = v
+			}
+		}
 	}
 }
 
