@@ -311,7 +311,7 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 func (mk *microKernel) block(m, n, k int, ap, bp, c []float32, ldc int, acc bool, rb, cb []float32) {
 	mr, nr := mk.mr, mk.nr
 	bias := rb != nil || cb != nil
-	var tile [512]float32
+	var tile []float32 // for edge tiles; escapes (the kernel is a func value), so only made when needed
 	for j := 0; j < n; j += nr {
 		nrr := min(nr, n-j)
 		b := &bp[(j/nr)*k*nr]
@@ -327,8 +327,11 @@ func (mk *microKernel) block(m, n, k int, ap, bp, c []float32, ldc int, acc bool
 				}
 				continue
 			}
+			if tile == nil {
+				tile = make([]float32, mr*nr)
+			}
 			mk.fn(k, a, b, &tile[0], nr, false)
-			storeTile(tile[:], nr, c[i*ldc+j:], ldc, mrr, nrr, acc, rowAt(rb, i), colFrom(cb, j))
+			storeTile(tile, nr, c[i*ldc+j:], ldc, mrr, nrr, acc, rowAt(rb, i), colFrom(cb, j))
 		}
 	}
 }
