@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -205,6 +206,10 @@ func loadPipeline(m, revision, variant string, dev tensor.Backend, dtype tensor.
 		return nil, "", err
 	}
 	p, err := unclip.Load(dir, unclip.LoadOptions{Variant: variant, Device: dev, DType: dtype})
+	if err == nil {
+		runtime.GC()
+		tuneGC()
+	}
 	return p, m, err
 }
 

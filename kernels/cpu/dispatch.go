@@ -16,7 +16,7 @@ import (
 // remain the oracle and run when the environment sets
 // UNCLIP_CPU_KERNELS=ref, when the program is built with the purego tag,
 // or after SetKernels("ref"). UNCLIP_CPU_KERNELS may also name a variant
-// ("avx512", "avx2", "generic").
+// ("avx512", "avx2" on amd64, "neon" on arm64, "generic" everywhere).
 
 // active is the micro-kernel of the fast path; nil selects the reference
 // kernels.

@@ -45,7 +45,8 @@ type microKernel struct {
 var kernels = append(archKernels[:len(archKernels):len(archKernels)], genericKernel)
 
 // genericKernel is the pure-Go micro-kernel: the fallback on machines
-// without a SIMD kernel (arm64 for now). Its 4×4 tile lives in 16 local
+// without a SIMD kernel (amd64 without AVX2, architectures other than
+// amd64 and arm64, the purego tag). Its 4×4 tile lives in 16 local
 // variables, which the compiler keeps in registers (and fuses into FMAs
 // where the architecture has them). microGo is the reference twin the
 // assembly kernels are tested against.

@@ -4,12 +4,10 @@ package cpu
 
 import "math"
 
-// archKernels is empty: no assembly micro-kernels on this platform (or with
-// the purego tag); the pure-Go kernel runs.
-var archKernels []*microKernel
-
-// peakLoops is empty without assembly.
-var peakLoops []peakLoop
+// The pure-Go leaf helpers of the fast kernels, for every platform without
+// assembly versions of them (arm64 has assembly micro-kernels, in
+// gemm_arm64.s, but not these) and for the purego tag. archKernels and
+// peakLoops come from gemm_$GOARCH.go or arch_none.go.
 
 // rowMax returns the maximum of a non-empty x.
 func rowMax(x []float32) float32 {

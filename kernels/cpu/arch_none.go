@@ -1,0 +1,10 @@
+//go:build (!amd64 && !arm64) || purego
+
+package cpu
+
+// archKernels is empty: no assembly micro-kernels on this platform (or with
+// the purego tag); the pure-Go kernel runs.
+var archKernels []*microKernel
+
+// peakLoops is empty without assembly.
+var peakLoops []peakLoop
