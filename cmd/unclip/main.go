@@ -88,9 +88,10 @@ func limitMemory() {
 // between collections, so nearly every activation lands on fresh pages
 // that the kernel faults in and zeroes; a collection costs only
 // milliseconds here (the weights are a few large pointer-free buffers), and
-// collecting sooner recycles freed activations. On the full-size Karlo
-// stages (2-core Zen 4) it removed most of the system time and sped the
-// denoising steps up by 10–15 %.
+// collecting sooner recycles freed activations. On a full-size Karlo image
+// with random weights (2-core Zen 4) it halved the system time, took the
+// prior from 2.34 to 1.99 s a step and peak memory from 21.0 to 17.3 GB;
+// the U-Net steps stayed within noise.
 func tuneGC() {
 	if os.Getenv("GOGC") != "" {
 		return
