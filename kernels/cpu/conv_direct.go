@@ -28,9 +28,10 @@ import "unsafe"
 const directChannels = 32
 
 // directWorthIt reports whether conv2dDirect handles a convolution with
-// kernel kh×kw, strides sy, sx, paddings py, px and output width ow.
-func directWorthIt(mk *microKernel, kh, kw, sy, sx, py, px, ow int) bool {
-	return mk.conv != nil && kh == 3 && kw == 3 && sy == 1 && sx == 1 && py == 1 && px == 1 && ow >= mk.nr
+// c input and o output channels, kernel kh×kw, strides sy, sx, paddings
+// py, px and output width ow.
+func directWorthIt(mk *microKernel, c, o, kh, kw, sy, sx, py, px, ow int) bool {
+	return mk.conv != nil && c > 0 && o > 0 && kh == 3 && kw == 3 && sy == 1 && sx == 1 && py == 1 && px == 1 && ow >= mk.nr
 }
 
 // conv2dDirect computes y = conv(x, W) + bias for x (bsz, c, h, w) dense

@@ -18,7 +18,7 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 	wt := n.Src[1]
 	var wo operand
 	if wt.IsContiguous() {
-		wo = matOperand(wt.Reshape(ws[0], -1))
+		wo = matOperand(wt.Reshape(ws[0], ws[1]*ws[2]*ws[3]))
 	} else {
 		wd := f32(wt).dense()
 		wo = operand{f: wd, rs: len(wd) / max(ws[0], 1), cs: 1}
@@ -37,7 +37,7 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 	hwo := oh * ow
 	pointwise := kh == 1 && kw == 1 && sy == 1 && sx == 1 && py == 0 && px == 0
 	threads := Threads()
-	if directWorthIt(mk, kh, kw, sy, sx, py, px, ow) {
+	if directWorthIt(mk, c, o, kh, kw, sy, sx, py, px, ow) {
 		conv2dDirect(mk, threads, x, wo, bias, y, bsz, c, h, w, o)
 		return nil
 	}

@@ -61,6 +61,11 @@ func TestConv2dFast(t *testing.T) {
 		cse{n: 1, c: 61, h: 9, w: 32, o: 25, k: 3, stride: 1, pad: 1, f16: true, bias: true},
 		cse{n: 3, c: 3, h: 34, w: 16, o: 12, k: 3, stride: 1, pad: 1},
 		cse{n: 2, c: 130, h: 4, w: 65, o: 7, k: 3, stride: 1, pad: 1, permuted: true},
+		// Empty operands on the direct path: no input channels (the
+		// output is the bias), no output channels, no rows.
+		cse{n: 1, c: 0, h: 3, w: 40, o: 5, k: 3, stride: 1, pad: 1, bias: true},
+		cse{n: 1, c: 4, h: 3, w: 40, o: 0, k: 3, stride: 1, pad: 1},
+		cse{n: 1, c: 4, h: 0, w: 40, o: 5, k: 3, stride: 1, pad: 1},
 	)
 	for _, c := range cases {
 		var x *tensor.Tensor
