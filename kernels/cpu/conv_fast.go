@@ -4,14 +4,18 @@ import (
 	"github.com/unclip-go/unclip/tensor"
 )
 
-// conv2dFast runs the convolution as an implicit GEMM per image:
+// conv2dFast runs a 3×3, stride-1, padding-1 convolution with rows of at
+// least NR pixels as a direct convolution (conv2dDirect), and any other as
+// an implicit GEMM per image:
 //
 //	Y[b] (O, OH·OW) = W (O, C·KH·KW) · col(X[b]) (C·KH·KW, OH·OW) + bias
 //
 // The B packer reads the im2col matrix straight from the image, one KC×NC
 // block at a time, so the only scratch is the GEMM's packing buffers (no
 // im2col of the whole map). A 1×1, stride-1, unpadded convolution is a
-// plain GEMM on the image.
+// plain GEMM on the image. With several threads and enough pixels the
+// images run as one column-partitioned job (runCols); small maps of a batch
+// run as one GEMM over all the images' pixels.
 func conv2dFast(n *tensor.Node, mk *microKernel) error {
 	xs, ws := n.Src[0].Shape(), n.Src[1].Shape()
 	x := f32(n.Src[0]).dense()

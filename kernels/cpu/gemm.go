@@ -21,6 +21,10 @@ import (
 // F16/BF16 operands are converted while packing); only packing knows the
 // source layout, which is how convolution runs as an implicit GEMM (its B
 // packer reads the image directly).
+//
+// gemmJob.run is this scheme; runCols (gemm_cols.go) is the variant for
+// several threads and many columns, which packs all of A once and splits
+// the columns instead of the rows.
 
 // microKernel is one register micro-kernel with its blocking.
 type microKernel struct {
