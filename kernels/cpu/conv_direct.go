@@ -58,9 +58,13 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias, y
 	wp := w + 2
 	plane := (rows + 2) * wp
 	slabLen := cb*plane + nr + 2 // slack: an edge tile reads past its row
-	slabs := make([][]float32, threads)
+	// The chunk's outputs are summed in a staging buffer whose rows (one
+	// per output channel) are ls apart: in y they are H·W apart, a power
+	// of two at every U-Net level, so a tile's rows would share an L1 set.
+	ls := rows*w + 16
+	slabs, stages := make([][]float32, threads), make([][]float32, threads)
 	defer func() {
-		for _, s := range slabs {
+		for _, s := range append(slabs, stages...) {
 			if s != nil {
 				putScratch(s)
 			}
@@ -70,12 +74,18 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias, y
 		if slabs[wk] == nil {
 			slabs[wk] = getScratch(slabLen)
 			clear(slabs[wk][cb*plane:])
+			stages[wk] = getScratch(o * ls)
 		}
-		slab := slabs[wk]
+		slab, stage := slabs[wk], stages[wk]
 		b, oy0 := t/perImage, (t%perImage)*rows
 		nrows := min(rows, h-oy0)
 		in := x[b*c*h*w : (b+1)*c*h*w]
 		out := y[b*o*h*w : (b+1)*o*h*w]
+		defer func() {
+			for oc := 0; oc < o; oc++ {
+				copy(out[(oc*h+oy0)*w:(oc*h+oy0+nrows)*w], stage[oc*ls:])
+			}
+		}()
 		var tile [512]float32
 		for pc := 0; pc < k; pc += kcB {
 			kc := min(kcB, k-pc)
@@ -104,7 +114,7 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias, y
 						for i := 0; i < mc; i += mr {
 							mrr := min(mr, mc-i)
 							oc := ic + i
-							cs := out[(oc*h+oy0+r)*w+ox:]
+							cs := stage[oc*ls+r*w+ox:]
 							apan := &a[i*kc]
 							var rb []float32
 							if pc == 0 && bias != nil {
@@ -112,15 +122,15 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias, y
 							}
 							if mrr == mr && cols == nr {
 								if rb != nil {
-									fillBias(cs, h*w, mr, nr, 0, 0, rb, nil)
-									mk.conv(nci, apan, bp, &cs[0], h*w, wp, plane, true)
+									fillBias(cs, ls, mr, nr, 0, 0, rb, nil)
+									mk.conv(nci, apan, bp, &cs[0], ls, wp, plane, true)
 								} else {
-									mk.conv(nci, apan, bp, &cs[0], h*w, wp, plane, pc > 0)
+									mk.conv(nci, apan, bp, &cs[0], ls, wp, plane, pc > 0)
 								}
 								continue
 							}
 							mk.conv(nci, apan, bp, &tile[0], nr, wp, plane, false)
-							storeTile(tile[:], nr, cs, h*w, mrr, cols, pc > 0, rb, nil)
+							storeTile(tile[:], nr, cs, ls, mrr, cols, pc > 0, rb, nil)
 						}
 					}
 				}
