@@ -542,17 +542,24 @@ func (o *operand) packB(dst []float32, k0, kc, j0, nc, nr int) {
 }
 
 // pack12 gathers 12 rows of kc values (row stride rs, starting at src[0])
-// into d as kc groups of 12: the A panel of the 12-row micro-kernel. It
-// reads 16 values (one cache line) of a row at a time: walking all 12 rows
-// per value would keep 12 lines in use at once, which for a row stride of
-// a multiple of 4 KiB (a 1024-wide matrix) all fall in one L1 set and
-// evict each other on every access.
+// into d as kc groups of 12: the A panel of the 12-row micro-kernel. Rows
+// 0–7 go through gather8 (8×8 register transposes in assembly where
+// available); rows 8–11 are read 16 values (one cache line) of a row at a
+// time: walking the rows per value would keep a line of each in use at
+// once, which for a row stride of a multiple of 4 KiB (a 1024-wide matrix)
+// all fall in one L1 set and evict each other on every access.
 func pack12(d, src []float32, rs, kc int) {
 	d = d[:12*kc]
+	if kc == 0 {
+		return
+	}
+	// Rows 0–7 as 8×8 transposes (the assembly gather8 where there is
+	// one), rows 8–11 by lines as below.
+	gather8(d, 12, src, rs, kc)
 	for p0 := 0; p0 < kc; p0 += 16 {
 		n := min(16, kc-p0)
 		blk := d[12*p0 : 12*(p0+n)]
-		for r := 0; r < 12; r++ {
+		for r := 8; r < 12; r++ {
 			row := src[r*rs+p0 : r*rs+p0+n]
 			for q, v := range row {
 				blk[12*q+r] = v

@@ -227,3 +227,27 @@ func TestMatMulFast(t *testing.T) {
 		}
 	}
 }
+
+// TestPack12 compares the A packer of the 12-row kernels with the plain
+// definition d[p·12 + r] = src[r·rs + p], for k counts around the 8- and
+// 16-wide blocks it works in.
+func TestPack12(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, kc := range []int{0, 1, 7, 8, 9, 15, 16, 17, 33, 257} {
+		for _, rs := range []int{kc, kc + 3, 1024} {
+			if rs == 0 {
+				rs = 1
+			}
+			src := randSlice(rng, 11*rs+kc)
+			got := make([]float32, 12*kc)
+			pack12(got, src, rs, kc)
+			for p := 0; p < kc; p++ {
+				for r := 0; r < 12; r++ {
+					if w := src[r*rs+p]; got[p*12+r] != w {
+						t.Fatalf("kc=%d rs=%d: d[%d·12+%d] = %v, want %v", kc, rs, p, r, got[p*12+r], w)
+					}
+				}
+			}
+		}
+	}
+}
