@@ -41,9 +41,7 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias, y
 	k := 9 * c
 	cb := ceilDiv(c, ceilDiv(c, directChannels)) // even K blocks
 	kcB := 9 * cb
-	mcB := ceilDiv(ceilDiv(o, ceilDiv(o, mk.mc)), mr) * mr
-	mPad := ceilDiv(o, mr) * mr
-	ap := packAll(wo.packA, o, k, kcB, mcB, mr, threads)
+	ap, mcB, mPad := mk.packAll(wo.packA, o, k, kcB, threads)
 	defer putScratch(ap)
 
 	// Chunks of rows: about as many tiles as runCols puts in a column
@@ -86,7 +84,7 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias, y
 				copy(out[(oc*h+oy0)*w:(oc*h+oy0+nrows)*w], stage[oc*ls:])
 			}
 		}()
-		var tile [512]float32
+		var tile []float32
 		for pc := 0; pc < k; pc += kcB {
 			kc := min(kcB, k-pc)
 			ci0, nci := pc/9, kc/9
@@ -112,25 +110,14 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias, y
 						cols := min(nr, w-ox)
 						bp := &slab[r*wp+ox]
 						for i := 0; i < mc; i += mr {
-							mrr := min(mr, mc-i)
 							oc := ic + i
-							cs := stage[oc*ls+r*w+ox:]
 							apan := &a[i*kc]
 							var rb []float32
 							if pc == 0 && bias != nil {
 								rb = bias[oc:]
 							}
-							if mrr == mr && cols == nr {
-								if rb != nil {
-									fillBias(cs, ls, mr, nr, 0, 0, rb, nil)
-									mk.conv(nci, apan, bp, &cs[0], ls, wp, plane, true)
-								} else {
-									mk.conv(nci, apan, bp, &cs[0], ls, wp, plane, pc > 0)
-								}
-								continue
-							}
-							mk.conv(nci, apan, bp, &tile[0], nr, wp, plane, false)
-							storeTile(tile[:], nr, cs, ls, mrr, cols, pc > 0, rb, nil)
+							kern := func(d *float32, ld int, acc bool) { mk.conv(nci, apan, bp, d, ld, wp, plane, acc) }
+							mk.tileTo(kern, min(mr, mc-i), cols, stage[oc*ls+r*w+ox:], ls, pc > 0, rb, nil, &tile)
 						}
 					}
 				}
@@ -139,21 +126,22 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias, y
 	})
 }
 
-// packAll packs all of A (m × k) for the micro-kernel with row panels of
-// mr, on up to threads goroutines: the K block at pc (of kcB columns, the
-// last one shorter) holds ⌈m/mr⌉·mr rows × kc as panels, and its row block
-// at ic (a multiple of mr, blocks of mcB rows) starts at ic·kc. The result
-// is scratch for the caller to put back.
-func packAll(packA func(dst []float32, i0, mc, k0, kc, mr int), m, k, kcB, mcB, mr, threads int) []float32 {
-	mPad := ceilDiv(m, mr) * mr
-	ap := getScratch(mPad * k)
+// packAll packs all of A (m × k) for the micro-kernel, on up to threads
+// goroutines, in K blocks of kcB columns (the last one shorter) and row
+// blocks of mcB = mk.rowBlock(m) rows: the K block at pc holds mPad =
+// ⌈m/mr⌉·mr rows × kc as panels, and its row block at ic starts at ic·kc.
+// The buffer is scratch for the caller to put back.
+func (mk *microKernel) packAll(packA func(dst []float32, i0, mc, k0, kc, mr int), m, k, kcB, threads int) (ap []float32, mcB, mPad int) {
+	mr := mk.mr
+	mcB, mPad = mk.rowBlock(m), ceilDiv(m, mr)*mr
+	ap = getScratch(mPad * k)
 	nPC, nIC := ceilDiv(k, kcB), ceilDiv(m, mcB)
 	parallelN(nPC*nIC, threads, func(t, _ int) {
 		pc, ic := (t/nIC)*kcB, (t%nIC)*mcB
 		kc := min(kcB, k-pc)
 		packA(ap[pc*mPad+ic*kc:], ic, min(mcB, m-ic), pc, kc, mr)
 	})
-	return ap
+	return ap, mcB, mPad
 }
 
 // chunkPanels is the number of nr-column panels (or tiles) a worker takes

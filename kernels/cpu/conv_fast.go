@@ -45,6 +45,27 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 		conv2dDirect(mk, threads, x, wo, bias, y, bsz, c, h, w, o)
 		return nil
 	}
+	cols := colsWorthIt(o, bsz*hwo, ckk, threads)
+	// The implicit im2col matrix of the whole batch (columns (b, oy, ox));
+	// with "in" set to one image, that image's.
+	im := im2col{in: x, chw: c * h * w, hwo: hwo, h: h, w: w, kh: kh, kw: kw, ow: ow, sy: sy, sx: sx, py: py, px: px}
+	if !cols && bsz > 1 && bsz*hwo <= 4096 && !pointwise {
+		// Small maps: one GEMM over the whole batch (columns (b, oy, ox)),
+		// so the weights are packed once, into a scratch C that is then
+		// scattered to (N, O, OH, OW).
+		tmp := getScratch(o * bsz * hwo)
+		defer putScratch(tmp)
+		g := gemmJob{m: o, n: bsz * hwo, k: ckk, packA: wo.packA, packB: im.packB, c: tmp, ldc: bsz * hwo, rowBias: bias}
+		g.run(mk, threads)
+		parallelFor(o, o*bsz*hwo/2, func(lo, hi int) {
+			for oc := lo; oc < hi; oc++ {
+				for b := 0; b < bsz; b++ {
+					copy(y[(b*o+oc)*hwo:(b*o+oc+1)*hwo], tmp[oc*bsz*hwo+b*hwo:])
+				}
+			}
+		})
+		return nil
+	}
 	jobs := make([]gemmJob, bsz)
 	for b := range jobs {
 		in := x[b*c*h*w : (b+1)*c*h*w]
@@ -58,32 +79,15 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 			xo := operand{f: in, rs: h * w, cs: 1}
 			jobs[b].packB = xo.packB
 		} else {
-			im := im2col{in: in, chw: c * h * w, hwo: hwo, h: h, w: w, kh: kh, kw: kw, ow: ow, sy: sy, sx: sx, py: py, px: px}
-			jobs[b].packB = im.packB
+			imb := im
+			imb.in = in
+			jobs[b].packB = imb.packB
 		}
 	}
-	if colsWorthIt(o, bsz*hwo, ckk, threads) {
+	if cols {
 		// Many columns: the images run as one column-partitioned job
 		// (the weights packed once for all of them).
 		runCols(mk, threads, jobs)
-		return nil
-	}
-	if bsz > 1 && bsz*hwo <= 4096 && !pointwise {
-		// Small maps: one GEMM over the whole batch (columns (b, oy, ox)),
-		// so the weights are packed once, into a scratch C that is then
-		// scattered to (N, O, OH, OW).
-		tmp := getScratch(o * bsz * hwo)
-		defer putScratch(tmp)
-		im := im2col{in: x, chw: c * h * w, hwo: hwo, h: h, w: w, kh: kh, kw: kw, ow: ow, sy: sy, sx: sx, py: py, px: px}
-		g := gemmJob{m: o, n: bsz * hwo, k: ckk, packA: wo.packA, packB: im.packB, c: tmp, ldc: bsz * hwo, rowBias: bias}
-		g.run(mk, threads)
-		parallelFor(o, o*bsz*hwo/2, func(lo, hi int) {
-			for oc := lo; oc < hi; oc++ {
-				for b := 0; b < bsz; b++ {
-					copy(y[(b*o+oc)*hwo:(b*o+oc+1)*hwo], tmp[oc*bsz*hwo+b*hwo:])
-				}
-			}
-		})
 		return nil
 	}
 	for i := range jobs {

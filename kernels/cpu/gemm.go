@@ -201,6 +201,12 @@ func putScratch(s []float32) {
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
+// rowBlock is the row block (MC) for m > 0 rows: at most mk.mc, a multiple
+// of mr, and as even as that allows (no thin last block).
+func (mk *microKernel) rowBlock(m int) int {
+	return ceilDiv(ceilDiv(m, ceilDiv(m, mk.mc)), mk.mr) * mk.mr
+}
+
 // run computes the product with micro-kernel mk on up to threads goroutines.
 func (g *gemmJob) run(mk *microKernel, threads int) {
 	m, n, k := g.m, g.n, g.k
@@ -223,7 +229,7 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 	// Even block sizes: no thin last block.
 	kcB := ceilDiv(k, ceilDiv(k, mk.kc))
 	ncB := ceilDiv(ceilDiv(n, ceilDiv(n, mk.nc)), nr) * nr
-	mcB := ceilDiv(ceilDiv(m, ceilDiv(m, mk.mc)), mr) * mr
+	mcB := mk.rowBlock(m)
 	if threads > 1 && ceilDiv(m, mcB) < threads && m > mr {
 		// Few row blocks: split rows evenly over the threads.
 		mcB = ceilDiv(ceilDiv(m, threads), mr) * mr
@@ -315,30 +321,48 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 // stream past.
 func (mk *microKernel) block(m, n, k int, ap, bp, c []float32, ldc int, acc bool, rb, cb []float32) {
 	mr, nr := mk.mr, mk.nr
-	bias := rb != nil || cb != nil
-	var tile []float32 // for edge tiles; escapes (the kernel is a func value), so only made when needed
+	plain := rb == nil && cb == nil
+	var tile []float32
 	for j := 0; j < n; j += nr {
-		nrr := min(nr, n-j)
 		b := &bp[(j/nr)*k*nr]
 		for i := 0; i < m; i += mr {
-			mrr := min(mr, m-i)
 			a := &ap[(i/mr)*k*mr]
-			if mrr == mr && nrr == nr {
-				if bias {
-					fillBias(c[i*ldc+j:], ldc, mr, nr, i, j, rb, cb)
-					mk.fn(k, a, b, &c[i*ldc+j], ldc, true)
-				} else {
-					mk.fn(k, a, b, &c[i*ldc+j], ldc, acc)
-				}
+			if plain && i+mr <= m && j+nr <= n {
+				// The common case, called directly: attention runs many
+				// short-k tiles, where the closure below costs ~2 %.
+				mk.fn(k, a, b, &c[i*ldc+j], ldc, acc)
 				continue
 			}
-			if tile == nil {
-				tile = make([]float32, mr*nr)
-			}
-			mk.fn(k, a, b, &tile[0], nr, false)
-			storeTile(tile, nr, c[i*ldc+j:], ldc, mrr, nrr, acc, rowAt(rb, i), colFrom(cb, j))
+			kern := func(d *float32, ld int, acc bool) { mk.fn(k, a, b, d, ld, acc) }
+			mk.tileTo(kern, min(mr, m-i), min(nr, n-j), c[i*ldc+j:], ldc, acc, rowAt(rb, i), colFrom(cb, j), &tile)
 		}
 	}
+}
+
+// tileTo runs a register-tile kernel for the rows×cols block at c (row
+// stride ldc), rows ≤ mr and cols ≤ nr. kern(dst, ld, acc) computes the
+// mr×nr product into dst (row stride ld), added to what is there when acc
+// is set. The block gets bias + product when a row bias rb (rb[r] for its
+// row r) or column bias cb is given, else product added to c when acc is
+// set, else the product. A whole tile with a bias is filled with it just
+// before the kernel accumulates into it, while it is in L1 (no separate
+// pass over C); a partial block is computed into *tile (made on first use:
+// it escapes, the kernel being a func value) and copied out.
+func (mk *microKernel) tileTo(kern func(dst *float32, ld int, acc bool), rows, cols int, c []float32, ldc int, acc bool, rb, cb []float32, tile *[]float32) {
+	mr, nr := mk.mr, mk.nr
+	if rows == mr && cols == nr {
+		if rb != nil || cb != nil {
+			fillBias(c, ldc, mr, nr, 0, 0, rb, cb)
+			acc = true
+		}
+		kern(&c[0], ldc, acc)
+		return
+	}
+	if *tile == nil {
+		*tile = make([]float32, mr*nr)
+	}
+	kern(&(*tile)[0], nr, false)
+	storeTile(*tile, nr, c, ldc, rows, cols, acc, rb, cb)
 }
 
 // storeTile writes the top-left rows×cols of a computed tile (row stride

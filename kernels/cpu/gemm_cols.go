@@ -33,7 +33,7 @@ func runCols(mk *microKernel, threads int, jobs []gemmJob) {
 		return
 	}
 	m, k := jobs[0].m, jobs[0].k
-	mr, nr := mk.mr, mk.nr
+	nr := mk.nr
 	if m == 0 || k == 0 {
 		for i := range jobs {
 			jobs[i].run(mk, 1)
@@ -41,9 +41,7 @@ func runCols(mk *microKernel, threads int, jobs []gemmJob) {
 		return
 	}
 	kcB := ceilDiv(k, ceilDiv(k, mk.kc))
-	mcB := ceilDiv(ceilDiv(m, ceilDiv(m, mk.mc)), mr) * mr
-	mPad := ceilDiv(m, mr) * mr
-	ap := packAll(jobs[0].packA, m, k, kcB, mcB, mr, threads)
+	ap, mcB, mPad := mk.packAll(jobs[0].packA, m, k, kcB, threads)
 	defer putScratch(ap)
 
 	// Column chunks over the panels of all jobs laid end to end: a
