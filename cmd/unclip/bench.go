@@ -154,7 +154,6 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	}
 	build := time.Since(t0)
 	fmt.Fprintf(stderr, "built in %s on %s (%d threads)\n", round(build), dev.Name(), cpu.Threads())
-	runtime.GC()
 	tuneGC()
 
 	req := unclip.DefaultRequest()

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -207,7 +206,6 @@ func loadPipeline(m, revision, variant string, dev tensor.Backend, dtype tensor.
 	}
 	p, err := unclip.Load(dir, unclip.LoadOptions{Variant: variant, Device: dev, DType: dtype})
 	if err == nil {
-		runtime.GC()
 		tuneGC()
 	}
 	return p, m, err

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"strings"
@@ -96,6 +97,7 @@ func tuneGC() {
 	if os.Getenv("GOGC") != "" {
 		return
 	}
+	runtime.GC() // so that the live heap below is the pipeline's
 	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	metrics.Read(s)
 	if s[0].Value.Kind() != metrics.KindUint64 {
