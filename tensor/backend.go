@@ -12,8 +12,17 @@ import (
 type Backend interface {
 	// Name identifies the backend ("cpu", "vulkan:0", ...).
 	Name() string
-	// Alloc returns storage for n bytes (zeroed on the CPU).
+	// Alloc returns storage for n bytes (zeroed on the CPU) for an eager
+	// op's result: it is released once unreachable, or by Free.
 	Alloc(n int) (*Storage, error)
+	// Reserve returns storage for n bytes (zeroed on the CPU) whose
+	// lifetime the caller manages: it stays until Free, however it is
+	// referenced (graph arenas, resident weights). Running out is an error
+	// naming what was asked for and what the device holds.
+	Reserve(n int) (*Storage, error)
+	// Free releases s once the work already recorded on it has finished.
+	// Views of s must not be used again (ops on them fail).
+	Free(s *Storage)
 	// Upload copies host bytes into new storage.
 	Upload(src []byte) (*Storage, error)
 	// Download copies len(dst) bytes from byte offset off of s into dst,

@@ -2,36 +2,99 @@ package tensor
 
 import "fmt"
 
-// run allocates nothing: it checks that every operand lives on one backend,
-// carries operand errors forward, and hands the node to the backend.
+// run checks that every operand lives on one backend, carries operand
+// errors forward, gives the node's fresh result its storage and hands the
+// node to the backend — or, when an operand is a graph value being
+// captured, records it in that graph instead (see Capture).
 func run(n *Node) *Tensor {
-	b := n.Dst.st.backend
-	for _, s := range n.Src {
-		if s == nil {
-			continue
-		}
-		if s.st.backend != b {
-			shapePanic("tensor.%v: operands on %s and %s", n.Op, s.st.backend.Name(), b.Name())
-		}
-		if s.err != nil && n.Dst.err == nil {
-			n.Dst.err = s.err
-		}
-	}
+	g := materialize(n.Dst, n.Src)
 	if n.Dst.err != nil {
+		if g != nil {
+			g.fail(n.Dst.err)
+		}
 		return n.Dst
 	}
+	if g != nil {
+		g.record(n)
+		return n.Dst
+	}
+	b := n.Dst.st.backend
 	if err := b.Run(n); err != nil {
 		n.Dst.err = fmt.Errorf("%s on %s: %w", n.Name(), b.Name(), err)
 	}
 	return n.Dst
 }
 
-func newOut(like *Tensor, dt DType, shape ...int) *Tensor {
-	out := New(like.st.backend, dt, shape...)
-	if like.err != nil && out.err == nil {
-		out.err = like.err
+// materialize checks the operands of an op writing dst, carries their
+// errors into dst and, when dst is a fresh result (no storage yet), gives
+// it storage: a new graph value when an operand is one, else memory from
+// the operands' backend. It returns the graph being captured, if any.
+// Operands on different backends, from two graphs or on released storage
+// are errors carried by dst, not panics.
+func materialize(dst *Tensor, srcs []*Tensor) *Graph {
+	var b Backend
+	var g *Graph
+	fail := func(err error) {
+		if dst.err == nil {
+			dst.err = err
+		}
 	}
-	return out
+	ops := srcs
+	if dst.st != nil {
+		ops = append([]*Tensor{dst}, srcs...)
+	}
+	for _, s := range ops {
+		if s == nil || s.st == nil {
+			continue
+		}
+		if b == nil {
+			b = s.st.backend
+		} else if s.st.backend != b {
+			fail(fmt.Errorf("tensor: operands on %s and %s", b.Name(), s.st.backend.Name()))
+		}
+		if v := valueOf(s); v != nil {
+			if g != nil && v.g != g {
+				fail(fmt.Errorf("tensor: operands from two graphs (%s and %s)", g.name, v.g.name))
+			}
+			g = v.g
+		}
+		if s.st.freed {
+			fail(fmt.Errorf("%v: %w", s, ErrReleased))
+		}
+		if s.err != nil {
+			fail(s.err)
+		}
+	}
+	if dst.st == nil {
+		switch {
+		case g != nil:
+			dst.st = g.newValue(dst.dtype, dst.shape).st
+		case b == nil:
+			fail(fmt.Errorf("tensor: op without operands"))
+			dst.st = NewHostStorage(CPU(), nil)
+		default:
+			st, err := b.Alloc(dst.Numel() * dst.dtype.Size())
+			if err != nil {
+				fail(fmt.Errorf("alloc %v%v on %s: %w", dst.dtype, dst.shape, b.Name(), err))
+				st = NewHostStorage(b, nil)
+			}
+			dst.st = st
+		}
+	} else if g != nil && valueOf(dst) == nil {
+		fail(fmt.Errorf("tensor: writing a captured value into %v, which is not part of the graph", dst))
+	}
+	return g
+}
+
+// newOut describes an op's result; it gets its storage in run, from the
+// operands (see materialize).
+func newOut(like *Tensor, dt DType, shape ...int) *Tensor {
+	for _, d := range shape {
+		if d < 0 {
+			shapePanic("tensor: negative dimension in %v", shape)
+		}
+	}
+	return &Tensor{dtype: dt, shape: append([]int(nil), shape...), strides: ContiguousStrides(shape), err: like.err}
 }
 
 func floatOperand(op string, t *Tensor) {
@@ -67,17 +130,21 @@ func CopyInto(dst, src *Tensor) error {
 	if dst.dtype != src.dtype && !(dst.dtype.IsFloat() && src.dtype.IsFloat()) {
 		shapePanic("tensor.CopyInto: %v into %v", src.dtype, dst.dtype)
 	}
-	if src.st.backend != dst.st.backend {
-		shapePanic("tensor.CopyInto: %v into %v: operands on %s and %s", src, dst, src.st.backend.Name(), dst.st.backend.Name())
-	}
 	src = src.Expand(dst.shape...)
-	if dst.err != nil {
-		return dst.err
-	}
-	if src.err != nil {
-		return src.err
-	}
 	n := &Node{Op: OpCopy, Dst: dst, Src: []*Tensor{src}}
+	prev := dst.err
+	g := materialize(dst, n.Src)
+	if err := dst.err; err != nil {
+		dst.err = prev
+		if g != nil {
+			g.fail(err)
+		}
+		return err
+	}
+	if g != nil {
+		g.record(n)
+		return nil
+	}
 	if err := dst.st.backend.Run(n); err != nil {
 		return fmt.Errorf("%s on %s: %w", n.Name(), dst.st.backend.Name(), err)
 	}
@@ -105,6 +172,7 @@ func Concat(dim int, ts ...*Tensor) *Tensor {
 	}
 	shape[dim] = total
 	out := newOut(ts[0], ts[0].dtype, shape...)
+	materialize(out, ts)
 	off := 0
 	for _, t := range ts {
 		if out.err == nil && t.err != nil {

@@ -53,7 +53,32 @@ const (
 	stepLearned
 	stepClip
 	stepAddNoise
+	stepDynamic // the per-step scalars come from Src[3] (see StepVector)
 )
+
+// StepVectorLen is the length of a StepVector.
+const StepVectorLen = 9
+
+// StepVector returns the per-step scalars of p as the F32 vector that
+// SchedulerStepDyn reads from a tensor: ClipRange, SqrtAlphaProd,
+// SqrtOneMinusAlphaProd, CX0, CXt, Std, MinLog, MaxLog, and 1 when noise is
+// added (else 0).
+func (p StepParams) StepVector() []float32 {
+	add := float32(0)
+	if p.AddNoise {
+		add = 1
+	}
+	return []float32{p.ClipRange, p.SqrtAlphaProd, p.SqrtOneMinusAlphaProd, p.CX0, p.CXt, p.Std, p.MinLog, p.MaxLog, add}
+}
+
+// StepFromVector is the inverse of StepVector for the per-step scalars,
+// with the mode flags (Epsilon, Learned, Clip) taken from mode.
+func StepFromVector(mode StepParams, v []float32) StepParams {
+	p := mode
+	p.ClipRange, p.SqrtAlphaProd, p.SqrtOneMinusAlphaProd, p.CX0, p.CXt, p.Std, p.MinLog, p.MaxLog = v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
+	p.AddNoise = v[8] != 0
+	return p
+}
 
 // SchedulerStep applies one scheduler step to device tensors: sample
 // (B, C, ...) and noise of the same shape (nil when p.AddNoise is false),
@@ -61,6 +86,19 @@ const (
 // whose channels C..2C−1 are the variance values. The result has the
 // sample's shape.
 func SchedulerStep(modelOutput, sample, noise *Tensor, p StepParams) *Tensor {
+	checkStep(modelOutput, sample, noise, p)
+	out := newOut(sample, F32, sample.shape...)
+	src := []*Tensor{modelOutput, sample, nil}
+	if p.AddNoise {
+		src[2] = noise
+	}
+	n := &Node{Op: OpSchedulerStep, Dst: out, Src: src}
+	n.Int[0] = stepFlags(p)
+	n.Float = [8]float32{p.ClipRange, p.SqrtAlphaProd, p.SqrtOneMinusAlphaProd, p.CX0, p.CXt, p.Std, p.MinLog, p.MaxLog}
+	return run(n)
+}
+
+func checkStep(modelOutput, sample, noise *Tensor, p StepParams) {
 	if sample.Rank() < 2 || modelOutput.Rank() != sample.Rank() || modelOutput.Dim(0) != sample.Dim(0) {
 		shapePanic("tensor.SchedulerStep: model output %v, sample %v", modelOutput.shape, sample.shape)
 	}
@@ -75,12 +113,25 @@ func SchedulerStep(modelOutput, sample, noise *Tensor, p StepParams) *Tensor {
 	if p.AddNoise && (noise == nil || !SameShape(noise.shape, sample.shape)) {
 		shapePanic("tensor.SchedulerStep: noise required with the sample's shape %v", sample.shape)
 	}
-	out := newOut(sample, F32, sample.shape...)
-	src := []*Tensor{modelOutput, sample, nil}
-	if p.AddNoise {
-		src[2] = noise
+}
+
+// SchedulerStepDyn is SchedulerStep with the per-step scalars read from
+// params, an F32 tensor of StepVectorLen elements on the sample's device
+// (StepVector), so that one captured graph serves every step of a stage.
+// mode gives the flags fixed for the stage (Epsilon, Learned, Clip); noise
+// must be given, and is added only when the vector's last element is not 0.
+func SchedulerStepDyn(modelOutput, sample, noise, params *Tensor, mode StepParams) *Tensor {
+	if params == nil || params.dtype != F32 || params.Numel() != StepVectorLen {
+		shapePanic("tensor.SchedulerStepDyn: params must be F32[%d]", StepVectorLen)
 	}
-	n := &Node{Op: OpSchedulerStep, Dst: out, Src: src}
+	mode.AddNoise = true
+	checkStep(modelOutput, sample, noise, mode)
+	n := &Node{Op: OpSchedulerStep, Dst: newOut(sample, F32, sample.shape...), Src: []*Tensor{modelOutput, sample, noise, params.Reshape(StepVectorLen)}}
+	n.Int[0] = stepFlags(mode) | stepDynamic
+	return run(n)
+}
+
+func stepFlags(p StepParams) int {
 	flags := 0
 	for _, f := range []struct {
 		on  bool
@@ -90,10 +141,13 @@ func SchedulerStep(modelOutput, sample, noise *Tensor, p StepParams) *Tensor {
 			flags |= f.bit
 		}
 	}
-	n.Int[0] = flags
-	n.Float = [8]float32{p.ClipRange, p.SqrtAlphaProd, p.SqrtOneMinusAlphaProd, p.CX0, p.CXt, p.Std, p.MinLog, p.MaxLog}
-	return run(n)
+	return flags
 }
+
+// StepDynamic reports whether an OpSchedulerStep node reads its per-step
+// scalars from Src[3] (SchedulerStepDyn); StepParamsOf then gives only the
+// mode flags.
+func StepDynamic(n *Node) bool { return n.Int[0]&stepDynamic != 0 }
 
 // StepParamsOf decodes the parameters of an OpSchedulerStep node.
 func StepParamsOf(n *Node) StepParams {

@@ -15,6 +15,7 @@
 package tensor
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"unsafe"
@@ -30,6 +31,54 @@ type Storage struct {
 	Handle any
 	// Bytes is the size of the buffer.
 	Bytes int
+	freed bool
+}
+
+// Free releases the storage through its backend (Backend.Free) once the
+// work recorded on it has finished; ops on its views then fail with
+// ErrReleased. Freeing twice does nothing.
+func (s *Storage) Free() {
+	if s == nil || s.freed {
+		return
+	}
+	if _, traced := s.Handle.(*value); !traced {
+		s.backend.Free(s)
+	}
+	s.freed = true
+	s.Host = nil
+	s.Handle = nil
+}
+
+// Freed reports whether Free was called.
+func (s *Storage) Freed() bool { return s.freed }
+
+// ErrReleased is the error of an op or a read on freed storage.
+var ErrReleased = errors.New("tensor: storage was released")
+
+// ErrTraced is the error of reading a graph value while it is captured: it
+// has no data until the graph runs.
+var ErrTraced = errors.New("tensor: a value being captured has no data yet (read it from the Exec after Run)")
+
+// checkReadable reports why t's data cannot be read, or nil.
+func (t *Tensor) checkReadable() error {
+	switch {
+	case t.err != nil:
+		return t.err
+	case t.st.freed:
+		return fmt.Errorf("%v: %w", t, ErrReleased)
+	case valueOf(t) != nil:
+		return fmt.Errorf("%v: %w", t, ErrTraced)
+	}
+	return nil
+}
+
+// OnStorage returns a contiguous tensor over st (which must hold at least
+// numel·size bytes), such as storage from Backend.Reserve.
+func OnStorage(st *Storage, dt DType, shape ...int) *Tensor {
+	if numel(shape)*dt.Size() > st.Bytes {
+		shapePanic("tensor.OnStorage: %v%v in %d bytes", dt, shape, st.Bytes)
+	}
+	return &Tensor{st: st, dtype: dt, shape: append([]int(nil), shape...), strides: ContiguousStrides(shape)}
 }
 
 // NewHostStorage wraps host memory as storage of backend b.
@@ -40,6 +89,13 @@ func NewHostStorage(b Backend, host []byte) *Storage {
 // NewDeviceStorage wraps a backend handle of size bytes.
 func NewDeviceStorage(b Backend, handle any, bytes int) *Storage {
 	return &Storage{backend: b, Handle: handle, Bytes: bytes}
+}
+
+// WithHost sets the host memory of storage made by NewDeviceStorage
+// (CPU storage with a backend handle) and returns s.
+func (s *Storage) WithHost(h []byte) *Storage {
+	s.Host = h
+	return s
 }
 
 // Backend returns the backend that owns the storage.
@@ -283,8 +339,8 @@ func Int32View(b []byte) []int32 {
 // Bytes returns the tensor's elements as dense row-major host bytes in its
 // own dtype, waiting for any pending device work.
 func (t *Tensor) Bytes() ([]byte, error) {
-	if t.err != nil {
-		return nil, t.err
+	if err := t.checkReadable(); err != nil {
+		return nil, err
 	}
 	c := t
 	if !t.IsContiguous() {
@@ -371,6 +427,10 @@ func (t *Tensor) To(b Backend) *Tensor {
 	}
 	if t.err != nil {
 		return t
+	}
+	if valueOf(t) != nil {
+		return &Tensor{st: NewHostStorage(b, nil), dtype: t.dtype, shape: t.Shape(), strides: ContiguousStrides(t.shape),
+			err: fmt.Errorf("copy %v to %s: %w", t, b.Name(), ErrTraced)}
 	}
 	src, err := t.Bytes()
 	out := &Tensor{dtype: t.dtype, shape: t.Shape(), strides: ContiguousStrides(t.shape), err: err}

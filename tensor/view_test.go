@@ -592,8 +592,10 @@ func (b *devBackend) Download(s *tensor.Storage, dst []byte, off int) error {
 	return nil
 }
 
-func (b *devBackend) Run(n *tensor.Node) error { return fmt.Errorf("dev: no kernel for %v", n.Op) }
-func (b *devBackend) Sync() error              { return nil }
+func (b *devBackend) Run(n *tensor.Node) error               { return fmt.Errorf("dev: no kernel for %v", n.Op) }
+func (b *devBackend) Sync() error                            { return nil }
+func (b *devBackend) Reserve(n int) (*tensor.Storage, error) { return b.Alloc(n) }
+func (b *devBackend) Free(*tensor.Storage)                   {}
 
 func TestDeviceTransfer(t *testing.T) {
 	dev := &devBackend{}
@@ -679,26 +681,32 @@ func TestDeviceErrorsPropagate(t *testing.T) {
 	}
 }
 
-// TestMixedBackends: an op whose operands live on different backends is a
-// programming error, reported as a *tensor.ShapeError panic, never as a
-// crash inside a kernel that reads memory it does not own.
+// TestMixedBackends: an op whose operands live on different backends is
+// an error carried by its result (or returned by CopyInto), never a panic
+// and never a crash inside a kernel that reads memory it does not own.
 func TestMixedBackends(t *testing.T) {
 	dev := &devBackend{}
 	c := arange(3, 4)
 	d := arange(3, 4).To(dev)
 	for _, tc := range []struct {
 		name string
-		f    func()
+		f    func() error
 	}{
-		{"MatMul", func() { tensor.MatMul(c, d.T()) }},
-		{"Add", func() { tensor.Add(d, c) }},
-		{"LayerNorm weight", func() { tensor.LayerNorm(c, arange(4).To(dev), nil, 1e-5) }},
-		{"CopyInto cpu dst dev src", func() { _ = tensor.CopyInto(c, d) }},
-		{"CopyInto dev dst cpu src", func() { _ = tensor.CopyInto(d, c) }},
-		{"Concat", func() { tensor.Concat(0, c, d) }},
+		{"MatMul", func() error { return tensor.MatMul(c, d.T()).Err() }},
+		{"Add", func() error { return tensor.Add(d, c).Err() }},
+		{"LayerNorm weight", func() error { return tensor.LayerNorm(c, arange(4).To(dev), nil, 1e-5).Err() }},
+		{"CopyInto cpu dst dev src", func() error { return tensor.CopyInto(c, d) }},
+		{"CopyInto dev dst cpu src", func() error { return tensor.CopyInto(d, c) }},
+		{"Concat", func() error { return tensor.Concat(0, c, d).Err() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			wantShapeError(t, tc.name, tc.f)
+			err := tc.f()
+			if err == nil || !strings.Contains(err.Error(), "operands on") {
+				t.Errorf("%s: error %v, want one naming the operands' backends", tc.name, err)
+			}
 		})
+	}
+	if err := c.Err(); err != nil {
+		t.Errorf("a failed CopyInto left an error on its destination: %v", err)
 	}
 }

@@ -55,6 +55,37 @@ func (b Backend) Alloc(n int) (*tensor.Storage, error) {
 	return tensor.NewHostStorage(b, tensor.HostBytes(n)), nil
 }
 
+// mapping marks storage from Reserve: memory mapped outside the Go heap,
+// returned to the system by Free.
+type mapping struct{ b []byte }
+
+// Reserve returns n zeroed bytes mapped outside the Go heap: they count
+// in the process's memory until Free, not in the collector's heap.
+func (b Backend) Reserve(n int) (*tensor.Storage, error) {
+	h, err := tensor.MapHost(n)
+	if err != nil {
+		return nil, fmt.Errorf("cpu: reserve %d MiB: %w", n>>20, err)
+	}
+	reserved.Add(int64(n))
+	return tensor.NewDeviceStorage(b, &mapping{h}, n).WithHost(h), nil
+}
+
+// Free unmaps storage from Reserve; heap storage is left to the collector.
+func (Backend) Free(s *tensor.Storage) {
+	if m, ok := s.Handle.(*mapping); ok && m.b != nil {
+		reserved.Add(-int64(len(m.b)))
+		_ = tensor.UnmapHost(m.b)
+		m.b = nil
+	}
+}
+
+// reserved counts the bytes held by Reserve.
+var reserved atomic.Int64
+
+// ReservedBytes is the memory currently held by Reserve (arenas and
+// resident weights), outside the Go heap.
+func ReservedBytes() int64 { return reserved.Load() }
+
 // Upload copies src into new host memory.
 func (b Backend) Upload(src []byte) (*tensor.Storage, error) {
 	h := tensor.HostBytes(len(src))

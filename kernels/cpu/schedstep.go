@@ -12,6 +12,9 @@ func schedulerStepOp(n *tensor.Node) error {
 		return fmt.Errorf("cpu: scheduler step into %v", n.Dst.DType())
 	}
 	p := tensor.StepParamsOf(n)
+	if tensor.StepDynamic(n) {
+		p = tensor.StepFromVector(p, f32(n.Src[3]).dense())
+	}
 	mo := f32(n.Src[0]).dense()
 	x := f32(n.Src[1]).dense()
 	var z []float32

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	vk "github.com/vulkan-go/vulkan"
 
@@ -293,68 +292,85 @@ func (b *Backend) Alloc(n int) (*tensor.Storage, error) {
 }
 
 func (b *Backend) allocLocked(n int) (*tensor.Storage, error) {
-	if b.closed {
-		return nil, errors.New("backend closed")
-	}
-	b.reclaim()
-	a := b.mem.tryGet(uint64(n))
-	if a == nil {
-		// Device memory is invisible to the Go collector: before growing,
-		// collect the storages nobody references any more.
-		if err := b.collect(); err != nil {
-			return nil, err
-		}
-		var err error
-		if a, err = b.mem.get(uint64(n)); err != nil {
-			return nil, fmt.Errorf("%s: cannot allocate %d bytes (%d MiB held): %w", b.name, n, b.mem.total>>20, err)
-		}
+	a, err := b.getLocked(n)
+	if err != nil {
+		return nil, err
 	}
 	st := tensor.NewDeviceStorage(b, a, n)
+	// Eager results are returned once unreachable (the collector runs the
+	// cleanup); arenas and weights use Reserve and Free instead.
 	runtime.AddCleanup(st, b.deferFree, a)
 	return st, nil
 }
 
-// collect runs the garbage collector, waits for the cleanups of
-// unreachable storages and, when some of them were used by unfinished
-// work, for that work; then it returns their memory to the allocator.
-func (b *Backend) collect() error {
-	if b.mem.total == 0 {
-		return nil
-	}
-	runtime.GC()
-	// Cleanups run on their own goroutine after the collection.
-	prev := -1
-	for i := 0; i < 20; i++ {
-		b.freeMu.Lock()
-		np := len(b.pending)
-		b.freeMu.Unlock()
-		if np == prev && np > 0 {
-			break
-		}
-		prev = np
-		time.Sleep(200 * time.Microsecond)
-	}
-	b.freeMu.Lock()
-	busy := false
-	for _, p := range b.pending {
-		if p.seq > b.doneSeq {
-			busy = true
-			break
-		}
-	}
-	b.freeMu.Unlock()
-	if busy {
-		return b.drain()
+// getLocked sub-allocates n bytes, reusing memory whose pending frees have
+// finished before growing (b.mu held).
+func (b *Backend) getLocked(n int) (*alloc, error) {
+	if b.closed {
+		return nil, errors.New("backend closed")
 	}
 	b.reclaim()
-	return nil
+	if a := b.mem.tryGet(uint64(n)); a != nil {
+		return a, nil
+	}
+	if len(b.inflight) > 0 && b.pendingBytes() >= uint64(n) {
+		// Frees wait for work in flight: let it finish before growing.
+		if err := b.drain(); err != nil {
+			return nil, err
+		}
+		if a := b.mem.tryGet(uint64(n)); a != nil {
+			return a, nil
+		}
+	}
+	a, err := b.mem.get(uint64(n))
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot allocate %d MiB (%d MiB held, %d MiB of device memory): %w",
+			b.name, n>>20, b.mem.total>>20, b.phys.info.DeviceMemory()>>20, err)
+	}
+	return a, nil
+}
+
+// pendingBytes is the memory waiting in pending frees.
+func (b *Backend) pendingBytes() uint64 {
+	b.freeMu.Lock()
+	defer b.freeMu.Unlock()
+	var s uint64
+	for _, p := range b.pending {
+		s += p.a.size
+	}
+	return s
+}
+
+// Reserve returns n bytes of device memory that stay until Free (graph
+// arenas, resident weights): no cleanup is attached.
+func (b *Backend) Reserve(n int) (*tensor.Storage, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	a, err := b.getLocked(n)
+	if err != nil {
+		return nil, err
+	}
+	return tensor.NewDeviceStorage(b, a, n), nil
+}
+
+// Free returns s's memory to the allocator once the work recorded so far
+// has finished.
+func (b *Backend) Free(s *tensor.Storage) {
+	a, ok := s.Handle.(*alloc)
+	if !ok || s.Backend() != tensor.Backend(b) {
+		return
+	}
+	b.deferFree(a) // once: a cleanup that runs later finds it freed
 }
 
 // deferFree queues an allocation whose storage is unreachable. It runs on
 // the cleanup goroutine, so it only appends under freeMu.
 func (b *Backend) deferFree(a *alloc) {
 	b.freeMu.Lock()
-	b.pending = append(b.pending, pendingFree{m: &b.mem, a: a, seq: b.recSeq.Load()})
+	if !a.freed {
+		a.freed = true
+		b.pending = append(b.pending, pendingFree{m: &b.mem, a: a, seq: b.recSeq.Load()})
+	}
 	b.freeMu.Unlock()
 }
 
@@ -576,7 +592,7 @@ func (b *Backend) submit() error {
 	}
 	b.cur = nil
 	if r := b.dev.submit(bt.cb, bt.fence); r != vk.Success {
-		return b.fail(bt, "vkQueueSubmit", r)
+		return b.fail(bt, "vkQueueSubmit", r, false)
 	}
 	b.inflight = append(b.inflight, bt)
 	b.recSeq.Add(1)
@@ -588,9 +604,20 @@ func (b *Backend) waitOldest() error {
 	bt := b.inflight[0]
 	b.inflight = b.inflight[1:]
 	if r := b.dev.wait(bt.fence); r != vk.Success {
-		return b.fail(bt, "vkWaitForFences", r)
+		return b.fail(bt, "vkWaitForFences", r, true)
 	}
 	b.collectProfile(bt)
+	b.recycle(bt, true)
+	return nil
+}
+
+// recycle readies bt, which is not pending on the device, for recording
+// again (its command buffer is reset by the next vkBeginCommandBuffer: the
+// command pool has RESET_COMMAND_BUFFER) and reclaims finished pending
+// frees. ran tells that bt was submitted and has finished; otherwise it
+// never ran and its seq is given up, so that its pending frees wait only
+// for the batches before it.
+func (b *Backend) recycle(bt *batch, ran bool) {
 	for _, p := range bt.pools {
 		b.dev.resetPool(p)
 	}
@@ -598,14 +625,23 @@ func (b *Backend) waitOldest() error {
 	bt.ndisp = 0
 	clear(bt.ops)
 	bt.ops = bt.ops[:0]
-	b.doneSeq = bt.seq
+	if ran {
+		b.doneSeq = bt.seq
+	} else {
+		b.recSeq.Add(1)
+	}
 	b.idle = append(b.idle, bt)
 	b.reclaim()
-	return nil
 }
 
-// fail records a sticky error naming the ops of the failed batch.
-func (b *Backend) fail(bt *batch, call string, r vk.Result) error {
+// fail returns an error naming the ops of bt, whose vkQueueSubmit
+// (submitted false) or fence wait (submitted true) returned r. A lost
+// device is sticky: every later call fails with this error. After any
+// other failure bt is recycled and the backend stays usable; a submitted
+// batch first waits for the device to go idle (and its fence is waited
+// for and reset again), and only when that fails too, so that bt's state
+// is unknown, does the error become sticky.
+func (b *Backend) fail(bt *batch, call string, r vk.Result, submitted bool) error {
 	var names []string
 	for i, n := range bt.ops {
 		switch {
@@ -616,7 +652,20 @@ func (b *Backend) fail(bt *batch, call string, r vk.Result) error {
 		}
 	}
 	err := fmt.Errorf("%s: %s: %w, in a batch of %d ops (%s)", b.name, call, vkErr(r), len(bt.ops), strings.Join(names, "; "))
-	if r == vk.ErrorDeviceLost || b.lost == nil {
+	if r != vk.ErrorDeviceLost {
+		rr := vk.Success
+		if submitted {
+			if rr = b.dev.waitIdle(); rr == vk.Success {
+				rr = b.dev.wait(bt.fence)
+			}
+		}
+		if rr == vk.Success {
+			b.recycle(bt, submitted)
+			return err
+		}
+		err = fmt.Errorf("%w; then, waiting for the device: %w", err, vkErr(rr))
+	}
+	if b.lost == nil {
 		b.lost = err
 	}
 	return err

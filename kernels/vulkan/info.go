@@ -43,6 +43,22 @@ type DeviceInfo struct {
 	CooperativeMatrix []string
 }
 
+// DeviceMemory is the size of the largest device-local heap (of any heap
+// when none is device-local).
+func (d DeviceInfo) DeviceMemory() uint64 {
+	var local, any uint64
+	for _, h := range d.Heaps {
+		any = max(any, h.Size)
+		if h.DeviceLocal {
+			local = max(local, h.Size)
+		}
+	}
+	if local > 0 {
+		return local
+	}
+	return any
+}
+
 // String is a multi-line human-readable description.
 func (d DeviceInfo) String() string {
 	var b strings.Builder

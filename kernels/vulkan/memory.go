@@ -24,9 +24,10 @@ type span struct{ off, size uint64 }
 
 // alloc is a sub-allocation: the Handle of a device tensor.Storage.
 type alloc struct {
-	blk  *block
-	off  uint64
-	size uint64
+	blk   *block
+	off   uint64
+	size  uint64
+	freed bool // queued for freeing (explicitly or by its cleanup)
 }
 
 // host returns the mapped bytes of the allocation.

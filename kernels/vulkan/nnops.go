@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/unclip-go/unclip/kernels/cpu"
 	"github.com/unclip-go/unclip/tensor"
 )
 
@@ -304,7 +303,7 @@ func (b *Backend) tapsFor(nIn, nOut int) (*tensor.Tensor, int, error) {
 	b.tapsMu.Lock()
 	t, ok := b.taps[key]
 	b.tapsMu.Unlock()
-	first, ws := cpu.AATaps(nIn, nOut)
+	first, ws := tensor.AntialiasTaps(nIn, nOut)
 	k := 1
 	for _, w := range ws {
 		k = max(k, len(w))
@@ -401,17 +400,23 @@ func (b *Backend) schedulerStepOp(n *tensor.Node) error {
 	if p.AddNoise && (len(n.Src) < 3 || n.Src[2] == nil) {
 		return errors.New("scheduler_step: noise missing")
 	}
+	pv := x // the per-step scalars (dynamic steps); else any buffer
+	if tensor.StepDynamic(n) {
+		if pv, err = dense32(n.Src[3]); err != nil {
+			return err
+		}
+	}
 	count := n.Dst.Numel()
 	per := count / max(n.Dst.Dim(0), 1)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	ops, err := b.operands(n.Dst, mo, x, z)
+	ops, err := b.operands(n.Dst, mo, x, z, pv)
 	if err != nil {
 		return err
 	}
 	var pc push
 	pc.i(count, per, n.Int[0]).f(p.ClipRange, p.SqrtAlphaProd, p.SqrtOneMinusAlphaProd, p.CX0, p.CXt, p.Std, p.MinLog, p.MaxLog)
-	pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off)
+	pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[4].off)
 	gx, gy := b.groups(count, 256)
 	return b.dispatch(n, "schedstep", ops, &pc, gx, gy, 1, dtSpec(0, sdt, 0)...)
 }

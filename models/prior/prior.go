@@ -190,9 +190,29 @@ func New(cfg Config, sd *nn.StateDict, t nn.Target) (*Model, error) {
 // means no mask, in which case diffusers applies no causal mask either).
 // The result is (N, clip dim).
 func (m *Model) Forward(x *tensor.Tensor, t int, projEmb, enc *tensor.Tensor, mask []bool) (*tensor.Tensor, error) {
+	return m.ForwardSinusoid(x, m.Sinusoid(t, x.Dim(0)).To(x.Backend()), projEmb, enc, mask)
+}
+
+// Sinusoid is the timestep's sinusoidal embedding (n, inner dim) as a
+// float32 CPU tensor: the input ForwardSinusoid takes instead of t.
+func (m *Model) Sinusoid(t, n int) *tensor.Tensor {
+	ts := make([]int, n)
+	for i := range ts {
+		ts[i] = t
+	}
+	return nn.TimestepSinusoid(ts, m.Config.InnerDim(), true, 0)
+}
+
+// ForwardSinusoid is Forward with the timestep given as its sinusoid
+// (Sinusoid, on x's device), so that a captured step graph takes the
+// timestep as an input tensor.
+func (m *Model) ForwardSinusoid(x, tsin, projEmb, enc *tensor.Tensor, mask []bool) (*tensor.Tensor, error) {
 	n := x.Dim(0)
 	dev := x.Backend()
 	cfg := m.Config
+	if tsin.Rank() != 2 || tsin.Dim(0) != n || tsin.Dim(1) != cfg.InnerDim() {
+		return nil, fmt.Errorf("prior: timestep sinusoid %v, want (%d, %d)", tsin.Shape(), n, cfg.InnerDim())
+	}
 	if x.Rank() != 2 || x.Dim(1) != cfg.EmbeddingDim || projEmb.Rank() != 2 || projEmb.Dim(0) != n || projEmb.Dim(1) != cfg.ProjDim() {
 		return nil, fmt.Errorf("prior: latents %v and text embedding %v, want (N, %d) and (N, %d)", x.Shape(), projEmb.Shape(), cfg.EmbeddingDim, cfg.ProjDim())
 	}
@@ -203,11 +223,7 @@ func (m *Model) Forward(x *tensor.Tensor, t int, projEmb, enc *tensor.Tensor, ma
 		return nil, fmt.Errorf("prior: encoder_hidden_states_proj requires text hidden states")
 	}
 	x, projEmb, enc = nn.As(x, m.dtype), nn.As(projEmb, m.dtype), nn.As(enc, m.dtype)
-	ts := make([]int, n)
-	for i := range ts {
-		ts[i] = t
-	}
-	temb := m.timeEmb.Forward(nn.As(nn.TimestepSinusoid(ts, cfg.InnerDim(), true, 0), m.dtype).To(dev))
+	temb := m.timeEmb.Forward(nn.As(tsin, m.dtype))
 	if m.embNorm != nil {
 		projEmb = m.embNorm.Forward(projEmb)
 	}

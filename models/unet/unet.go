@@ -180,6 +180,10 @@ func New(cfg Config, sd *nn.StateDict, t nn.Target) (*Model, error) {
 type Inputs struct {
 	// Timestep is the integer diffusion timestep, the same for every row.
 	Timestep int
+	// TimeSinusoid, when set, replaces Timestep: its sinusoidal embedding
+	// (N, block_out_channels[0]) on the sample's device (Model.Sinusoid),
+	// so that a captured step graph takes the timestep as an input.
+	TimeSinusoid *tensor.Tensor
 	// Context (N, L, cross_attention_dim) is attended to by the added-KV
 	// attention blocks (decoder only).
 	Context *tensor.Tensor
@@ -189,6 +193,17 @@ type Inputs struct {
 	// ClassLabels (N, time embed dim) is added to the time embedding
 	// (class_embed_type "identity"; the decoder's text_proj output).
 	ClassLabels *tensor.Tensor
+}
+
+// Sinusoid is the timestep's sinusoidal embedding (n,
+// block_out_channels[0]) as a float32 CPU tensor (Inputs.TimeSinusoid).
+func (m *Model) Sinusoid(t, n int) *tensor.Tensor {
+	ts := make([]int, n)
+	for i := range ts {
+		ts[i] = t
+	}
+	cfg := m.Config
+	return nn.TimestepSinusoid(ts, cfg.BlockOutChannels[0], cfg.FlipSinToCos, cfg.FreqShift)
 }
 
 // Forward runs the network on sample (N, in_channels, H, W); H and W must
@@ -209,11 +224,14 @@ func (m *Model) Forward(sample *tensor.Tensor, in Inputs) (*tensor.Tensor, error
 	if cfg.CenterInputSample {
 		sample = tensor.Affine(sample, 2, -1)
 	}
-	ts := make([]int, n)
-	for i := range ts {
-		ts[i] = in.Timestep
+	tsin := in.TimeSinusoid
+	if tsin == nil {
+		tsin = m.Sinusoid(in.Timestep, n).To(dev)
 	}
-	emb := m.timeEmb.Forward(nn.As(nn.TimestepSinusoid(ts, cfg.BlockOutChannels[0], cfg.FlipSinToCos, cfg.FreqShift), m.dtype).To(dev))
+	if tsin.Rank() != 2 || tsin.Dim(0) != n || tsin.Dim(1) != cfg.BlockOutChannels[0] {
+		return nil, fmt.Errorf("unet: timestep sinusoid %v, want (%d, %d)", tsin.Shape(), n, cfg.BlockOutChannels[0])
+	}
+	emb := m.timeEmb.Forward(nn.As(tsin, m.dtype))
 	if cfg.ClassEmbedType != nil {
 		if in.ClassLabels == nil {
 			return nil, fmt.Errorf("unet: class_embed_type %q needs class labels", *cfg.ClassEmbedType)

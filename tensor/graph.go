@@ -1,0 +1,353 @@
+package tensor
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+)
+
+// Planned execution.
+//
+// A denoising step runs the same ops on the same shapes every time. Capture
+// runs a function once under a tracer and keeps what it did as a Graph: a
+// list of the op set's Nodes whose operands are graph values (the inputs
+// and every intermediate) or constants (weights, tensors computed before
+// the capture). Tracing follows the data: an op with a graph value among
+// its operands is recorded instead of run and its result is a new graph
+// value; an op on constants alone runs at once, as always, and its result
+// is a constant. So model code is written against the ordinary tensor API
+// and works unchanged, eagerly or captured.
+//
+// Plan gives every value an offset in one arena from liveness: a value
+// lives from the first node that touches it to the last one (inputs from
+// the start, outputs to the end), and values whose lifetimes do not overlap
+// share space (largest first, each at the lowest offset free of its
+// overlapping neighbours, as ggml's graph allocator does). The arena's size
+// is known before anything runs (Graph.ArenaBytes), which is what a memory
+// report or a device budget needs.
+//
+// Instantiate reserves the arena on the graph's backend and binds every
+// node to it once; Exec.Run replays the nodes. A replay allocates nothing
+// but what a kernel allocates inside itself: the arena is reused, and the
+// host writes the step's inputs into it (CopyInto Exec.Input(i)) and reads
+// its outputs from it (Exec.Output(i), valid until the next replay). A
+// backend that records work (Vulkan) receives the whole step in one
+// uninterrupted stream and submits it as one batch when the caller syncs.
+
+// value is one graph value: an input or an intermediate. Its tensors are
+// views on a placeholder Storage whose Handle is the value.
+type value struct {
+	g     *Graph
+	id    int
+	bytes int
+	first int // first node touching the value (−1 for an input)
+	last  int // last node touching it (len(nodes) for an output)
+	off   int // arena offset in bytes, after planning
+}
+
+// Graph is a captured function: its nodes, inputs, outputs and memory plan.
+type Graph struct {
+	name    string
+	backend Backend
+	nodes   []*Node
+	values  []*value
+	inputs  []*Tensor
+	outputs []*Tensor
+	arena   int
+	err     error // the first misuse met while capturing
+}
+
+// Spec describes a graph input: a dense tensor of this type and shape.
+type Spec struct {
+	DType DType
+	Shape []int
+}
+
+// arenaAlign is the alignment of every value in an arena: at least any
+// element size and any device's minStorageBufferOffsetAlignment.
+const arenaAlign = 256
+
+// Capture records f as a graph named name on backend b. f receives one
+// placeholder per input spec and returns the graph's outputs; it runs once.
+// A shape mistake inside f (a *ShapeError panic) is returned as an error,
+// as is reading a placeholder's data (Bytes, Float32s, To), which has no
+// data while capturing.
+func Capture(name string, b Backend, inputs []Spec, f func(in []*Tensor) ([]*Tensor, error)) (*Graph, error) {
+	g := &Graph{name: name, backend: b}
+	in := make([]*Tensor, len(inputs))
+	for i, s := range inputs {
+		in[i] = g.newValue(s.DType, s.Shape)
+		g.values[i].first = -1
+	}
+	g.inputs = in
+	var out []*Tensor
+	err := Catch(func() (err error) {
+		out, err = f(in)
+		return err
+	})
+	if err == nil {
+		err = g.err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("capture %s: %w", name, err)
+	}
+	for i, t := range out {
+		if t == nil {
+			return nil, fmt.Errorf("capture %s: output %d is nil", name, i)
+		}
+		if err := t.Err(); err != nil {
+			return nil, fmt.Errorf("capture %s: output %d: %w", name, i, err)
+		}
+		if t.st.backend != b {
+			return nil, fmt.Errorf("capture %s: output %d is on %s, not %s", name, i, t.st.backend.Name(), b.Name())
+		}
+		if v := valueOf(t); v != nil && v.g != g {
+			return nil, fmt.Errorf("capture %s: output %d belongs to another graph", name, i)
+		}
+	}
+	g.outputs = out
+	g.plan()
+	return g, nil
+}
+
+// valueOf returns the graph value behind t, or nil for a real tensor.
+func valueOf(t *Tensor) *value {
+	if t == nil || t.st == nil {
+		return nil
+	}
+	v, _ := t.st.Handle.(*value)
+	return v
+}
+
+// IsTraced reports whether t is a graph value being captured (it has no
+// data until the graph runs).
+func (t *Tensor) IsTraced() bool { return valueOf(t) != nil }
+
+func (g *Graph) newValue(dt DType, shape []int) *Tensor {
+	n := numel(shape) * dt.Size()
+	v := &value{g: g, id: len(g.values), bytes: n, first: len(g.nodes), last: len(g.nodes)}
+	g.values = append(g.values, v)
+	st := &Storage{backend: g.backend, Handle: v, Bytes: n}
+	return &Tensor{st: st, dtype: dt, shape: append([]int(nil), shape...), strides: ContiguousStrides(shape)}
+}
+
+// record appends a node whose operands include graph values of g.
+func (g *Graph) record(n *Node) {
+	idx := len(g.nodes)
+	m := *n
+	m.Src = append([]*Tensor(nil), n.Src...)
+	g.nodes = append(g.nodes, &m)
+	touch := func(t *Tensor) {
+		if v := valueOf(t); v != nil {
+			v.first = min(v.first, idx)
+			v.last = max(v.last, idx)
+		}
+	}
+	touch(n.Dst)
+	for _, s := range n.Src {
+		touch(s)
+	}
+}
+
+// fail keeps the first misuse met while capturing.
+func (g *Graph) fail(err error) {
+	if g.err == nil {
+		g.err = err
+	}
+}
+
+// plan assigns arena offsets (see the package comment above).
+func (g *Graph) plan() {
+	end := len(g.nodes)
+	for _, t := range g.outputs {
+		if v := valueOf(t); v != nil {
+			v.last = end
+		}
+	}
+	for _, t := range g.inputs {
+		valueOf(t).first = -1
+	}
+	order := make([]*value, 0, len(g.values))
+	for _, v := range g.values {
+		if v.bytes > 0 && v.first <= v.last {
+			order = append(order, v)
+		}
+	}
+	sort.SliceStable(order, func(i, j int) bool { return order[i].bytes > order[j].bytes })
+	type span struct{ lo, hi int }
+	var placed []*value
+	busy := make([]span, 0, 64)
+	g.arena = 0
+	for _, v := range order {
+		busy = busy[:0]
+		for _, p := range placed {
+			if p.first <= v.last && v.first <= p.last {
+				busy = append(busy, span{p.off, p.off + alignUp(p.bytes, arenaAlign)})
+			}
+		}
+		sort.Slice(busy, func(i, j int) bool { return busy[i].lo < busy[j].lo })
+		off := 0
+		size := alignUp(v.bytes, arenaAlign)
+		for _, s := range busy {
+			if off+size <= s.lo {
+				break
+			}
+			off = max(off, s.hi)
+		}
+		v.off = off
+		g.arena = max(g.arena, off+size)
+		placed = append(placed, v)
+	}
+}
+
+func alignUp(n, a int) int { return (n + a - 1) / a * a }
+
+// Name is the graph's name, as given to Capture.
+func (g *Graph) Name() string { return g.name }
+
+// Backend is the backend the graph runs on.
+func (g *Graph) Backend() Backend { return g.backend }
+
+// Len is the number of recorded nodes.
+func (g *Graph) Len() int { return len(g.nodes) }
+
+// Nodes returns the recorded nodes in execution order; their operands are
+// placeholders (graph values) or constants. For inspection and tests.
+func (g *Graph) Nodes() []*Node { return g.nodes }
+
+// ArenaBytes is the size of the planned arena: every input, intermediate
+// and output of one run, with reuse.
+func (g *Graph) ArenaBytes() int { return g.arena }
+
+// ValueBytes is the sum of every value's size: what the graph would need
+// without reuse (for reports).
+func (g *Graph) ValueBytes() int {
+	s := 0
+	for _, v := range g.values {
+		s += alignUp(v.bytes, arenaAlign)
+	}
+	return s
+}
+
+// ConstantBytes is the size of the distinct constant storages the nodes
+// read (the weights and other tensors made before the capture).
+func (g *Graph) ConstantBytes() int {
+	seen := map[*Storage]bool{}
+	s := 0
+	for _, n := range g.nodes {
+		for _, t := range n.Src {
+			if t != nil && valueOf(t) == nil && !seen[t.st] {
+				seen[t.st] = true
+				s += t.st.Bytes
+			}
+		}
+	}
+	return s
+}
+
+// Exec is a graph bound to an arena on its backend, ready to replay.
+type Exec struct {
+	g       *Graph
+	arena   *Storage
+	owned   bool // the arena was reserved by Instantiate
+	nodes   []Node
+	inputs  []*Tensor
+	outputs []*Tensor
+}
+
+// Instantiate reserves the graph's arena on its backend (Backend.Reserve)
+// and binds every node to it. Free the Exec to release the arena.
+func (g *Graph) Instantiate() (*Exec, error) {
+	st, err := g.backend.Reserve(max(g.arena, arenaAlign))
+	if err != nil {
+		return nil, fmt.Errorf("%s: arena of %d MiB on %s: %w", g.name, g.arena>>20, g.backend.Name(), err)
+	}
+	e, err := g.Bind(st)
+	if err != nil {
+		st.Free()
+		return nil, err
+	}
+	e.owned = true
+	return e, nil
+}
+
+// Bind binds the graph to arena, storage of at least ArenaBytes on the
+// graph's backend that the caller owns (graphs that never run at the same
+// time may share one).
+func (g *Graph) Bind(arena *Storage) (*Exec, error) {
+	if arena.backend != g.backend || arena.Bytes < g.arena {
+		return nil, fmt.Errorf("%s: arena of %d bytes on %s, need %d on %s", g.name, arena.Bytes, arena.backend.Name(), g.arena, g.backend.Name())
+	}
+	e := &Exec{g: g, arena: arena, nodes: make([]Node, len(g.nodes))}
+	bound := map[*Tensor]*Tensor{}
+	bind := func(t *Tensor) *Tensor {
+		v := valueOf(t)
+		if v == nil {
+			return t
+		}
+		if b, ok := bound[t]; ok {
+			return b
+		}
+		es := t.dtype.Size()
+		b := &Tensor{st: arena, dtype: t.dtype, shape: t.shape, strides: t.strides, offset: v.off/es + t.offset}
+		bound[t] = b
+		return b
+	}
+	for i, n := range g.nodes {
+		m := *n
+		m.Dst = bind(n.Dst)
+		m.Src = make([]*Tensor, len(n.Src))
+		for j, s := range n.Src {
+			m.Src[j] = bind(s)
+		}
+		e.nodes[i] = m
+	}
+	for _, t := range g.inputs {
+		e.inputs = append(e.inputs, bind(t))
+	}
+	for _, t := range g.outputs {
+		e.outputs = append(e.outputs, bind(t))
+	}
+	return e, nil
+}
+
+// Graph returns the graph the Exec replays.
+func (e *Exec) Graph() *Graph { return e.g }
+
+// Input returns input i as a tensor in the arena: write it (CopyInto)
+// before Run.
+func (e *Exec) Input(i int) *Tensor { return e.inputs[i] }
+
+// Output returns output i: a view in the arena (valid until the next Run
+// or Free) or, for an output that does not depend on the inputs, the
+// constant itself.
+func (e *Exec) Output(i int) *Tensor { return e.outputs[i] }
+
+// ErrFreed is returned by Run after Free.
+var ErrFreed = errors.New("tensor: graph's arena was freed")
+
+// Run replays every node on the backend, in order. A recording backend may
+// return before the work has finished; read an output or Sync to wait.
+func (e *Exec) Run() error {
+	if e.arena == nil {
+		return ErrFreed
+	}
+	b := e.g.backend
+	for i := range e.nodes {
+		n := &e.nodes[i]
+		if err := b.Run(n); err != nil {
+			return fmt.Errorf("%s: node %d of %d (%s): %w", e.g.name, i, len(e.nodes), n.Name(), err)
+		}
+	}
+	return nil
+}
+
+// Free releases the arena reserved by Instantiate (after pending work that
+// uses it; an arena given to Bind stays the caller's). The Exec and its
+// inputs and outputs must not be used again.
+func (e *Exec) Free() {
+	if e.arena != nil && e.owned {
+		e.arena.Free()
+	}
+	e.arena = nil
+}
