@@ -26,7 +26,7 @@ type randomInit struct {
 	dtype tensor.DType
 }
 
-func (r *randomInit) make(key string, shape []int) *tensor.Tensor {
+func (r *randomInit) make(sd *StateDict, key string, shape []int) *tensor.Tensor {
 	h := fnv.New64a()
 	h.Write([]byte(key))
 	state := h.Sum64() ^ r.seed*0x9e3779b97f4a7c15
@@ -42,7 +42,13 @@ func (r *randomInit) make(key string, shape []int) *tensor.Tensor {
 	for _, d := range shape {
 		n *= d
 	}
-	v := make([]float32, n)
+	// Host memory outside the Go heap, released with the state dict.
+	st, err := tensor.CPU().Reserve(4 * n)
+	if err != nil {
+		panic(err) // out of memory: as make would
+	}
+	sd.owned = append(sd.owned, st)
+	v := tensor.Float32View(st.Host)[:n]
 	last := key[strings.LastIndexByte(key, '.')+1:]
 	switch {
 	case strings.HasSuffix(key, "clip_std"):
@@ -64,7 +70,7 @@ func (r *randomInit) make(key string, shape []int) *tensor.Tensor {
 			v[i] = 0.02 * next()
 		}
 	}
-	t := tensor.FromFloat32(v, shape...)
+	t := tensor.OnStorage(st, tensor.F32, shape...)
 	if r.dtype == tensor.F16 || r.dtype == tensor.BF16 {
 		t = t.Cast(r.dtype)
 	}

@@ -26,7 +26,18 @@ type StateDict struct {
 	Ignore map[string]bool
 	// random, when set, makes up every tensor a layer asks for.
 	random *randomInit
+	// placed are the weights bound to a device other than the CPU, with
+	// the host tensors they were made from (residency).
+	placed []placement
+	// owned are host storages made for this state dict (random weights),
+	// released with it.
+	owned []*tensor.Storage
+	// bound are the tensors handed to layers.
+	bound []*tensor.Tensor
 }
+
+// placement is one weight on a device and the host tensor it came from.
+type placement struct{ host, dev *tensor.Tensor }
 
 // NewStateDict wraps tensors already in memory.
 func NewStateDict(ts map[string]*tensor.Tensor) *StateDict {
@@ -82,6 +93,96 @@ func FromSafetensors(info safetensors.TensorInfo) (*tensor.Tensor, error) {
 	return tensor.FromBytes(dt, info.Data, info.Shape...), nil
 }
 
+// Weight residency. A model keeps its StateDict (Weights): its weights on
+// a device can be evicted (device memory released, host copies kept) and
+// restored in place, so that a pipeline holds on the device only the
+// running stage's weights; Release drops everything, host memory too, once
+// a model is no longer needed.
+
+// DeviceBytes is the size of the weights bound to a device (resident or
+// not); HostBytes the size of every bound weight on the host.
+func (sd *StateDict) DeviceBytes() int64 {
+	var n int64
+	for _, p := range sd.placed {
+		n += int64(p.dev.Storage().Bytes)
+	}
+	return n
+}
+
+// Resident reports whether every device weight is on the device.
+func (sd *StateDict) Resident() bool {
+	for _, p := range sd.placed {
+		if p.dev.Storage().Freed() {
+			return false
+		}
+	}
+	return true
+}
+
+// Restore uploads every evicted device weight again, in place (the
+// layers' tensors become usable again). It stops at the first failure
+// (out of device memory, say), leaving the rest evicted.
+func (sd *StateDict) Restore() error {
+	for _, p := range sd.placed {
+		st := p.dev.Storage()
+		if !st.Freed() {
+			continue
+		}
+		if err := upload(p.host, p.dev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// upload places host's bytes into dev's released storage.
+func upload(host, dev *tensor.Tensor) error {
+	data, err := host.Bytes()
+	if err != nil {
+		return err
+	}
+	b := dev.Backend()
+	st, err := b.Reserve(len(data))
+	if err != nil {
+		return err
+	}
+	if err := b.Write(st, 0, data); err != nil {
+		st.Free()
+		return err
+	}
+	return dev.Storage().Adopt(st)
+}
+
+// Evict releases the device memory of every device weight; the host
+// copies stay for Restore.
+func (sd *StateDict) Evict() {
+	for _, p := range sd.placed {
+		p.dev.Storage().Free()
+	}
+}
+
+// Release evicts the device weights and releases the host memory the
+// state dict owns (random weights, file mappings). The model cannot run
+// again.
+func (sd *StateDict) Release() error {
+	sd.Evict()
+	for _, st := range sd.owned {
+		st.Free()
+	}
+	// Every tensor a layer holds, and every file view, is marked released
+	// before the files are unmapped: a later op fails instead of reading
+	// unmapped memory.
+	for _, t := range sd.bound {
+		t.Storage().Free()
+	}
+	for _, t := range sd.tensors {
+		t.Storage().Free()
+	}
+	sd.owned, sd.placed, sd.bound = nil, nil, nil
+	clear(sd.tensors)
+	return sd.Close()
+}
+
 // Close unmaps the files behind the state dict.
 func (sd *StateDict) Close() error {
 	var errs []error
@@ -130,6 +231,9 @@ type Binder struct {
 type Target struct {
 	Device tensor.Backend
 	DType  tensor.DType
+	// Offload leaves device weights on the host when they are bound: they
+	// are uploaded by StateDict.Restore (stage residency).
+	Offload bool
 }
 
 // Compute is the activation type of a model bound with t: DType when it is
@@ -182,7 +286,7 @@ func (b Binder) Tensor(name string, shape ...int) *tensor.Tensor {
 	key := b.prefix + name
 	t, ok := b.sd.tensors[key]
 	if !ok && b.sd.random != nil {
-		t, ok = b.sd.random.make(key, shape), true
+		t, ok = b.sd.random.make(b.sd, key, shape), true
 		b.sd.tensors[key] = t
 	}
 	if !ok {
@@ -201,12 +305,21 @@ func (b Binder) Tensor(name string, shape ...int) *tensor.Tensor {
 	if dt := b.target.DType; dt.IsFloat() && t.DType() != dt {
 		t = t.Cast(dt)
 	}
-	if b.target.Device != nil {
-		t = t.To(b.target.Device)
+	if dev := b.target.Device; dev != nil && dev != t.Backend() {
+		host := t
+		t = tensor.NewReleased(dev, host.DType(), host.Shape()...)
+		b.sd.placed = append(b.sd.placed, placement{host: host, dev: t})
+		if !b.target.Offload {
+			if err := upload(host, t); err != nil {
+				b.Errorf("tensor %q: upload to %s: %v", key, dev.Name(), err)
+				return t
+			}
+		}
 	}
 	if err := t.Err(); err != nil {
 		b.Errorf("tensor %q: %v", key, err)
 	}
+	b.sd.bound = append(b.sd.bound, t)
 	return t
 }
 

@@ -25,6 +25,9 @@ type Backend interface {
 	Free(s *Storage)
 	// Upload copies host bytes into new storage.
 	Upload(src []byte) (*Storage, error)
+	// Write copies host bytes into s at byte offset off. s must not be in
+	// use by unfinished work (fresh storage from Reserve, say).
+	Write(s *Storage, off int, src []byte) error
 	// Download copies len(dst) bytes from byte offset off of s into dst,
 	// after all work writing s has finished.
 	Download(s *Storage, dst []byte, off int) error
@@ -32,6 +35,28 @@ type Backend interface {
 	Run(n *Node) error
 	// Sync waits for all recorded work.
 	Sync() error
+}
+
+// Counters is implemented by backends that record work and submit it in
+// batches (Vulkan): how many submissions and how many host waits (the host
+// blocking until the device finished something) happened so far.
+type Counters interface {
+	Counters() (submits, waits int64)
+}
+
+// MemoryReporter is implemented by backends with a memory of their own:
+// limit is what the engine may use (a budget, or the device's memory),
+// inUse what it holds now.
+type MemoryReporter interface {
+	Memory() (limit, inUse int64)
+}
+
+// Flusher is implemented by backends that record work: after Hold, work is
+// recorded without being submitted in pieces until Flush submits it as one
+// batch, without waiting for it (a replayed step is one submission).
+type Flusher interface {
+	Hold()
+	Flush() error
 }
 
 // Op names one operation of the op set.

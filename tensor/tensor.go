@@ -7,11 +7,22 @@
 // reference) or record it and run it later (Vulkan); the host waits only when
 // it reads a tensor. Views (Reshape, Permute, Narrow, Expand, ...) never copy.
 //
-// Errors: a backend failure (out of device memory, device lost) is carried by
-// the result tensor and every tensor computed from it, and is returned when
-// the data is read (Float32s, Err). Shape mistakes are programming errors and
-// panic with a *ShapeError; Catch turns such a panic into an error at an API
-// boundary. This package imports no backend: backends register themselves.
+// The same code can be captured instead of run (graph.go): Capture runs a
+// function once with placeholder inputs and records every op that depends on
+// them as a Graph; the graph's memory is planned from liveness into one
+// arena, and Exec replays it — every denoising step, with no allocation.
+//
+// Memory: eager results come from Backend.Alloc and are released once
+// unreachable; arenas and resident weights come from Backend.Reserve and
+// live until Storage.Free (on the CPU they are mapped outside the Go heap,
+// so releasing them returns memory at once).
+//
+// Errors: a backend failure (out of device memory, device lost), operands on
+// two devices or on released storage are carried by the result tensor and
+// every tensor computed from it, and returned when the data is read
+// (Float32s, Err). Shape mistakes are programming errors and panic with a
+// *ShapeError; Catch turns such a panic into an error at an API boundary.
+// This package imports no backend: backends register themselves.
 package tensor
 
 import (
@@ -47,6 +58,27 @@ func (s *Storage) Free() {
 	s.freed = true
 	s.Host = nil
 	s.Handle = nil
+}
+
+// Adopt moves the memory of from (storage from Reserve on the same
+// backend, of the same size) into s, which must have been freed: views of
+// s become usable again, and from is left empty. It is how a released
+// weight is brought back in place (stage residency).
+func (s *Storage) Adopt(from *Storage) error {
+	if !s.freed || from.freed || from.backend != s.backend || from.Bytes != s.Bytes {
+		return fmt.Errorf("tensor: cannot adopt %d bytes on %s into %d bytes on %s (freed %v)", from.Bytes, from.backend.Name(), s.Bytes, s.backend.Name(), s.freed)
+	}
+	s.Host, s.Handle, s.freed = from.Host, from.Handle, false
+	from.Host, from.Handle, from.freed = nil, nil, true
+	return nil
+}
+
+// NewReleased returns a tensor of the given type and shape on b whose
+// storage is already released: ops on it fail until its storage adopts
+// memory (Storage.Adopt). It stands for a weight not yet on the device.
+func NewReleased(b Backend, dt DType, shape ...int) *Tensor {
+	st := &Storage{backend: b, Bytes: numel(shape) * dt.Size(), freed: true}
+	return &Tensor{st: st, dtype: dt, shape: append([]int(nil), shape...), strides: ContiguousStrides(shape)}
 }
 
 // Freed reports whether Free was called.

@@ -596,6 +596,10 @@ func (b *devBackend) Run(n *tensor.Node) error               { return fmt.Errorf
 func (b *devBackend) Sync() error                            { return nil }
 func (b *devBackend) Reserve(n int) (*tensor.Storage, error) { return b.Alloc(n) }
 func (b *devBackend) Free(*tensor.Storage)                   {}
+func (b *devBackend) Write(s *tensor.Storage, off int, src []byte) error {
+	copy(s.Handle.([]byte)[off:], src)
+	return nil
+}
 
 func TestDeviceTransfer(t *testing.T) {
 	dev := &devBackend{}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -71,6 +70,10 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	precision := fs.String("precision", "fp32", precisionFlagHelp)
 	profile := fs.Bool("profile", false, "time every GPU kernel and print a table at the end (Vulkan)")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the timed stages to this file (read it with 'go tool pprof')")
+	eager := fs.Bool("eager", false, "run the denoising steps op by op instead of replaying captured step graphs")
+	dryRun := fs.Bool("dry-run", false, "capture and plan every stage and print the memory each needs, without running a step")
+	var mem memoryFlags
+	mem.register(fs)
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
@@ -105,6 +108,9 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	if has("sr") {
 		only = append(only, unclip.SuperResFirst, unclip.SuperResLast, unclip.SuperResScheduler)
 	}
+	if err := mem.prepare(*device); err != nil {
+		return err
+	}
 	dev, err := openDevice(*device, *threads, stderr)
 	if err != nil {
 		return err
@@ -117,6 +123,7 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	residency := mem.residency()
 	var p *unclip.Pipeline
 	var arch unclip.Architecture
 	name := *model
@@ -142,11 +149,11 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 		}
 		name = arch.Name + " (random weights)"
 		fmt.Fprintf(stderr, "building %s: %s ...\n", name, strings.Join(only, ", "))
-		p, err = unclip.NewRandom(arch, unclip.RandomOptions{Seed: 1, Device: dev, Only: only, DType: dtype})
+		p, err = unclip.NewRandom(arch, unclip.RandomOptions{Seed: 1, Device: dev, Only: only, DType: dtype, Residency: residency})
 	} else {
 		var dir string
 		if dir, err = resolveModel(*model, "main", stderr); err == nil {
-			p, err = unclip.Load(dir, unclip.LoadOptions{Variant: *variant, Device: dev, Only: only, DType: dtype})
+			p, err = unclip.Load(dir, unclip.LoadOptions{Variant: *variant, Device: dev, Only: only, DType: dtype, Residency: residency})
 		}
 	}
 	if err != nil {
@@ -154,13 +161,16 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	}
 	build := time.Since(t0)
 	fmt.Fprintf(stderr, "built in %s on %s (%d threads)\n", round(build), dev.Name(), cpu.Threads())
-	tuneGC()
+	// One pass over the stages: each model is released once its stage is done.
+	p.OneShot = !*dryRun
 
 	req := unclip.DefaultRequest()
 	req.Prompts = []string{"a watercolor painting of a fox in the snow"}
 	req.ImagesPerPrompt = *n
 	req.PriorSteps, req.DecoderSteps, req.SuperResSteps = *priorSteps, *decSteps, *srSteps
 	req.Noise = unclip.NewTorchNoise(0)
+	req.Eager = *eager
+	req.DryRun = *dryRun
 	if err := req.Validate(); err != nil {
 		return err
 	}
@@ -169,17 +179,42 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 		Steps   int     `json:"steps"`
 		Seconds float64 `json:"seconds"`
 		PerStep float64 `json:"seconds_per_step"`
+		// Planned execution (denoising stages): the arena, the constant
+		// storage read per step, the Go heap allocated per replayed step,
+		// and on recording backends submissions per step and host waits.
+		Planned       bool    `json:"planned,omitempty"`
+		ArenaBytes    int64   `json:"arena_bytes,omitempty"`
+		WeightBytes   int64   `json:"weight_bytes,omitempty"`
+		AllocPerStep  *int64  `json:"alloc_bytes_per_step,omitempty"`
+		SubmitsPerStp float64 `json:"submits_per_step,omitempty"`
+		HostWaits     *int64  `json:"host_waits,omitempty"`
 	}
 	var rows []row
+	var stats unclip.StageStats
+	var plans []unclip.StageTiming
+	_, recording := dev.(tensor.Counters)
 	timeIt := func(stage string, steps int, f func() error) error {
-		runtime.GC()
+		stats = unclip.StageStats{}
 		start := time.Now()
 		if err := f(); err != nil {
 			return fmt.Errorf("%s: %w", stage, err)
 		}
 		d := time.Since(start).Seconds()
-		rows = append(rows, row{stage, steps, d, d / float64(max(steps, 1))})
-		fmt.Fprintf(stderr, "%-8s %3d steps  %9.3f s  %9.4f s/step\n", stage, steps, d, d/float64(max(steps, 1)))
+		r := row{Stage: stage, Steps: steps, Seconds: d, PerStep: d / float64(max(steps, 1))}
+		line := ""
+		if stats.Planned {
+			a := stats.AllocBytesPerStep
+			r.Planned, r.ArenaBytes, r.WeightBytes, r.AllocPerStep = true, stats.ArenaBytes, stats.WeightBytes, &a
+			line = fmt.Sprintf("  arena %s  weights %s  %s allocated/step", mib(stats.ArenaBytes), mib(stats.WeightBytes), mib(a))
+			if recording {
+				w := stats.HostWaits
+				r.SubmitsPerStp, r.HostWaits = float64(stats.Submits)/float64(max(steps, 1)), &w
+				line += fmt.Sprintf("  %.2f submits/step  %d host waits", r.SubmitsPerStp, w)
+			}
+		}
+		rows = append(rows, r)
+		plans = append(plans, unclip.StageTiming{Stage: stage, Steps: steps, Stats: stats})
+		fmt.Fprintf(stderr, "%-8s %3d steps  %9.3f s  %9.4f s/step%s\n", stage, steps, d, r.PerStep, line)
 		return nil
 	}
 	if *cpuProfile != "" {
@@ -207,7 +242,7 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	}
 	var emb *tensor.Tensor
 	if has("prior") {
-		if err := timeIt("prior", req.PriorSteps, func() (e error) { emb, e = p.RunPrior(ctx, &req, ts); return }); err != nil {
+		if err := timeIt("prior", req.PriorSteps, func() (e error) { emb, stats, e = p.RunPrior(ctx, &req, ts); return }); err != nil {
 			return err
 		}
 	} else if has("decoder") {
@@ -215,7 +250,7 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	}
 	var small *tensor.Tensor
 	if has("decoder") {
-		if err := timeIt("decoder", req.DecoderSteps, func() (e error) { small, e = p.RunDecoder(ctx, &req, ts, emb); return }); err != nil {
+		if err := timeIt("decoder", req.DecoderSteps, func() (e error) { small, stats, e = p.RunDecoder(ctx, &req, ts, emb); return }); err != nil {
 			return err
 		}
 	} else if has("sr") {
@@ -226,7 +261,7 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 		small = randomTensor(dev, b, 3, s, s)
 	}
 	if has("sr") {
-		if err := timeIt("sr", req.SuperResSteps, func() (e error) { _, e = p.RunSuperRes(ctx, &req, small); return }); err != nil {
+		if err := timeIt("sr", req.SuperResSteps, func() (e error) { _, stats, e = p.RunSuperRes(ctx, &req, small); return }); err != nil {
 			return err
 		}
 	}
@@ -235,6 +270,9 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 		total += r.Seconds
 	}
 	printProf()
+	if *dryRun {
+		return printDryRun(stdout, p, plans, *asJSON)
+	}
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(map[string]any{"model": name, "device": dev.Name(), "threads": cpu.Threads(), "precision": *precision,
 			"images": b, "build_seconds": build.Seconds(), "stages": rows, "total_seconds": total})
@@ -248,6 +286,9 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(tw, "total\t\t%.3f\t\t\n", total)
 	return tw.Flush()
 }
+
+// mib formats a byte count in MiB.
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // randomTensor is a deterministic standard-normal-ish tensor on dev.
 func randomTensor(dev tensor.Backend, shape ...int) *tensor.Tensor {

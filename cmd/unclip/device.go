@@ -1,12 +1,15 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/unclip-go/unclip/kernels/cpu"
 	"github.com/unclip-go/unclip/kernels/vulkan"
+	"github.com/unclip-go/unclip/models/unclip"
 	"github.com/unclip-go/unclip/tensor"
 )
 
@@ -104,4 +107,37 @@ func printProfile(dev tensor.Backend, w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "\nkernel profile (%s):\n%s", dev.Name(), vulkan.FormatProfile(stats))
+}
+
+// memoryFlags are --offload and --device-memory, shared by the commands
+// that load a pipeline.
+type memoryFlags struct{ offload, budget string }
+
+func (m *memoryFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&m.offload, "offload", "auto", "keep only the running stage's weights on the device: auto (when all weights would not fit), true or false")
+	fs.StringVar(&m.budget, "device-memory", "", "cap the device memory the engine may use, e.g. 6GiB (Vulkan; default: the device's, or UNCLIP_DEVICE_MEMORY)")
+}
+
+// prepare checks the flags and, with --device-memory, sets the budget for
+// the device about to be opened (before its first allocation).
+func (m *memoryFlags) prepare(device string) error {
+	if _, err := unclip.ParseResidency(m.offload); err != nil {
+		return err
+	}
+	if m.budget == "" {
+		return nil
+	}
+	if _, err := tensor.ParseBytes(m.budget); err != nil {
+		return fmt.Errorf("--device-memory: %w", err)
+	}
+	if strings.ToLower(strings.TrimSpace(device)) == "cpu" {
+		return fmt.Errorf("--device-memory applies to Vulkan devices, not --device cpu")
+	}
+	return os.Setenv("UNCLIP_DEVICE_MEMORY", m.budget)
+}
+
+// residency is the weight residency to load with.
+func (m *memoryFlags) residency() unclip.Residency {
+	r, _ := unclip.ParseResidency(m.offload)
+	return r
 }

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/unclip-go/unclip/models/unclip"
@@ -39,6 +40,8 @@ type generateFlags struct {
 	intermediates            string
 	precision                string
 	profile                  bool
+	dryRun                   bool
+	mem                      memoryFlags
 }
 
 func runGenerate(args []string, stdout, stderr io.Writer) error {
@@ -63,6 +66,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&f.asJSON, "json", false, "machine-readable progress and result as JSON lines on stdout")
 	fs.StringVar(&f.precision, "precision", "fp32", precisionFlagHelp)
 	fs.BoolVar(&f.profile, "profile", false, "time every GPU kernel and print a table at the end (Vulkan)")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "load the model, capture and plan every stage and print the memory each needs (weights, arena), without running a step or writing an image")
+	f.mem.register(fs)
 	fs.StringVar(&f.intermediates, "save-intermediates", "", "also write image embeddings, the 64×64 images and the final images to this .safetensors file")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
@@ -120,6 +125,9 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if f.quiet || f.asJSON {
 		devOut = nil
 	}
+	if err := f.mem.prepare(f.device); err != nil {
+		return err
+	}
 	dev, err := openDevice(f.device, f.threads, devOut)
 	if err != nil {
 		return err
@@ -132,25 +140,32 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	res0 := f.mem.residency()
 	t0 := time.Now()
-	p, modelName, err := loadPipeline(f.model, f.revision, f.variant, dev, dtype, stderr)
+	p, modelName, err := loadPipeline(f.model, f.revision, f.variant, dev, dtype, res0, stderr)
 	if err != nil {
 		return err
 	}
 	loadTime := time.Since(t0)
-	rep.info("loaded %s on %s in %s", modelName, dev.Name(), round(loadTime))
+	rep.info("loaded %s on %s in %s (%s)", modelName, dev.Name(), round(loadTime), residencyNote(p))
+	// One generation per process: each model is released once its last
+	// stage is done.
+	p.OneShot = !f.dryRun
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	req := unclip.Request{Prompts: prompts, ImagesPerPrompt: f.n, PriorSteps: f.priorSteps, DecoderSteps: f.decSteps,
 		SuperResSteps: f.srSteps, PriorGuidance: float32(f.priorGuidance), DecoderGuidance: float32(f.decGuide),
-		Noise: unclip.NewTorchNoise(seed), Progress: rep.event, Warn: rep.warn}
+		Noise: unclip.NewTorchNoise(seed), Progress: rep.event, Warn: rep.warn, DryRun: f.dryRun}
 	res, err := p.Generate(ctx, req)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return errors.New("interrupted; no image written")
 		}
 		return err
+	}
+	if f.dryRun {
+		return printDryRun(stdout, p, res.Timings, f.asJSON)
 	}
 	pixels := unclip.ToUint8(res.Images)
 	per := res.Size * res.Size * 3
@@ -195,19 +210,16 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 
 // loadPipeline opens the model named by -m: "demo", a folder or a cached
 // Hugging Face repo id.
-func loadPipeline(m, revision, variant string, dev tensor.Backend, dtype tensor.DType, stderr io.Writer) (*unclip.Pipeline, string, error) {
+func loadPipeline(m, revision, variant string, dev tensor.Backend, dtype tensor.DType, res unclip.Residency, stderr io.Writer) (*unclip.Pipeline, string, error) {
 	if m == "demo" {
-		p, err := unclip.NewRandom(unclip.Tiny(), unclip.RandomOptions{Seed: 0, Device: dev, DType: dtype})
+		p, err := unclip.NewRandom(unclip.Tiny(), unclip.RandomOptions{Seed: 0, Device: dev, DType: dtype, Residency: res})
 		return p, "demo (tiny, untrained)", err
 	}
 	dir, err := resolveModel(m, revision, stderr)
 	if err != nil {
 		return nil, "", err
 	}
-	p, err := unclip.Load(dir, unclip.LoadOptions{Variant: variant, Device: dev, DType: dtype})
-	if err == nil {
-		tuneGC()
-	}
+	p, err := unclip.Load(dir, unclip.LoadOptions{Variant: variant, Device: dev, DType: dtype, Residency: res})
 	return p, m, err
 }
 
@@ -279,3 +291,53 @@ func saveIntermediates(path string, res *unclip.Result) error {
 }
 
 func mathFloat32bits(f float32) uint32 { return math.Float32bits(f) }
+
+// residencyNote says where the weights live after loading.
+func residencyNote(p *unclip.Pipeline) string {
+	w := p.WeightBytes("")
+	switch {
+	case w == 0:
+		return "weights in host memory"
+	case p.Offload:
+		return fmt.Sprintf("%s of weights, offloaded: each stage's uploaded when it runs", mib(w))
+	}
+	return fmt.Sprintf("%s of weights resident on the device", mib(w))
+}
+
+// printDryRun prints the memory plan of every stage of a dry run: the
+// weights each stage holds, its arena, and their sum (the stage's device
+// memory at its peak, beside the eager work between stages).
+func printDryRun(w io.Writer, p *unclip.Pipeline, timings []unclip.StageTiming, asJSON bool) error {
+	type stagePlan struct {
+		Stage       string `json:"stage"`
+		Ops         int    `json:"ops_per_step"`
+		WeightBytes int64  `json:"weight_bytes"`
+		ArenaBytes  int64  `json:"arena_bytes"`
+		NaiveBytes  int64  `json:"unplanned_bytes"`
+		PeakBytes   int64  `json:"peak_bytes"`
+	}
+	var plans []stagePlan
+	var peak int64
+	for _, t := range timings {
+		if !t.Stats.Planned {
+			continue
+		}
+		wb := t.Stats.WeightBytes
+		sp := stagePlan{t.Stage, t.Stats.Nodes, wb, t.Stats.ArenaBytes, t.Stats.NaiveBytes, wb + t.Stats.ArenaBytes}
+		if !p.Offload && p.WeightBytes("") > 0 {
+			sp.PeakBytes = p.WeightBytes("") + t.Stats.ArenaBytes
+		}
+		peak = max(peak, sp.PeakBytes)
+		plans = append(plans, sp)
+	}
+	if asJSON {
+		return json.NewEncoder(w).Encode(map[string]any{"event": "plan", "offload": p.Offload, "stages": plans, "peak_bytes": peak})
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "stage\tops/step\tweights\tarena\twithout reuse\tpeak\t")
+	for _, s := range plans {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t\n", s.Stage, s.Ops, mib(s.WeightBytes), mib(s.ArenaBytes), mib(s.NaiveBytes), mib(s.PeakBytes))
+	}
+	fmt.Fprintf(tw, "peak\t\t\t\t\t%s\t\n", mib(peak))
+	return tw.Flush()
+}

@@ -19,9 +19,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"runtime/debug"
-	"runtime/metrics"
 	"strings"
 
 	_ "github.com/unclip-go/unclip/kernels/cpu"
@@ -77,34 +75,6 @@ func limitMemory() {
 	if m := physicalMemory(); m > 0 {
 		debug.SetMemoryLimit(int64(m / 100 * 85))
 	}
-}
-
-// tuneGC sets the garbage collector's pacing for the denoising loops once
-// a pipeline is built (unless the environment sets GOGC): the heap may grow
-// by 1 GiB or by 10 % of the live heap, whichever is larger, between
-// collections, instead of GOGC=100's doubling.
-//
-// Every op's output is a new buffer. With the default pacing and random
-// weights on the heap (13.7 GB at full size) the heap grows by that much
-// between collections, so nearly every activation lands on fresh pages
-// that the kernel faults in and zeroes; a collection costs only
-// milliseconds here (the weights are a few large pointer-free buffers), and
-// collecting sooner recycles freed activations. On a full-size Karlo image
-// with random weights (2-core Zen 4) it halved the system time, took the
-// prior from 2.34 to 1.99 s a step and peak memory from 21.0 to 17.3 GB;
-// the U-Net steps stayed within noise.
-func tuneGC() {
-	if os.Getenv("GOGC") != "" {
-		return
-	}
-	runtime.GC() // so that the live heap below is the pipeline's
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return
-	}
-	live := float64(max(s[0].Value.Uint64(), 1))
-	debug.SetGCPercent(int(min(100, max(10, 100*float64(1<<30)/live))))
 }
 
 // run executes a command line and returns the exit status.

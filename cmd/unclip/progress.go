@@ -48,6 +48,10 @@ var stageNames = map[string]string{"text": "text encoder", "prior": "prior", "de
 func (r *reporter) event(e unclip.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if e.Plan != nil {
+		r.plan(e.Stage, e.Plan)
+		return
+	}
 	per := time.Duration(0)
 	if e.Step > 0 {
 		per = e.Elapsed / time.Duration(e.Step)
@@ -81,6 +85,18 @@ func (r *reporter) event(e unclip.Event) {
 			fmt.Fprintln(r.w)
 			r.lastW = 0
 		}
+	}
+}
+
+// plan reports a stage's memory plan, before its steps run.
+func (r *reporter) plan(stage string, p *unclip.StageStats) {
+	switch r.mode {
+	case "json":
+		json.NewEncoder(r.w).Encode(map[string]any{"event": "plan", "stage": stage, "ops_per_step": p.Nodes,
+			"weight_bytes": p.WeightBytes, "arena_bytes": p.ArenaBytes, "unplanned_bytes": p.NaiveBytes})
+	case "lines", "bar":
+		fmt.Fprintf(r.w, "%-13s plan: %d ops/step, weights %s, arena %s (%s without reuse)\n", stageNames[stage], p.Nodes,
+			mib(p.WeightBytes), mib(p.ArenaBytes), mib(p.NaiveBytes))
 	}
 }
 

@@ -15,6 +15,8 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	only := fs.String("only", "", "comma-separated checks to run (default all): tokenizer,text_encoder,prior,text_proj,scheduler,noise,decoder,super_res,upscale,pipeline")
 	device := fs.String("device", "cpu", deviceFlagHelp)
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	var mem memoryFlags
+	mem.register(fs)
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
@@ -30,11 +32,15 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	if *gold == "" {
 		*gold = verify.DefaultGolden(dir)
 	}
+	if err := mem.prepare(*device); err != nil {
+		return err
+	}
 	dev, err := openDevice(*device, *threads, stderr)
 	if err != nil {
 		return err
 	}
-	rep, err := verify.Run(verify.Options{Model: dir, Golden: *gold, Only: splitList(*only), Device: dev, Out: stdout})
+	res := mem.residency()
+	rep, err := verify.Run(verify.Options{Model: dir, Golden: *gold, Only: splitList(*only), Device: dev, Residency: res, Out: stdout})
 	if err != nil {
 		return err
 	}

@@ -93,6 +93,15 @@ func (b Backend) Upload(src []byte) (*tensor.Storage, error) {
 	return tensor.NewHostStorage(b, h), nil
 }
 
+// Write copies bytes into host storage.
+func (Backend) Write(s *tensor.Storage, off int, src []byte) error {
+	if off < 0 || off+len(src) > len(s.Host) {
+		return fmt.Errorf("cpu: write [%d, %d) of a %d-byte buffer", off, off+len(src), len(s.Host))
+	}
+	copy(s.Host[off:], src)
+	return nil
+}
+
 // Download copies bytes out of host storage.
 func (Backend) Download(s *tensor.Storage, dst []byte, off int) error {
 	if off < 0 || off+len(dst) > len(s.Host) {

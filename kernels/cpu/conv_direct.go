@@ -85,6 +85,7 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias, y
 			}
 		}()
 		var tile []float32
+		defer func() { putTile(tile) }()
 		for pc := 0; pc < k; pc += kcB {
 			kc := min(kcB, k-pc)
 			ci0, nci := pc/9, kc/9

@@ -23,6 +23,7 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 	var wo operand
 	if wt.IsContiguous() {
 		wo = matOperand(wt.Reshape(ws[0], ws[1]*ws[2]*ws[3]))
+		wo.off = wt.Offset() // a view of a larger buffer (a graph's arena)
 	} else {
 		wd := f32(wt).dense()
 		wo = operand{f: wd, rs: len(wd) / max(ws[0], 1), cs: 1}

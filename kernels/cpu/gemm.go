@@ -323,6 +323,7 @@ func (mk *microKernel) block(m, n, k int, ap, bp, c []float32, ldc int, acc bool
 	mr, nr := mk.mr, mk.nr
 	plain := rb == nil && cb == nil
 	var tile []float32
+	defer func() { putTile(tile) }()
 	for j := 0; j < n; j += nr {
 		b := &bp[(j/nr)*k*nr]
 		for i := 0; i < m; i += mr {
@@ -359,10 +360,30 @@ func (mk *microKernel) tileTo(kern func(dst *float32, ld int, acc bool), rows, c
 		return
 	}
 	if *tile == nil {
-		*tile = make([]float32, mr*nr)
+		*tile = getTile(mr * nr) // the caller returns it (putTile)
 	}
 	kern(&(*tile)[0], nr, false)
 	storeTile(*tile, nr, c, ldc, rows, cols, acc, rb, cb)
+}
+
+// tilePool recycles the edge tiles of tileTo: a per-call allocation
+// otherwise (the kernel's destination escapes through the func value).
+var tilePool = sync.Pool{New: func() any { return new([maxTile]float32) }}
+
+// maxTile bounds mr·nr of every register tile.
+const maxTile = 512
+
+func getTile(n int) []float32 {
+	if n > maxTile {
+		return make([]float32, n)
+	}
+	return tilePool.Get().(*[maxTile]float32)[:n]
+}
+
+func putTile(t []float32) {
+	if cap(t) == maxTile {
+		tilePool.Put((*[maxTile]float32)(t[:maxTile]))
+	}
 }
 
 // storeTile writes the top-left rows×cols of a computed tile (row stride

@@ -422,6 +422,12 @@ func testConformanceSmoke(t *testing.T) {
 	tensortest.Conformance(t, tensor.CPU(), 0)
 }
 
+// TestConformanceGraph: every op case captured as a graph and replayed
+// from a planned arena matches eager execution, with every kernel set.
+func TestConformanceGraph(t *testing.T) {
+	kernelSets(t, func(t *testing.T) { tensortest.ConformanceGraph(t, tensor.CPU(), 0) })
+}
+
 // shadow is a second backend built from the CPU kernels but owning its
 // own storage, so that tensortest.Conformance meets a backend other than
 // its reference: inputs must move with To and results come back from it.
@@ -466,6 +472,11 @@ func (s *shadow) Sync() error { return nil }
 func (s *shadow) Reserve(n int) (*tensor.Storage, error) { return s.Alloc(n) }
 
 func (s *shadow) Free(*tensor.Storage) {}
+
+func (s *shadow) Write(st *tensor.Storage, off int, src []byte) error {
+	copy(st.Host[off:], src)
+	return nil
+}
 
 func TestConformanceShadow(t *testing.T) {
 	kernelSets(t, func(t *testing.T) { tensortest.Conformance(t, &shadow{}, 0) })

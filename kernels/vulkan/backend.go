@@ -57,6 +57,9 @@ type Backend struct {
 	taps   map[[2]int]*tensor.Tensor // bicubic taps on the device
 
 	recSeq  atomic.Uint64 // seq of the batch being (or next to be) recorded
+	hold    bool          // Hold: no submission per batchOps dispatches
+	submits atomic.Int64  // batches submitted (Counters)
+	waits   atomic.Int64  // host waits for the device (Counters)
 	freeMu  sync.Mutex
 	pending []pendingFree
 }
@@ -87,7 +90,7 @@ type batch struct {
 
 const (
 	batchOps      = 128 // dispatches per command buffer before it is submitted
-	maxInflight   = 3
+	maxInflight   = 32  // a stage's replayed steps, one batch each, queue without waits
 	setsPerPool   = batchOps
 	bindsPerSet   = maxBindings
 	allocationPad = 16
@@ -195,6 +198,13 @@ func newBackend(in *instance, index int, name, staging string) (*Backend, error)
 	blockSize = min(blockSize, maxAlloc, max(heap/8, 16<<20), alignUp(b.maxRange, 1<<20))
 	align := max(b.minAlign, allocationPad)
 	b.mem = allocator{dev: b.dev, memTypes: memTypes, mapped: !staged, blockSize: blockSize, maxAlloc: maxAlloc, align: align}
+	if env := os.Getenv("UNCLIP_DEVICE_MEMORY"); env != "" {
+		n, err := tensor.ParseBytes(env)
+		if err != nil {
+			return nil, fmt.Errorf("UNCLIP_DEVICE_MEMORY: %w", err)
+		}
+		b.setLimit(n)
+	}
 	if staged {
 		b.stage = allocator{dev: b.dev, memTypes: stageTypes, mapped: true, blockSize: min(blockSize, 64<<20), maxAlloc: maxAlloc, align: align}
 	}
@@ -426,6 +436,40 @@ func (b *Backend) Upload(src []byte) (*tensor.Storage, error) {
 	return st, nil
 }
 
+// Write copies host bytes into s at byte offset off: through the mapping,
+// or in staged mode through a staging buffer and a recorded copy (ordered
+// after the work recorded so far). In mapped mode s must not be in use by
+// unfinished work.
+func (b *Backend) Write(s *tensor.Storage, off int, src []byte) error {
+	a, ok := s.Handle.(*alloc)
+	if !ok || s.Backend() != tensor.Backend(b) {
+		return fmt.Errorf("%s: write to foreign storage", b.name)
+	}
+	if off < 0 || off+len(src) > s.Bytes {
+		return fmt.Errorf("%s: write [%d, %d) of a %d-byte buffer", b.name, off, off+len(src), s.Bytes)
+	}
+	if len(src) == 0 {
+		return nil
+	}
+	if !b.staged {
+		copy(a.host()[off:], src)
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st, err := b.stage.get(uint64(len(src)))
+	if err != nil {
+		return fmt.Errorf("%s: staging buffer of %d bytes: %w", b.name, len(src), err)
+	}
+	copy(st.host(), src)
+	if err := b.recordCopy(st, 0, a, uint64(off), uint64(len(src))); err != nil {
+		b.stage.put(st)
+		return err
+	}
+	b.freeAfter(&b.stage, st)
+	return nil
+}
+
 // Download waits for the work that writes s and copies bytes out.
 func (b *Backend) Download(s *tensor.Storage, dst []byte, off int) error {
 	a, ok := s.Handle.(*alloc)
@@ -516,6 +560,9 @@ func (b *Backend) drain() error {
 	if err := b.submit(); err != nil {
 		return err
 	}
+	if len(b.inflight) > 0 {
+		b.waits.Add(1)
+	}
 	for len(b.inflight) > 0 {
 		if err := b.waitOldest(); err != nil {
 			return err
@@ -538,6 +585,7 @@ func (b *Backend) begin() error {
 		bt, b.idle = b.idle[n-1], b.idle[:n-1]
 	} else {
 		if len(b.inflight) >= maxInflight {
+			b.waits.Add(1)
 			if err := b.waitOldest(); err != nil {
 				return err
 			}
@@ -596,7 +644,57 @@ func (b *Backend) submit() error {
 	}
 	b.inflight = append(b.inflight, bt)
 	b.recSeq.Add(1)
+	b.submits.Add(1)
 	return nil
+}
+
+// SetMemoryLimit caps the device memory the backend may hold (0: no cap
+// but the device's own); allocations beyond it fail with an error naming
+// the budget. UNCLIP_DEVICE_MEMORY sets it when the device is opened.
+func (b *Backend) SetMemoryLimit(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.setLimit(n)
+}
+
+func (b *Backend) setLimit(n int64) {
+	b.mem.limit = uint64(max(n, 0))
+	if n > 0 {
+		// Blocks small enough that the budget is not spent on slack.
+		b.mem.blockSize = min(b.mem.blockSize, max(alignUp(uint64(n)/16, 1<<20), 1<<20))
+	}
+}
+
+// Memory reports the budget (or the device-local heap when none is set)
+// and the device memory held now.
+func (b *Backend) Memory() (limit, inUse int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	limit = int64(b.mem.limit)
+	if limit == 0 {
+		limit = int64(b.phys.info.DeviceMemory())
+	}
+	return limit, int64(b.mem.total)
+}
+
+// Counters reports how many batches were submitted and how many times the
+// host waited for the device, since the backend was opened.
+func (b *Backend) Counters() (submits, waits int64) { return b.submits.Load(), b.waits.Load() }
+
+// Hold stops recorded work from being submitted every batchOps dispatches
+// until Flush: a replayed step is submitted as one batch.
+func (b *Backend) Hold() {
+	b.mu.Lock()
+	b.hold = true
+	b.mu.Unlock()
+}
+
+// Flush submits the recorded work without waiting for it and ends Hold.
+func (b *Backend) Flush() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.hold = false
+	return b.submit()
 }
 
 // waitOldest waits for the oldest submitted batch and recycles it.

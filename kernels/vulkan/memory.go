@@ -44,6 +44,7 @@ type allocator struct {
 	align     uint64
 	blocks    []*block
 	total     uint64 // bytes held in blocks
+	limit     uint64 // budget for total (0: none)
 }
 
 const defaultBlock = 256 << 20
@@ -135,6 +136,9 @@ func (m *allocator) put(a *alloc) {
 }
 
 func (m *allocator) newBlock(size uint64, single bool) (*block, error) {
+	if m.limit > 0 && m.total+size > m.limit {
+		return nil, fmt.Errorf("device memory budget of %d MiB reached (%d MiB held, a %d MiB block more needed)", m.limit>>20, m.total>>20, size>>20)
+	}
 	var (
 		buf, mem uint64
 		host     []byte

@@ -48,6 +48,12 @@ func TestConformance(t *testing.T) {
 	tensortest.Conformance(t, b, 1e-4)
 }
 
+// TestConformanceGraph replays every op case from a captured graph in a
+// planned arena (one device buffer shared by every value).
+func TestConformanceGraph(t *testing.T) {
+	tensortest.ConformanceGraph(t, openTest(t), 1e-4)
+}
+
 func TestDevices(t *testing.T) {
 	openTest(t)
 	ds, err := Devices()

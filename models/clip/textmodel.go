@@ -75,7 +75,9 @@ func (c TextConfig) Validate() error {
 
 // TextModel is transformers' CLIPTextModelWithProjection.
 type TextModel struct {
-	Config    TextConfig
+	Config TextConfig
+	// Weights are the bound weights (residency: Release, Evict, Restore).
+	Weights   *nn.StateDict
 	tokEmb    *nn.Embedding
 	posEmb    *tensor.Tensor
 	layers    []textLayer
@@ -143,7 +145,7 @@ func NewTextModel(cfg TextConfig, sd *nn.StateDict, t nn.Target) (*TextModel, er
 	b := nn.NewBinder(sd, t)
 	tm := b.Sub("text_model")
 	h := cfg.HiddenSize
-	m := &TextModel{Config: cfg, dtype: t.Compute()}
+	m := &TextModel{Config: cfg, dtype: t.Compute(), Weights: sd}
 	m.tokEmb = nn.NewEmbedding(tm.Sub("embeddings.token_embedding"), cfg.VocabSize, h)
 	m.posEmb = tm.Sub("embeddings.position_embedding").Tensor("weight", cfg.MaxPositionEmbeddings, h)
 	hd := h / cfg.NumAttentionHeads

@@ -106,7 +106,9 @@ func (c Config) Validate() error {
 
 // Model is a PriorTransformer with its clip_mean/clip_std statistics.
 type Model struct {
-	Config   Config
+	Config Config
+	// Weights are the bound weights (residency: Release, Evict, Restore).
+	Weights  *nn.StateDict
 	timeEmb  *nn.TimestepEmbedding
 	projIn   *nn.Linear
 	embNorm  *nn.LayerNorm
@@ -141,7 +143,7 @@ func New(cfg Config, sd *nn.StateDict, t nn.Target) (*Model, error) {
 	}
 	b := nn.NewBinder(sd, t)
 	d, e := cfg.InnerDim(), cfg.EmbeddingDim
-	m := &Model{Config: cfg, dtype: t.Compute()}
+	m := &Model{Config: cfg, dtype: t.Compute(), Weights: sd}
 	m.timeEmb = nn.NewTimestepEmbedding(b.Sub("time_embedding"), d, cfg.TimeDim(), d, cfg.TimeEmbedActFn)
 	m.projIn = nn.NewLinear(b.Sub("proj_in"), e, d, true)
 	if cfg.EmbeddingProjNormType != nil {

@@ -43,7 +43,9 @@ func LoadConfig(path string) (Config, error) {
 
 // Model is an UnCLIPTextProjModel.
 type Model struct {
-	Config     Config
+	Config Config
+	// Weights are the bound weights (residency: Release, Evict, Restore).
+	Weights    *nn.StateDict
 	cfgEmb     *tensor.Tensor // (clip dim)
 	embProj    *nn.Linear     // prompt embeds → time
 	imgToTime  *nn.Linear     // image embeds → time
@@ -64,7 +66,7 @@ func Load(dir, variant string, t nn.Target) (*Model, error) {
 func New(cfg Config, sd *nn.StateDict, target nn.Target) (*Model, error) {
 	b := nn.NewBinder(sd, target)
 	c, t, x, k := cfg.ClipEmbeddingsDim, cfg.TimeEmbedDim, cfg.CrossAttentionDim, cfg.ClipExtraContextTokens
-	m := &Model{Config: cfg, textHidDim: c, dtype: target.Compute()}
+	m := &Model{Config: cfg, textHidDim: c, dtype: target.Compute(), Weights: sd}
 	m.cfgEmb = b.Tensor("learned_classifier_free_guidance_embeddings", c)
 	m.embProj = nn.NewLinear(b.Sub("embedding_proj"), c, t, true)
 	m.imgToTime = nn.NewLinear(b.Sub("clip_image_embeddings_project_to_time_embeddings"), c, t, true)

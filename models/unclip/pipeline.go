@@ -48,8 +48,16 @@ var Components = []struct{ Name, Class string }{
 // Pipeline holds every loaded component. Components not asked for at load
 // time are nil.
 type Pipeline struct {
-	Dir       string
-	Device    tensor.Backend
+	Dir    string
+	Device tensor.Backend
+	// Offload keeps only the running stage's weights on the device: each
+	// stage uploads its models' weights when it starts and releases them
+	// when it ends (see Residency).
+	Offload bool
+	// OneShot releases every model — device and host memory — once its
+	// last stage has finished: for a process that generates once. The
+	// pipeline cannot generate again.
+	OneShot   bool
 	Tokenizer *clip.Tokenizer
 	Text      *clip.TextModel
 	Prior     *prior.Model
@@ -73,6 +81,9 @@ type LoadOptions struct {
 	// DType is the weight and activation type of the networks: F32, F16 or
 	// BF16; Invalid keeps the checkpoint's weight type and computes in F32.
 	DType tensor.DType
+	// Residency says which weights stay on the device (AutoResidency by
+	// default).
+	Residency Residency
 }
 
 // ModelIndex reads and checks dir/model_index.json: it must describe an
@@ -141,7 +152,7 @@ func Load(dir string, opt LoadOptions) (*Pipeline, error) {
 		}
 		err = f(d)
 	}
-	dev := nn.Target{Device: p.Device, DType: opt.DType}
+	dev := nn.Target{Device: p.Device, DType: opt.DType, Offload: opt.Residency != Resident}
 	load(Tokenizer, func(d string) (e error) { p.Tokenizer, e = clip.LoadTokenizer(d); return })
 	load(TextEncoder, func(d string) (e error) { p.Text, e = clip.LoadTextModel(d, opt.Variant, dev); return })
 	load(Prior, func(d string) (e error) { p.Prior, e = prior.Load(d, opt.Variant, dev); return })
@@ -163,6 +174,9 @@ func Load(dir string, opt LoadOptions) (*Pipeline, error) {
 		return nil, err
 	}
 	if err := p.check(); err != nil {
+		return nil, err
+	}
+	if err := p.settleResidency(opt.Residency); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -223,6 +237,9 @@ type Event struct {
 	Total   int
 	Elapsed time.Duration // since the stage began
 	Done    bool
+	// Plan, on a denoising stage's first event (Step 0), is its memory
+	// plan: sent after the step graph is captured, before any step runs.
+	Plan *StageStats
 }
 
 // Request is one generation.
@@ -240,6 +257,13 @@ type Request struct {
 	Progress func(Event)
 	// Warn, when set, receives warnings (such as truncated prompts).
 	Warn func(string)
+	// Eager runs every denoising step op by op instead of replaying a
+	// captured step graph (planned execution, the default).
+	Eager bool
+	// DryRun captures and plans every stage's step graph and reports the
+	// plans (Event.Plan, StageStats) without running any step; the images
+	// are meaningless.
+	DryRun bool
 }
 
 // DefaultRequest has diffusers' defaults: 25/25/7 steps, guidance 4 and 8.
@@ -261,11 +285,13 @@ type Result struct {
 	Timings []StageTiming
 }
 
-// StageTiming is the wall time of one stage.
+// StageTiming is the wall time of one stage, with its memory and
+// execution statistics (denoising stages).
 type StageTiming struct {
 	Stage string
 	Steps int
 	Time  time.Duration
+	Stats StageStats
 }
 
 // TextState is the encoded prompts, ready for the prior and the decoder,
@@ -335,25 +361,29 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	var emb *tensor.Tensor
-	if err := timed("prior", req.PriorSteps, func() (err error) { emb, err = p.RunPrior(ctx, &req, ts); return }); err != nil {
+	var stats StageStats
+	if err := timed("prior", req.PriorSteps, func() (err error) { emb, stats, err = p.RunPrior(ctx, &req, ts); return }); err != nil {
 		return nil, err
 	}
+	res.Timings[len(res.Timings)-1].Stats = stats
 	var err error
 	if res.ImageEmbeddings, err = emb.Float32s(); err != nil {
 		return nil, err
 	}
 	var small *tensor.Tensor
-	if err := timed("decoder", req.DecoderSteps, func() (err error) { small, err = p.RunDecoder(ctx, &req, ts, emb); return }); err != nil {
+	if err := timed("decoder", req.DecoderSteps, func() (err error) { small, stats, err = p.RunDecoder(ctx, &req, ts, emb); return }); err != nil {
 		return nil, err
 	}
+	res.Timings[len(res.Timings)-1].Stats = stats
 	if res.ImageSmall, err = small.Float32s(); err != nil {
 		return nil, err
 	}
 	res.SmallSize = small.Dim(2)
 	var imgT *tensor.Tensor
-	if err := timed("super_res", req.SuperResSteps, func() (err error) { imgT, err = p.RunSuperRes(ctx, &req, small); return }); err != nil {
+	if err := timed("super_res", req.SuperResSteps, func() (err error) { imgT, stats, err = p.RunSuperRes(ctx, &req, small); return }); err != nil {
 		return nil, err
 	}
+	res.Timings[len(res.Timings)-1].Stats = stats
 	img, err := imgT.Float32s()
 	if err != nil {
 		return nil, err
@@ -368,6 +398,10 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 // guidance), repeating each prompt's rows ImagesPerPrompt times.
 func (p *Pipeline) EncodePrompts(ctx context.Context, req *Request) (*TextState, error) {
 	t0 := time.Now()
+	if err := p.Acquire("text"); err != nil {
+		return nil, err
+	}
+	defer p.Release("text")
 	n := max(req.ImagesPerPrompt, 1)
 	var ids [][]int64
 	var masks [][]int64
@@ -474,46 +508,48 @@ func (p *Pipeline) settle(t *tensor.Tensor) error {
 
 // RunPrior runs the prior loop and returns the post-processed image
 // embeddings (B, clip dim).
-func (p *Pipeline) RunPrior(ctx context.Context, req *Request, ts *TextState) (*tensor.Tensor, error) {
+func (p *Pipeline) RunPrior(ctx context.Context, req *Request, ts *TextState) (*tensor.Tensor, StageStats, error) {
+	if err := p.Acquire("prior"); err != nil {
+		return nil, StageStats{}, err
+	}
+	defer p.Release("prior")
 	cfg := p.Prior.Config
 	b, d := ts.Batch, cfg.EmbeddingDim
 	sched, err := p.PriorSch.Schedule(req.PriorSteps)
 	if err != nil {
-		return nil, err
+		return nil, StageStats{}, err
 	}
 	lat, err := p.noise(req, []int{b, d})
 	if err != nil {
-		return nil, err
+		return nil, StageStats{}, err
 	}
-	t0 := time.Now()
-	for i, c := range sched {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
+	rows := b
+	if ts.CFG {
+		rows = 2 * b
+	}
+	mode := p.PriorSch.Params(sched[0])
+	step := func(lat, tsin, z, params *tensor.Tensor) (*tensor.Tensor, error) {
 		x := lat
 		if ts.CFG {
 			x = tensor.Concat(0, lat, lat)
 		}
-		pred, err := p.Prior.Forward(x, c.T, ts.PromptEmbeds, ts.Hidden, ts.Mask)
+		pred, err := p.Prior.ForwardSinusoid(x, tsin, ts.PromptEmbeds, ts.Hidden, ts.Mask)
 		if err != nil {
 			return nil, err
 		}
 		if ts.CFG {
 			pred = guide(pred.Narrow(0, 0, b), pred.Narrow(0, b, b), req.PriorGuidance)
 		}
-		var z *tensor.Tensor
-		if c.AddNoise {
-			if z, err = p.noise(req, []int{b, d}); err != nil {
-				return nil, err
-			}
-		}
-		lat = tensor.SchedulerStep(pred, lat, z, p.PriorSch.Params(c))
-		if err := p.settle(lat); err != nil {
-			return nil, fmt.Errorf("prior step %d: %w", i+1, err)
-		}
-		req.progress(Event{Stage: "prior", Step: i + 1, Total: len(sched), Elapsed: time.Since(t0), Done: i == len(sched)-1})
+		return tensor.SchedulerStepDyn(pred, lat, z, params, mode), nil
 	}
-	return p.Prior.PostProcess(lat), nil
+	out, stats, err := p.runStage(ctx, req, &stage{name: "prior", sch: p.PriorSch, steps: sched, lat: lat,
+		sinusoid: func(t int) *tensor.Tensor { return p.Prior.Sinusoid(t, rows) },
+		nets:     []stepFunc{step}, net: func(int) int { return 0 }})
+	if err != nil {
+		return nil, stats, err
+	}
+	emb := p.Prior.PostProcess(out)
+	return emb, stats, emb.Err()
 }
 
 // DecoderMask is the decoder's context mask: the text mask with the
@@ -541,10 +577,14 @@ func sampleSize(c unet.Config) (int, int) {
 
 // RunDecoder runs text_proj and the decoder loop on the image embeddings
 // and returns the clamped small images (B, C, s, s).
-func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, emb *tensor.Tensor) (*tensor.Tensor, error) {
+func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, emb *tensor.Tensor) (*tensor.Tensor, StageStats, error) {
+	if err := p.Acquire("decoder"); err != nil {
+		return nil, StageStats{}, err
+	}
+	defer p.Release("decoder")
 	context_, timeEmb, err := p.TextProj.Forward(emb, ts.PromptEmbeds, ts.Hidden, ts.CFG)
 	if err != nil {
-		return nil, err
+		return nil, StageStats{}, err
 	}
 	mask := p.DecoderMask(ts)
 	dc := p.Decoder.Config
@@ -552,23 +592,24 @@ func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, 
 	s, sw := sampleSize(dc)
 	sched, err := p.DecSch.Schedule(req.DecoderSteps)
 	if err != nil {
-		return nil, err
+		return nil, StageStats{}, err
 	}
 	shape := []int{b, ch, s, sw}
 	lat, err := p.noise(req, shape)
 	if err != nil {
-		return nil, err
+		return nil, StageStats{}, err
 	}
-	t0 := time.Now()
-	for i, c := range sched {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
+	rows := b
+	if ts.CFG {
+		rows = 2 * b
+	}
+	mode := p.DecSch.Params(sched[0])
+	step := func(lat, tsin, z, params *tensor.Tensor) (*tensor.Tensor, error) {
 		x := lat
 		if ts.CFG {
 			x = tensor.Concat(0, lat, lat)
 		}
-		out, err := p.Decoder.Forward(x, unet.Inputs{Timestep: c.T, Context: context_, ContextMask: mask, ClassLabels: timeEmb})
+		out, err := p.Decoder.Forward(x, unet.Inputs{TimeSinusoid: tsin, Context: context_, ContextMask: mask, ClassLabels: timeEmb})
 		if err != nil {
 			return nil, err
 		}
@@ -582,19 +623,16 @@ func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, 
 				out = eps
 			}
 		}
-		var z *tensor.Tensor
-		if c.AddNoise {
-			if z, err = p.noise(req, shape); err != nil {
-				return nil, err
-			}
-		}
-		lat = tensor.SchedulerStep(out, lat, z, p.DecSch.Params(c))
-		if err := p.settle(lat); err != nil {
-			return nil, fmt.Errorf("decoder step %d: %w", i+1, err)
-		}
-		req.progress(Event{Stage: "decoder", Step: i + 1, Total: len(sched), Elapsed: time.Since(t0), Done: i == len(sched)-1})
+		return tensor.SchedulerStepDyn(out, lat, z, params, mode), nil
 	}
-	return tensor.Clamp(lat, -1, 1), nil
+	out, stats, err := p.runStage(ctx, req, &stage{name: "decoder", sch: p.DecSch, steps: sched, lat: lat,
+		sinusoid: func(t int) *tensor.Tensor { return p.Decoder.Sinusoid(t, rows) },
+		nets:     []stepFunc{step}, net: func(int) int { return 0 }})
+	if err != nil {
+		return nil, stats, err
+	}
+	small := tensor.Clamp(out, -1, 1)
+	return small, stats, small.Err()
 }
 
 // Upscale resizes the small images (B, C, s, s) to the super-res size with
@@ -611,49 +649,52 @@ func (p *Pipeline) Upscale(small *tensor.Tensor) (*tensor.Tensor, error) {
 // RunSuperRes upsamples the small images and runs the super-resolution
 // loop (super_res_first on every step but the last, which uses
 // super_res_last). It returns the final images (B, C, S, S) in [0, 1].
-func (p *Pipeline) RunSuperRes(ctx context.Context, req *Request, small *tensor.Tensor) (*tensor.Tensor, error) {
+func (p *Pipeline) RunSuperRes(ctx context.Context, req *Request, small *tensor.Tensor) (*tensor.Tensor, StageStats, error) {
+	if err := p.Acquire("super_res"); err != nil {
+		return nil, StageStats{}, err
+	}
+	defer p.Release("super_res")
 	sc := p.SRFirst.Config
 	b, ch := small.Dim(0), sc.InChannels/2
 	s, sw := sampleSize(sc)
 	sched, err := p.SRSch.Schedule(req.SuperResSteps)
 	if err != nil {
-		return nil, err
+		return nil, StageStats{}, err
 	}
 	shape := []int{b, ch, s, sw}
 	lat, err := p.noise(req, shape) // drawn before the upscale, as diffusers does
 	if err != nil {
-		return nil, err
+		return nil, StageStats{}, err
 	}
 	up, err := p.Upscale(small)
 	if err != nil {
-		return nil, err
+		return nil, StageStats{}, err
 	}
-	t0 := time.Now()
-	for i, c := range sched {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		net := p.SRFirst
-		if i == len(sched)-1 {
-			net = p.SRLast
-		}
-		out, err := net.Forward(tensor.Concat(1, lat, up), unet.Inputs{Timestep: c.T})
-		if err != nil {
-			return nil, err
-		}
-		var z *tensor.Tensor
-		if c.AddNoise {
-			if z, err = p.noise(req, shape); err != nil {
+	mode := p.SRSch.Params(sched[0])
+	stepWith := func(net *unet.Model) stepFunc {
+		return func(lat, tsin, z, params *tensor.Tensor) (*tensor.Tensor, error) {
+			out, err := net.Forward(tensor.Concat(1, lat, up), unet.Inputs{TimeSinusoid: tsin})
+			if err != nil {
 				return nil, err
 			}
+			return tensor.SchedulerStepDyn(out, lat, z, params, mode), nil
 		}
-		lat = tensor.SchedulerStep(out, lat, z, p.SRSch.Params(c))
-		if err := p.settle(lat); err != nil {
-			return nil, fmt.Errorf("super-res step %d: %w", i+1, err)
-		}
-		req.progress(Event{Stage: "super_res", Step: i + 1, Total: len(sched), Elapsed: time.Since(t0), Done: i == len(sched)-1})
 	}
-	return tensor.Clamp(tensor.Affine(lat, 0.5, 0.5), 0, 1), nil
+	last := len(sched) - 1
+	out, stats, err := p.runStage(ctx, req, &stage{name: "super_res", sch: p.SRSch, steps: sched, lat: lat,
+		sinusoid: func(t int) *tensor.Tensor { return p.SRFirst.Sinusoid(t, b) },
+		nets:     []stepFunc{stepWith(p.SRFirst), stepWith(p.SRLast)},
+		net: func(i int) int {
+			if i == last {
+				return 1
+			}
+			return 0
+		}})
+	if err != nil {
+		return nil, stats, err
+	}
+	img := tensor.Clamp(tensor.Affine(out, 0.5, 0.5), 0, 1)
+	return img, stats, img.Err()
 }
 
 // ToNHWC permutes (N, C, S, S) to (N, S, S, C).

@@ -142,6 +142,8 @@ type RandomOptions struct {
 	DType  tensor.DType // weight and activation type: F32 (default), F16 or BF16
 	// Only lists the components to build (component names); empty builds all.
 	Only []string
+	// Residency is as in LoadOptions.
+	Residency Residency
 }
 
 // NewRandom builds a pipeline of the given architecture with deterministic
@@ -159,7 +161,7 @@ func NewRandom(arch Architecture, opt RandomOptions) (*Pipeline, error) {
 	}
 	need := func(c string) bool { return len(want) == 0 || want[c] }
 	p := &Pipeline{Dir: "random:" + arch.Name, Device: dev}
-	tgt := nn.Target{Device: dev, DType: opt.DType}
+	tgt := nn.Target{Device: dev, DType: opt.DType, Offload: opt.Residency != Resident}
 	sd := func(name string) *nn.StateDict {
 		h := fnv.New64a()
 		h.Write([]byte(name))
@@ -183,6 +185,9 @@ func NewRandom(arch Architecture, opt RandomOptions) (*Pipeline, error) {
 	step(PriorScheduler, func() (e error) { p.PriorSch, e = scheduler.New(arch.Schedules[0]); return })
 	step(DecoderScheduler, func() (e error) { p.DecSch, e = scheduler.New(arch.Schedules[1]); return })
 	step(SuperResScheduler, func() (e error) { p.SRSch, e = scheduler.New(arch.Schedules[2]); return })
+	if err == nil {
+		err = p.settleResidency(opt.Residency)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,9 @@ import (
 
 // Model is a UNet2DConditionModel or UNet2DModel.
 type Model struct {
-	Config  Config
+	Config Config
+	// Weights are the bound weights (residency: Release, Evict, Restore).
+	Weights *nn.StateDict
 	timeEmb *nn.TimestepEmbedding
 	convIn  *nn.Conv2d
 	down    []*block
@@ -44,7 +46,7 @@ func New(cfg Config, sd *nn.StateDict, t nn.Target) (*Model, error) {
 	groups, eps := *cfg.NormNumGroups, cfg.NormEps
 	temb := cfg.TimeEmbedDim()
 	scaleShift := cfg.ResnetTimeScaleShift == "scale_shift"
-	m := &Model{Config: cfg, dtype: t.Compute()}
+	m := &Model{Config: cfg, dtype: t.Compute(), Weights: sd}
 	m.timeEmb = nn.NewTimestepEmbedding(b.Sub("time_embedding"), boc[0], temb, temb, cfg.ActFn)
 	m.convIn = nn.NewConv2d(b.Sub("conv_in"), cfg.InChannels, boc[0], cfg.ConvInKernel, 1, (cfg.ConvInKernel-1)/2)
 	resOut := float32(1)

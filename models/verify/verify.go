@@ -25,12 +25,16 @@ var Checks = []string{"tokenizer", "text_encoder", "prior", "text_proj", "schedu
 
 // Options configure a verification run.
 type Options struct {
-	Model  string         // diffusers model folder
-	Golden string         // golden.safetensors (golden.json beside it)
-	Only   []string       // check groups; empty runs all
-	Device tensor.Backend // nil: CPU
-	Out    io.Writer      // one line per check
+	Model     string           // diffusers model folder
+	Golden    string           // golden.safetensors (golden.json beside it)
+	Only      []string         // check groups; empty runs all
+	Device    tensor.Backend   // nil: CPU
+	Residency unclip.Residency // which weights stay on the device
+	Out       io.Writer        // one line per check
 }
+
+// checkStage is the pipeline stage whose weights a check runs.
+var checkStage = map[string]string{"text_encoder": "text", "prior": "prior", "text_proj": "decoder", "decoder": "decoder", "super_res": "super_res"}
 
 // Report counts the outcomes.
 type Report struct{ Passed, Failed int }
@@ -83,7 +87,7 @@ func Run(opt Options) (Report, error) {
 		return Report{}, err
 	}
 	defer g.Close()
-	p, err := unclip.Load(opt.Model, unclip.LoadOptions{Device: opt.Device, Only: comps})
+	p, err := unclip.Load(opt.Model, unclip.LoadOptions{Device: opt.Device, Only: comps, Residency: opt.Residency})
 	if err != nil {
 		return Report{}, err
 	}
@@ -92,7 +96,15 @@ func Run(opt Options) (Report, error) {
 		if !slices.Contains(only, c) {
 			continue
 		}
-		if err := tensor.Catch(func() error { return r.run(c) }); err != nil {
+		if err := tensor.Catch(func() error {
+			if st := checkStage[c]; st != "" {
+				if err := p.Acquire(st); err != nil {
+					return err
+				}
+				defer p.Release(st)
+			}
+			return r.run(c)
+		}); err != nil {
 			r.fail(c, "error: %v", err)
 		}
 	}

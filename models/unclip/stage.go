@@ -1,0 +1,254 @@
+package unclip
+
+import (
+	"context"
+	"fmt"
+	"runtime/metrics"
+	"time"
+
+	"github.com/unclip-go/unclip/models/scheduler"
+	"github.com/unclip-go/unclip/tensor"
+)
+
+// A denoising stage runs the same step — network forward, guidance,
+// scheduler step — on the same shapes every time. In planned mode (the
+// default) the step is captured once as a tensor.Graph, planned into one
+// arena and replayed every step: the only per-step host work is writing
+// the step's inputs into the arena (the latent, and one row each of the
+// stage's timestep, noise and scheduler tables, uploaded once when the
+// stage starts), so nothing is allocated per step and a recording backend
+// gets one uninterrupted stream with no wait until the stage's result is
+// read. Request.Eager runs the same step function op by op instead.
+
+// stepFunc is one denoising step: the next latent from the latent, the
+// timestep sinusoid, the noise and the scheduler's per-step vector
+// (tensor.StepVector). The same function runs eagerly or under capture.
+type stepFunc func(lat, tsin, noise, params *tensor.Tensor) (*tensor.Tensor, error)
+
+// stage describes one denoising loop.
+type stage struct {
+	name     string
+	sch      *scheduler.Scheduler
+	steps    []scheduler.Coeffs
+	lat      *tensor.Tensor // the initial latent, on the device
+	sinusoid func(t int) *tensor.Tensor
+	// nets are the step functions; net(i) picks the one for step i (the
+	// super-resolution stage uses its second network on the last step).
+	nets []stepFunc
+	net  func(i int) int
+}
+
+// StageStats describes the memory and execution of one denoising stage.
+type StageStats struct {
+	// Planned is set when the steps were replayed from a captured graph.
+	Planned bool
+	// Nodes is the number of ops per step (of the first graph).
+	Nodes int
+	// ArenaBytes is the planned arena: every intermediate of one step,
+	// with reuse (shared by the stage's graphs).
+	ArenaBytes int64
+	// NaiveBytes is what the intermediates would take without reuse.
+	NaiveBytes int64
+	// WeightBytes is the device memory of the stage's models' weights; on
+	// the CPU (no separate device) the constant storage the step reads: the
+	// weights and the stage's conditioning.
+	WeightBytes int64
+	// AllocBytesPerStep is the Go heap allocated per replayed step
+	// (runtime/metrics), averaged over the steps after the first.
+	AllocBytesPerStep int64
+	// Submits and HostWaits count the backend's submissions and host waits
+	// during the stage (recording backends only; see tensor.Counters).
+	Submits, HostWaits int64
+}
+
+// heapAllocs reads the Go heap's cumulative allocated bytes.
+func heapAllocs() int64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	return int64(s[0].Value.Uint64())
+}
+
+// run runs the stage and returns the final latent.
+func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tensor.Tensor, StageStats, error) {
+	var stats StageStats
+	dev := p.Device
+	n := len(st.steps)
+	shape := st.lat.Shape()
+	// The per-step tables: noise drawn in the order diffusers draws it
+	// (one tensor per step that adds noise), timestep sinusoids and
+	// scheduler vectors, each uploaded once.
+	per := st.lat.Numel()
+	noise := make([]float32, n*per)
+	var tsins []float32
+	params := make([]float32, 0, n*tensor.StepVectorLen)
+	var sinShape []int
+	for i, c := range st.steps {
+		if c.AddNoise {
+			z, err := req.Noise.Randn(shape)
+			if err != nil {
+				return nil, stats, err
+			}
+			copy(noise[i*per:], z)
+		}
+		s := st.sinusoid(c.T)
+		sinShape = s.Shape()
+		v, err := s.Float32s()
+		if err != nil {
+			return nil, stats, err
+		}
+		tsins = append(tsins, v...)
+		params = append(params, st.sch.Params(c).StepVector()...)
+	}
+	var reserved []*tensor.Storage
+	defer func() {
+		for _, s := range reserved {
+			s.Free()
+		}
+	}()
+	upload := func(v []float32, shape ...int) (*tensor.Tensor, error) {
+		s, err := dev.Reserve(4 * len(v))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", st.name, err)
+		}
+		reserved = append(reserved, s)
+		t := tensor.OnStorage(s, tensor.F32, shape...)
+		return t, tensor.CopyInto(t, tensor.FromFloat32(v, shape...).To(dev))
+	}
+	noiseT, err := upload(noise, append([]int{n}, shape...)...)
+	if err != nil {
+		return nil, stats, err
+	}
+	sinT, err := upload(tsins, append([]int{n}, sinShape...)...)
+	if err != nil {
+		return nil, stats, err
+	}
+	parT, err := upload(params, n, tensor.StepVectorLen)
+	if err != nil {
+		return nil, stats, err
+	}
+	row := func(t *tensor.Tensor, i int) *tensor.Tensor { return t.Index(0, i) }
+	counters, _ := dev.(tensor.Counters)
+	var sub0, wait0 int64
+	if counters != nil {
+		sub0, wait0 = counters.Counters()
+	}
+	lat := st.lat
+	t0 := time.Now()
+	progress := func(i int) {
+		req.progress(Event{Stage: st.name, Step: i + 1, Total: n, Elapsed: time.Since(t0), Done: i == n-1})
+	}
+	if req.Eager {
+		for i := range st.steps {
+			if err := ctx.Err(); err != nil {
+				return nil, stats, err
+			}
+			next, err := st.nets[st.net(i)](lat, row(sinT, i), row(noiseT, i), row(parT, i))
+			if err != nil {
+				return nil, stats, err
+			}
+			lat = next
+			if err := p.settle(lat); err != nil {
+				return nil, stats, fmt.Errorf("%s step %d: %w", st.name, i+1, err)
+			}
+			progress(i)
+		}
+		return lat, stats, nil
+	}
+
+	// Planned: capture each network's step once, plan the graphs into one
+	// shared arena (they never run at the same time), replay.
+	specs := []tensor.Spec{{DType: tensor.F32, Shape: shape}, {DType: tensor.F32, Shape: sinShape},
+		{DType: tensor.F32, Shape: shape}, {DType: tensor.F32, Shape: []int{tensor.StepVectorLen}}}
+	graphs := make([]*tensor.Graph, len(st.nets))
+	for i := range st.steps {
+		k := st.net(i)
+		if graphs[k] != nil {
+			continue
+		}
+		g, err := tensor.Capture(fmt.Sprintf("%s step", st.name), dev, specs, func(in []*tensor.Tensor) ([]*tensor.Tensor, error) {
+			out, err := st.nets[k](in[0], in[1], in[2], in[3])
+			return []*tensor.Tensor{out}, err
+		})
+		if err != nil {
+			return nil, stats, err
+		}
+		graphs[k] = g
+		stats.ArenaBytes = max(stats.ArenaBytes, int64(g.ArenaBytes()))
+		stats.NaiveBytes = max(stats.NaiveBytes, int64(g.ValueBytes()))
+		stats.WeightBytes += int64(g.ConstantBytes())
+		if stats.Nodes == 0 {
+			stats.Nodes = g.Len()
+		}
+	}
+	stats.Planned = true
+	if w := p.WeightBytes(st.name); w > 0 {
+		stats.WeightBytes = w // the stage's models on the device
+	}
+	req.progress(Event{Stage: st.name, Step: 0, Total: n, Plan: &stats})
+	if req.DryRun {
+		return lat, stats, nil
+	}
+	arena, err := dev.Reserve(int(max(stats.ArenaBytes, 256)))
+	if err != nil {
+		return nil, stats, fmt.Errorf("%s: arena of %d MiB: %w", st.name, stats.ArenaBytes>>20, err)
+	}
+	reserved = append(reserved, arena)
+	execs := make([]*tensor.Exec, len(graphs))
+	for k, g := range graphs {
+		if g == nil {
+			continue
+		}
+		if execs[k], err = g.Bind(arena); err != nil {
+			return nil, stats, err
+		}
+	}
+	// The latent lives outside the arena, which the graphs share.
+	out := tensor.New(dev, tensor.F32, shape...)
+	if err := tensor.CopyInto(out, lat); err != nil {
+		return nil, stats, err
+	}
+	var a1 int64
+	flusher, _ := dev.(tensor.Flusher)
+	for i := range st.steps {
+		if err := ctx.Err(); err != nil {
+			return nil, stats, err
+		}
+		if i == 1 {
+			a1 = heapAllocs()
+		}
+		ex := execs[st.net(i)]
+		if flusher != nil {
+			flusher.Hold()
+		}
+		for j, src := range []*tensor.Tensor{out, row(sinT, i), row(noiseT, i), row(parT, i)} {
+			if err := tensor.CopyInto(ex.Input(j), src); err != nil {
+				return nil, stats, fmt.Errorf("%s step %d: %w", st.name, i+1, err)
+			}
+		}
+		if err := ex.Run(); err != nil {
+			return nil, stats, fmt.Errorf("%s step %d: %w", st.name, i+1, err)
+		}
+		if err := tensor.CopyInto(out, ex.Output(0)); err != nil {
+			return nil, stats, fmt.Errorf("%s step %d: %w", st.name, i+1, err)
+		}
+		if flusher != nil {
+			if err := flusher.Flush(); err != nil {
+				return nil, stats, fmt.Errorf("%s step %d: %w", st.name, i+1, err)
+			}
+		}
+		progress(i)
+	}
+	if n > 1 {
+		stats.AllocBytesPerStep = (heapAllocs() - a1) / int64(n-1)
+	}
+	// One wait: the stage's result must be complete before the arena and
+	// tables are released (and the next stage reads it).
+	if err := p.settle(out); err != nil {
+		return nil, stats, fmt.Errorf("%s: %w", st.name, err)
+	}
+	if counters != nil {
+		s1, w1 := counters.Counters()
+		stats.Submits, stats.HostWaits = s1-sub0, w1-wait0
+	}
+	return out, stats, nil
+}
