@@ -55,6 +55,9 @@ type Graph struct {
 	outputs []*Tensor
 	arena   int
 	err     error // the first misuse met while capturing
+	// serials bound the storages created while capturing: the constants
+	// computed then belong to the graph (Release).
+	serial0, serial1 uint64
 }
 
 // Spec describes a graph input: a dense tensor of this type and shape.
@@ -73,7 +76,7 @@ const arenaAlign = 256
 // as is reading a placeholder's data (Bytes, Float32s, To), which has no
 // data while capturing.
 func Capture(name string, b Backend, inputs []Spec, f func(in []*Tensor) ([]*Tensor, error)) (*Graph, error) {
-	g := &Graph{name: name, backend: b}
+	g := &Graph{name: name, backend: b, serial0: storageSerial.Load()}
 	in := make([]*Tensor, len(inputs))
 	for i, s := range inputs {
 		in[i] = g.newValue(s.DType, s.Shape)
@@ -106,8 +109,23 @@ func Capture(name string, b Backend, inputs []Spec, f func(in []*Tensor) ([]*Ten
 		}
 	}
 	g.outputs = out
+	g.serial1 = storageSerial.Load()
 	g.plan()
 	return g, nil
+}
+
+// Release frees the constants computed while the graph was captured (ops
+// on constants alone ran then, and their results are the graph's): the
+// graph and its Execs cannot run afterwards. Weights and other tensors made
+// before the capture are untouched.
+func (g *Graph) Release() {
+	for _, n := range g.nodes {
+		for _, t := range n.Src {
+			if t != nil && valueOf(t) == nil && t.st.serial > g.serial0 && t.st.serial <= g.serial1 {
+				t.st.Free()
+			}
+		}
+	}
 }
 
 // valueOf returns the graph value behind t, or nil for a real tensor.

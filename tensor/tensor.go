@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -41,8 +42,9 @@ type Storage struct {
 	// Handle is the backend's own reference to device memory.
 	Handle any
 	// Bytes is the size of the buffer.
-	Bytes int
-	freed bool
+	Bytes  int
+	freed  bool
+	serial uint64
 }
 
 // Free releases the storage through its backend (Backend.Free) once the
@@ -115,13 +117,17 @@ func OnStorage(st *Storage, dt DType, shape ...int) *Tensor {
 
 // NewHostStorage wraps host memory as storage of backend b.
 func NewHostStorage(b Backend, host []byte) *Storage {
-	return &Storage{backend: b, Host: host, Bytes: len(host)}
+	return &Storage{backend: b, Host: host, Bytes: len(host), serial: storageSerial.Add(1)}
 }
 
 // NewDeviceStorage wraps a backend handle of size bytes.
 func NewDeviceStorage(b Backend, handle any, bytes int) *Storage {
-	return &Storage{backend: b, Handle: handle, Bytes: bytes}
+	return &Storage{backend: b, Handle: handle, Bytes: bytes, serial: storageSerial.Add(1)}
 }
+
+// storageSerial numbers storages in creation order (Graph.Release frees
+// the constants made while its graph was captured).
+var storageSerial atomic.Uint64
 
 // WithHost sets the host memory of storage made by NewDeviceStorage
 // (CPU storage with a backend handle) and returns s.

@@ -56,12 +56,19 @@ type Backend struct {
 	tapsMu sync.Mutex
 	taps   map[[2]int]*tensor.Tensor // bicubic taps on the device
 
-	recSeq  atomic.Uint64 // seq of the batch being (or next to be) recorded
-	hold    bool          // Hold: no submission per batchOps dispatches
-	submits atomic.Int64  // batches submitted (Counters)
-	waits   atomic.Int64  // host waits for the device (Counters)
-	freeMu  sync.Mutex
-	pending []pendingFree
+	recSeq atomic.Uint64 // seq of the batch being (or next to be) recorded
+	hold   bool          // Hold: no submission per batchOps dispatches
+
+	// scratch collects the storage allocated while an op runs (depth > 0):
+	// its temporaries, freed when the outermost Run returns. Ops are
+	// recorded by one goroutine at a time.
+	scratchMu sync.Mutex
+	depth     int
+	scratch   []*tensor.Storage
+	submits   atomic.Int64 // batches submitted (Counters)
+	waits     atomic.Int64 // host waits for the device (Counters)
+	freeMu    sync.Mutex
+	pending   []pendingFree
 }
 
 // pendingFree is an allocation whose storage was collected (or a staging
@@ -308,8 +315,14 @@ func (b *Backend) allocLocked(n int) (*tensor.Storage, error) {
 	}
 	st := tensor.NewDeviceStorage(b, a, n)
 	// Eager results are returned once unreachable (the collector runs the
-	// cleanup); arenas and weights use Reserve and Free instead.
+	// cleanup); arenas and weights use Reserve and Free instead, and an
+	// op's own temporaries are freed when it is recorded (Run).
 	runtime.AddCleanup(st, b.deferFree, a)
+	b.scratchMu.Lock()
+	if b.depth > 0 {
+		b.scratch = append(b.scratch, st)
+	}
+	b.scratchMu.Unlock()
 	return st, nil
 }
 
@@ -323,16 +336,16 @@ func (b *Backend) getLocked(n int) (*alloc, error) {
 	if a := b.mem.tryGet(uint64(n)); a != nil {
 		return a, nil
 	}
-	if len(b.inflight) > 0 && b.pendingBytes() >= uint64(n) {
-		// Frees wait for work in flight: let it finish before growing.
-		if err := b.drain(); err != nil {
-			return nil, err
-		}
-		if a := b.mem.tryGet(uint64(n)); a != nil {
-			return a, nil
-		}
-	}
 	a, err := b.mem.get(uint64(n))
+	if err != nil && b.pendingBytes() > 0 {
+		// Freed memory waits for the work that used it (the recording
+		// batch too): submit, wait, reclaim, and try again. Under a tight
+		// budget this trades host waits for memory.
+		if derr := b.drain(); derr != nil {
+			return nil, derr
+		}
+		a, err = b.mem.get(uint64(n))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: cannot allocate %d MiB (%d MiB held, %d MiB of device memory): %w",
 			b.name, n>>20, b.mem.total>>20, b.phys.info.DeviceMemory()>>20, err)
@@ -660,8 +673,10 @@ func (b *Backend) SetMemoryLimit(n int64) {
 func (b *Backend) setLimit(n int64) {
 	b.mem.limit = uint64(max(n, 0))
 	if n > 0 {
-		// Blocks small enough that the budget is not spent on slack.
-		b.mem.blockSize = min(b.mem.blockSize, max(alignUp(uint64(n)/16, 1<<20), 1<<20))
+		// Blocks small enough that the budget is not spent on slack: only
+		// allocations under half a block share one; larger ones get a
+		// block of their own, returned to the device when freed.
+		b.mem.blockSize = min(b.mem.blockSize, max(alignUp(uint64(n)/256, 64<<10), 64<<10))
 	}
 }
 

@@ -137,7 +137,11 @@ func (m *allocator) put(a *alloc) {
 
 func (m *allocator) newBlock(size uint64, single bool) (*block, error) {
 	if m.limit > 0 && m.total+size > m.limit {
-		return nil, fmt.Errorf("device memory budget of %d MiB reached (%d MiB held, a %d MiB block more needed)", m.limit>>20, m.total>>20, size>>20)
+		m.trim()
+	}
+	if m.limit > 0 && m.total+size > m.limit {
+		return nil, fmt.Errorf("device memory budget of %.1f MiB reached (%.1f MiB held in %d blocks, %.1f MiB of it in use; a %.1f MiB block more needed)",
+			mb(m.limit), mb(m.total), len(m.blocks), mb(m.inUse()), mb(size))
 	}
 	var (
 		buf, mem uint64
@@ -175,3 +179,26 @@ func (m *allocator) close() {
 		m.release(m.blocks[0])
 	}
 }
+
+// trim returns the empty shared blocks to the device (under a budget,
+// before giving up on a new block).
+func (m *allocator) trim() {
+	for i := 0; i < len(m.blocks); {
+		if b := m.blocks[i]; !b.single && b.used == 0 {
+			m.release(b)
+			continue
+		}
+		i++
+	}
+}
+
+// inUse is the memory handed out, of the memory held in blocks.
+func (m *allocator) inUse() uint64 {
+	var n uint64
+	for _, b := range m.blocks {
+		n += b.used
+	}
+	return n
+}
+
+func mb(n uint64) float64 { return float64(n) / (1 << 20) }

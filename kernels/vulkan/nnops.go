@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"github.com/unclip-go/unclip/tensor"
 )
@@ -318,10 +319,15 @@ func (b *Backend) tapsFor(nIn, nOut int) (*tensor.Tensor, int, error) {
 		row[1] = math.Float32frombits(uint32(len(ws[o])))
 		copy(row[2:], ws[o])
 	}
-	t = tensor.FromFloat32(host, len(host)).To(b)
-	if err := t.Err(); err != nil {
+	// Cached for the backend's life: Reserve, not an op's scratch.
+	st, err := b.Reserve(4 * len(host))
+	if err != nil {
 		return nil, 0, err
 	}
+	if err := b.Write(st, 0, unsafe.Slice((*byte)(unsafe.Pointer(&host[0])), 4*len(host))); err != nil {
+		return nil, 0, err
+	}
+	t = tensor.OnStorage(st, tensor.F32, len(host))
 	b.tapsMu.Lock()
 	b.taps[key] = t
 	b.tapsMu.Unlock()

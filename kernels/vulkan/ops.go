@@ -12,6 +12,28 @@ import (
 // Run records one op. Operands that a shader needs in another form (F32,
 // dense) are converted first with ops of this same backend.
 func (b *Backend) Run(n *tensor.Node) error {
+	// Temporaries an op makes for itself (dense or float32 copies of its
+	// operands) are scratch: released as soon as the op is recorded, their
+	// memory reused once the batch has finished — not left to the
+	// collector, and not part of any graph's plan.
+	b.scratchMu.Lock()
+	b.depth++
+	b.scratchMu.Unlock()
+	err := b.run(n)
+	b.scratchMu.Lock()
+	b.depth--
+	var tmp []*tensor.Storage
+	if b.depth == 0 {
+		tmp, b.scratch = b.scratch, nil
+	}
+	b.scratchMu.Unlock()
+	for _, s := range tmp {
+		s.Free()
+	}
+	return err
+}
+
+func (b *Backend) run(n *tensor.Node) error {
 	if n.Dst.Numel() == 0 {
 		return nil
 	}

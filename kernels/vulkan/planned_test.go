@@ -92,11 +92,16 @@ func TestBudgetOffload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := unclip.DefaultRequest()
-	req.Prompts = []string{"plan"}
-	req.PriorSteps, req.DecoderSteps, req.SuperResSteps = 2, 2, 2
-	req.Noise = unclip.NewTorchNoise(0)
-	req.DryRun = true
+	// The request of the recorded run that verify replays.
+	g, err := golden.Open(gold)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := g.Meta.Settings
+	g.Close()
+	req := unclip.Request{Prompts: set.Prompts, ImagesPerPrompt: 1, PriorSteps: set.PriorSteps, DecoderSteps: set.DecoderSteps,
+		SuperResSteps: set.SuperResSteps, PriorGuidance: set.PriorGuidance, DecoderGuidance: set.DecoderGuidance,
+		Noise: unclip.NewTorchNoise(set.Seed), DryRun: true}
 	res, err := p.Generate(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +112,12 @@ func TestBudgetOffload(t *testing.T) {
 		stage = max(stage, st.Stats.WeightBytes+st.Stats.ArenaBytes)
 	}
 	b.Close()
-	budget := stage + (all-stage)/2
+	// Just below all weights: the room above the largest stage covers what
+	// the plan does not count — the eager work between stages, the slack
+	// of partly used blocks, and the kernels' own temporaries (the
+	// attention shader's score matrix and dense operand copies), which at
+	// this tiny scale are a few MiB.
+	budget := all - (all-stage)/8
 	t.Logf("weights %d B in all, largest stage %d B (weights + arena): budget %d B", all, stage, budget)
 	if budget >= all {
 		t.Fatalf("the fixture's largest stage (%d B) leaves no budget below all weights (%d B)", stage, all)

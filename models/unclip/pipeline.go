@@ -650,8 +650,11 @@ func (p *Pipeline) Upscale(small *tensor.Tensor) (*tensor.Tensor, error) {
 // loop (super_res_first on every step but the last, which uses
 // super_res_last). It returns the final images (B, C, S, S) in [0, 1].
 func (p *Pipeline) RunSuperRes(ctx context.Context, req *Request, small *tensor.Tensor) (*tensor.Tensor, StageStats, error) {
-	if err := p.Acquire("super_res"); err != nil {
-		return nil, StageStats{}, err
+	if !p.Offload || req.Eager {
+		// With offload the planned loop holds one network at a time.
+		if err := p.Acquire("super_res"); err != nil {
+			return nil, StageStats{}, err
+		}
 	}
 	defer p.Release("super_res")
 	sc := p.SRFirst.Config
@@ -689,6 +692,12 @@ func (p *Pipeline) RunSuperRes(ctx context.Context, req *Request, small *tensor.
 				return 1
 			}
 			return 0
+		},
+		netWeights: func(k int) []*nn.StateDict {
+			if k == 1 {
+				return []*nn.StateDict{p.SRLast.Weights}
+			}
+			return []*nn.StateDict{p.SRFirst.Weights}
 		}})
 	if err != nil {
 		return nil, stats, err

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"runtime/metrics"
 	"time"
+	"unsafe"
 
 	"github.com/unclip-go/unclip/models/scheduler"
+	"github.com/unclip-go/unclip/nn"
 	"github.com/unclip-go/unclip/tensor"
 )
 
@@ -36,6 +38,32 @@ type stage struct {
 	// super-resolution stage uses its second network on the last step).
 	nets []stepFunc
 	net  func(i int) int
+	// netWeights, when set, gives each network's weights: with offload
+	// only the running network's are then on the device (the caller has
+	// not acquired them); otherwise the caller made the stage resident.
+	netWeights func(k int) []*nn.StateDict
+}
+
+// residentNet makes network k's weights the only ones of the stage on the
+// device (offload with per-network weights); earlier work on the others is
+// finished before their memory is reused.
+func (p *Pipeline) residentNet(st *stage, k int) error {
+	if !p.Offload || st.netWeights == nil {
+		return nil
+	}
+	for j := range st.nets {
+		if j != k {
+			for _, sd := range st.netWeights(j) {
+				sd.Evict()
+			}
+		}
+	}
+	for _, sd := range st.netWeights(k) {
+		if err := sd.Restore(); err != nil {
+			return fmt.Errorf("%s stage: uploading %d MiB of weights to %s: %w", st.name, sd.DeviceBytes()>>20, p.Device.Name(), err)
+		}
+	}
+	return nil
 }
 
 // StageStats describes the memory and execution of one denoising stage.
@@ -111,8 +139,12 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 			return nil, fmt.Errorf("%s: %w", st.name, err)
 		}
 		reserved = append(reserved, s)
-		t := tensor.OnStorage(s, tensor.F32, shape...)
-		return t, tensor.CopyInto(t, tensor.FromFloat32(v, shape...).To(dev))
+		if len(v) > 0 {
+			if err := dev.Write(s, 0, unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))); err != nil {
+				return nil, fmt.Errorf("%s: %w", st.name, err)
+			}
+		}
+		return tensor.OnStorage(s, tensor.F32, shape...), nil
 	}
 	noiseT, err := upload(noise, append([]int{n}, shape...)...)
 	if err != nil {
@@ -165,6 +197,9 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 		if graphs[k] != nil {
 			continue
 		}
+		if err := p.residentNet(st, k); err != nil {
+			return nil, stats, err
+		}
 		g, err := tensor.Capture(fmt.Sprintf("%s step", st.name), dev, specs, func(in []*tensor.Tensor) ([]*tensor.Tensor, error) {
 			out, err := st.nets[k](in[0], in[1], in[2], in[3])
 			return []*tensor.Tensor{out}, err
@@ -173,6 +208,7 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 			return nil, stats, err
 		}
 		graphs[k] = g
+		defer g.Release()
 		stats.ArenaBytes = max(stats.ArenaBytes, int64(g.ArenaBytes()))
 		stats.NaiveBytes = max(stats.NaiveBytes, int64(g.ValueBytes()))
 		stats.WeightBytes += int64(g.ConstantBytes())
@@ -183,6 +219,17 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 	stats.Planned = true
 	if w := p.WeightBytes(st.name); w > 0 {
 		stats.WeightBytes = w // the stage's models on the device
+		if p.Offload && st.netWeights != nil {
+			// One network at a time: the largest one's.
+			stats.WeightBytes = 0
+			for k := range st.nets {
+				var nb int64
+				for _, sd := range st.netWeights(k) {
+					nb += sd.DeviceBytes()
+				}
+				stats.WeightBytes = max(stats.WeightBytes, nb)
+			}
+		}
 	}
 	req.progress(Event{Stage: st.name, Step: 0, Total: n, Plan: &stats})
 	if req.DryRun {
@@ -216,7 +263,11 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 		if i == 1 {
 			a1 = heapAllocs()
 		}
-		ex := execs[st.net(i)]
+		k := st.net(i)
+		if err := p.residentNet(st, k); err != nil {
+			return nil, stats, err
+		}
+		ex := execs[k]
 		if flusher != nil {
 			flusher.Hold()
 		}
