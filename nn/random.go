@@ -72,7 +72,9 @@ func (r *randomInit) make(sd *StateDict, key string, shape []int) *tensor.Tensor
 	}
 	t := tensor.OnStorage(st, tensor.F32, shape...)
 	if r.dtype == tensor.F16 || r.dtype == tensor.BF16 {
-		t = t.Cast(r.dtype)
+		t = t.Cast(r.dtype) // the float32 values are not needed any more
+		st.Free()
+		sd.owned = sd.owned[:len(sd.owned)-1]
 	}
 	return t
 }

@@ -549,6 +549,7 @@ func (p *Pipeline) RunPrior(ctx context.Context, req *Request, ts *TextState) (*
 		return nil, stats, err
 	}
 	emb := p.Prior.PostProcess(out)
+	freeAll(lat, out)
 	return emb, stats, emb.Err()
 }
 
@@ -632,6 +633,7 @@ func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, 
 		return nil, stats, err
 	}
 	small := tensor.Clamp(out, -1, 1)
+	freeAll(lat, out)
 	return small, stats, small.Err()
 }
 
@@ -702,8 +704,22 @@ func (p *Pipeline) RunSuperRes(ctx context.Context, req *Request, small *tensor.
 	if err != nil {
 		return nil, stats, err
 	}
-	img := tensor.Clamp(tensor.Affine(out, 0.5, 0.5), 0, 1)
+	half := tensor.Affine(out, 0.5, 0.5)
+	img := tensor.Clamp(half, 0, 1)
+	freeAll(lat, out, up, half)
 	return img, stats, img.Err()
+}
+
+// freeAll releases a stage's device tensors as soon as the work recorded
+// on them has finished, rather than when the collector finds them (the
+// device's memory is invisible to it). Each must be a whole storage that
+// nothing else uses.
+func freeAll(ts ...*tensor.Tensor) {
+	for _, t := range ts {
+		if t != nil && t.Err() == nil {
+			t.Storage().Free()
+		}
+	}
 }
 
 // ToNHWC permutes (N, C, S, S) to (N, S, S, C).

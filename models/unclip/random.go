@@ -165,7 +165,13 @@ func NewRandom(arch Architecture, opt RandomOptions) (*Pipeline, error) {
 	sd := func(name string) *nn.StateDict {
 		h := fnv.New64a()
 		h.Write([]byte(name))
-		return nn.NewRandomStateDict(opt.Seed^h.Sum64(), tensor.F32)
+		// Made directly in the networks' 16-bit type when there is one, so
+		// that the float32 values never coexist with the copies.
+		wt := tensor.F32
+		if opt.DType == tensor.F16 || opt.DType == tensor.BF16 {
+			wt = opt.DType
+		}
+		return nn.NewRandomStateDict(opt.Seed^h.Sum64(), wt)
 	}
 	var err error
 	step := func(c string, f func() error) {
