@@ -347,8 +347,8 @@ func (b *Backend) getLocked(n int) (*alloc, error) {
 		a, err = b.mem.get(uint64(n))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: cannot allocate %d MiB (%d MiB held, %d MiB of device memory): %w",
-			b.name, n>>20, b.mem.total>>20, b.phys.info.DeviceMemory()>>20, err)
+		return nil, fmt.Errorf("%s (%.0f MiB of device memory): cannot allocate %.1f MiB: %w",
+			b.name, mb(b.phys.info.DeviceMemory()), mb(uint64(n)), err)
 	}
 	return a, nil
 }
