@@ -5,47 +5,8 @@ import (
 	"testing"
 
 	"github.com/unclip-go/unclip/tensor"
+	"github.com/unclip-go/unclip/tensor/tensortest"
 )
-
-// cubic is Keys' cubic convolution kernel with a = −0.5, in float64.
-func cubic(x float64) float64 {
-	const a = -0.5
-	x = math.Abs(x)
-	switch {
-	case x < 1:
-		return (a+2)*x*x*x - (a+3)*x*x + 1
-	case x < 2:
-		return a*x*x*x - 5*a*x*x + 8*a*x - 4*a
-	}
-	return 0
-}
-
-// aaWeights is torch's antialiased bicubic resampling matrix (nOut × nIn)
-// in float64 (spec appendix C, with torch's support widening by the scale
-// when downsampling), written independently of AntialiasTaps.
-func aaWeights(nIn, nOut int) [][]float64 {
-	s := float64(nIn) / float64(nOut)
-	support, inv := 2.0, 1.0
-	if s >= 1 {
-		support, inv = 2*s, 1/s
-	}
-	W := make([][]float64, nOut)
-	for i := range W {
-		W[i] = make([]float64, nIn)
-		center := s * (float64(i) + 0.5)
-		lo := max(int(math.Trunc(center-support+0.5)), 0)
-		hi := min(int(math.Trunc(center+support+0.5)), nIn)
-		var total float64
-		for j := lo; j < hi; j++ {
-			W[i][j] = cubic((float64(j) - center + 0.5) * inv)
-			total += W[i][j]
-		}
-		for j := lo; j < hi; j++ {
-			W[i][j] /= total
-		}
-	}
-	return W
-}
 
 func TestAntialiasTapsExamples(t *testing.T) {
 	first, w := tensor.AntialiasTaps(64, 256)
@@ -72,7 +33,7 @@ func TestAntialiasTapsExamples(t *testing.T) {
 		t.Errorf("AntialiasTaps(64, 256)[128] has %d taps, want 4", len(w[128]))
 	}
 	// The float64 reference agrees with the spec's examples too.
-	W := aaWeights(64, 256)
+	W := tensortest.AntialiasWeights(64, 256)
 	for j, want := range []float64{1.11194, -0.11194} {
 		if math.Abs(W[0][j]-want) > 1e-5 {
 			t.Errorf("reference W[0][%d] = %v, want %v", j, W[0][j], want)
@@ -93,7 +54,7 @@ func TestAntialiasTapsMatrix(t *testing.T) {
 			t.Errorf("AntialiasTaps(%d, %d): %d rows", nIn, nOut, len(w))
 			continue
 		}
-		W := aaWeights(nIn, nOut)
+		W := tensortest.AntialiasWeights(nIn, nOut)
 		for i := 0; i < nOut; i++ {
 			if first[i] < 0 || first[i]+len(w[i]) > nIn || len(w[i]) == 0 {
 				t.Errorf("AntialiasTaps(%d, %d)[%d]: window [%d, %d) outside [0, %d)", nIn, nOut, i, first[i], first[i]+len(w[i]), nIn)

@@ -305,6 +305,23 @@ type TextState struct {
 	L            int
 }
 
+// rows is the networks' batch: B, or 2B with guidance.
+func (ts *TextState) rows() int {
+	if ts.CFG {
+		return 2 * ts.Batch
+	}
+	return ts.Batch
+}
+
+// networkInput is the latent as the networks take it: twice over with
+// guidance (unconditional rows first).
+func (ts *TextState) networkInput(lat *tensor.Tensor) *tensor.Tensor {
+	if ts.CFG {
+		return tensor.Concat(0, lat, lat)
+	}
+	return lat
+}
+
 // Validate checks a request before any work starts.
 func (r *Request) Validate() error {
 	if len(r.Prompts) == 0 {
@@ -523,16 +540,9 @@ func (p *Pipeline) RunPrior(ctx context.Context, req *Request, ts *TextState) (*
 	if err != nil {
 		return nil, StageStats{}, err
 	}
-	rows := b
-	if ts.CFG {
-		rows = 2 * b
-	}
 	mode := p.PriorSch.Params(sched[0])
 	step := func(lat, tsin, z, params *tensor.Tensor) (*tensor.Tensor, error) {
-		x := lat
-		if ts.CFG {
-			x = tensor.Concat(0, lat, lat)
-		}
+		x := ts.networkInput(lat)
 		pred, err := p.Prior.ForwardSinusoid(x, tsin, ts.PromptEmbeds, ts.Hidden, ts.Mask)
 		if err != nil {
 			return nil, err
@@ -543,7 +553,7 @@ func (p *Pipeline) RunPrior(ctx context.Context, req *Request, ts *TextState) (*
 		return tensor.SchedulerStepDyn(pred, lat, z, params, mode), nil
 	}
 	out, stats, err := p.runStage(ctx, req, &stage{name: "prior", sch: p.PriorSch, steps: sched, lat: lat,
-		sinusoid: func(t int) *tensor.Tensor { return p.Prior.Sinusoid(t, rows) },
+		sinusoid: func(t int) *tensor.Tensor { return p.Prior.Sinusoid(t, ts.rows()) },
 		nets:     []stepFunc{step}, net: func(int) int { return 0 }})
 	if err != nil {
 		return nil, stats, err
@@ -600,16 +610,9 @@ func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, 
 	if err != nil {
 		return nil, StageStats{}, err
 	}
-	rows := b
-	if ts.CFG {
-		rows = 2 * b
-	}
 	mode := p.DecSch.Params(sched[0])
 	step := func(lat, tsin, z, params *tensor.Tensor) (*tensor.Tensor, error) {
-		x := lat
-		if ts.CFG {
-			x = tensor.Concat(0, lat, lat)
-		}
+		x := ts.networkInput(lat)
 		out, err := p.Decoder.Forward(x, unet.Inputs{TimeSinusoid: tsin, Context: context_, ContextMask: mask, ClassLabels: timeEmb})
 		if err != nil {
 			return nil, err
@@ -627,7 +630,7 @@ func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, 
 		return tensor.SchedulerStepDyn(out, lat, z, params, mode), nil
 	}
 	out, stats, err := p.runStage(ctx, req, &stage{name: "decoder", sch: p.DecSch, steps: sched, lat: lat,
-		sinusoid: func(t int) *tensor.Tensor { return p.Decoder.Sinusoid(t, rows) },
+		sinusoid: func(t int) *tensor.Tensor { return p.Decoder.Sinusoid(t, ts.rows()) },
 		nets:     []stepFunc{step}, net: func(int) int { return 0 }})
 	if err != nil {
 		return nil, stats, err

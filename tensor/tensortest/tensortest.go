@@ -106,14 +106,24 @@ type opCase struct {
 // identical.
 func Conformance(t *testing.T, b tensor.Backend, tol float64) {
 	t.Helper()
+	conform(t, b, tol, false, runCase)
+}
+
+// conform runs every case (but those expected to fail, with noErrCases)
+// eagerly on the CPU reference and with run on b, and compares.
+func conform(t *testing.T, b tensor.Backend, tol float64, noErrCases bool, run func(opCase, tensor.Backend) (*tensor.Tensor, error)) {
+	t.Helper()
 	ref := tensor.CPU()
 	for _, c := range cases() {
+		if noErrCases && c.wantErr {
+			continue
+		}
 		t.Run(c.name, func(t *testing.T) {
 			want, err := runCase(c, ref)
 			if err != nil {
 				t.Fatalf("on the CPU reference: %v", err)
 			}
-			got, err := runCase(c, b)
+			got, err := run(c, b)
 			if err != nil {
 				t.Fatalf("on %s: %v", b.Name(), err)
 			}
@@ -767,27 +777,7 @@ func cases() []opCase {
 // before it is written, or overlaps two live values, fails.
 func ConformanceGraph(t *testing.T, b tensor.Backend, tol float64) {
 	t.Helper()
-	ref := tensor.CPU()
-	for _, c := range cases() {
-		if c.wantErr {
-			continue
-		}
-		t.Run(c.name, func(t *testing.T) {
-			want, err := runCase(c, ref)
-			if err != nil {
-				t.Fatalf("on the CPU reference: %v", err)
-			}
-			got, err := runGraphCase(c, b)
-			if err != nil {
-				t.Fatalf("captured on %s: %v", b.Name(), err)
-			}
-			ctol := tol
-			if c.tolMul != 0 {
-				ctol *= c.tolMul
-			}
-			compare(t, b, c, want, got, ctol)
-		})
-	}
+	conform(t, b, tol, true, runGraphCase)
 }
 
 // runGraphCase captures c on b, replays it once, poisons the arena, writes
