@@ -110,6 +110,7 @@ func Capture(name string, b Backend, inputs []Spec, f func(in []*Tensor) ([]*Ten
 	}
 	g.outputs = out
 	g.serial1 = storageSerial.Load()
+	g.fuse()
 	g.plan()
 	return g, nil
 }
@@ -151,20 +152,9 @@ func (g *Graph) newValue(dt DType, shape []int) *Tensor {
 
 // record appends a node whose operands include graph values of g.
 func (g *Graph) record(n *Node) {
-	idx := len(g.nodes)
 	m := *n
 	m.Src = append([]*Tensor(nil), n.Src...)
 	g.nodes = append(g.nodes, &m)
-	touch := func(t *Tensor) {
-		if v := valueOf(t); v != nil {
-			v.first = min(v.first, idx)
-			v.last = max(v.last, idx)
-		}
-	}
-	touch(n.Dst)
-	for _, s := range n.Src {
-		touch(s)
-	}
 }
 
 // fail keeps the first misuse met while capturing.
@@ -174,17 +164,41 @@ func (g *Graph) fail(err error) {
 	}
 }
 
-// plan assigns arena offsets (see the package comment above).
+// plan computes every value's lifetime and assigns arena offsets (see the
+// package comment above).
 func (g *Graph) plan() {
+	g.liveness()
+	g.assign()
+}
+
+// liveness sets every value's first and last node.
+func (g *Graph) liveness() {
 	end := len(g.nodes)
+	for _, v := range g.values {
+		v.first, v.last = end+1, -1 // untouched: no space
+	}
+	for i, n := range g.nodes {
+		for _, t := range append([]*Tensor{n.Dst}, n.Src...) {
+			if v := valueOf(t); v != nil {
+				v.first = min(v.first, i)
+				v.last = max(v.last, i)
+			}
+		}
+	}
 	for _, t := range g.outputs {
 		if v := valueOf(t); v != nil {
 			v.last = end
 		}
 	}
 	for _, t := range g.inputs {
-		valueOf(t).first = -1
+		v := valueOf(t)
+		v.first = -1
+		v.last = max(v.last, -1)
 	}
+}
+
+// assign gives every value with a lifetime its arena offset.
+func (g *Graph) assign() {
 	order := make([]*value, 0, len(g.values))
 	for _, v := range g.values {
 		if v.bytes > 0 && v.first <= v.last {
@@ -242,7 +256,9 @@ func (g *Graph) ArenaBytes() int { return g.arena }
 func (g *Graph) ValueBytes() int {
 	s := 0
 	for _, v := range g.values {
-		s += alignUp(v.bytes, arenaAlign)
+		if v.first <= v.last {
+			s += alignUp(v.bytes, arenaAlign)
+		}
 	}
 	return s
 }

@@ -19,7 +19,7 @@ func TestPlanNoOverlap(t *testing.T) {
 			last := first + r.IntN(nodes-first)
 			g.values = append(g.values, &value{g: g, id: i, bytes: 1 + r.IntN(5000), first: first, last: last})
 		}
-		g.plan()
+		g.assign()
 		live := make([]int, nodes)
 		for _, v := range g.values {
 			if v.off%arenaAlign != 0 || v.off+v.bytes > g.arena {

@@ -180,3 +180,55 @@ func TestParseBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestGraphFusion: the unfused spellings — GroupNorm then SiLU, MatMul
+// then a broadcast bias, Conv2d then a per-channel bias — are fused into
+// one node each when captured, and the replay matches eager execution.
+func TestGraphFusion(t *testing.T) {
+	w := tensortest.Rand(1, 8, 6)
+	bias := tensortest.Rand(2, 6)
+	cw := tensortest.Rand(3, 5, 4, 3, 3)
+	cb := tensortest.Rand(4, 5)
+	gw, gb := tensortest.Rand(5, 4), tensortest.Rand(6, 4)
+	f := func(x, img *tensor.Tensor) (*tensor.Tensor, *tensor.Tensor, *tensor.Tensor) {
+		lin := tensor.Add(tensor.MatMul(x, w), bias)                                  // 2 → 1
+		conv := tensor.Add(tensor.Conv2d(img, cw, nil, 1, 1), cb.Reshape(1, 5, 1, 1)) // 2 → 1
+		gn := tensor.SiLU(tensor.GroupNorm(img, 2, gw, gb, 1e-5, false))              // 2 → 1
+		return lin, conv, gn
+	}
+	x, img := tensortest.Rand(7, 3, 8), tensortest.Rand(8, 2, 4, 5, 5)
+	g, err := tensor.Capture("fusion", tensor.CPU(), []tensor.Spec{{DType: tensor.F32, Shape: x.Shape()}, {DType: tensor.F32, Shape: img.Shape()}},
+		func(in []*tensor.Tensor) ([]*tensor.Tensor, error) {
+			a, b, c := f(in[0], in[1])
+			return []*tensor.Tensor{a, b, c}, nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Len() != 3 {
+		t.Errorf("%d nodes after fusion, want 3", g.Len())
+		for _, n := range g.Nodes() {
+			t.Logf("  %s", n.Name())
+		}
+	}
+	ex, err := g.Instantiate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ex.Free()
+	for i, v := range []*tensor.Tensor{x, img} {
+		if err := tensor.CopyInto(ex.Input(i), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ex.Run(); err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := f(x, img)
+	for i, want := range []*tensor.Tensor{a, b, c} {
+		got := ex.Output(i).MustFloat32s()
+		if d := tensortest.MaxAbsDiff(got, want.MustFloat32s()); d > 1e-5 {
+			t.Errorf("output %d: fused replay differs from eager by %g", i, d)
+		}
+	}
+}

@@ -374,7 +374,6 @@ func naiveAttention(q, k, v []float64, b, h, lq, lk, d, dv int, bias []float64, 
 	return out, mag
 }
 
-
 // ---- tests ----
 
 func TestConformanceSmoke(t *testing.T) { kernelSets(t, testConformanceSmoke) }
