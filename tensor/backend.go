@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -49,6 +50,29 @@ type Counters interface {
 // inUse what it holds now.
 type MemoryReporter interface {
 	Memory() (limit, inUse int64)
+}
+
+// Recorder is implemented by backends that can record a sequence of nodes
+// once and submit the recording again and again (Vulkan command buffers):
+// Exec.Record uses it. A recording binds the operands' memory as it is
+// when recorded; record again after any operand's storage moves (a
+// weight evicted and restored).
+type Recorder interface {
+	Record(nodes []Node) (Recording, error)
+}
+
+// ErrNoRecording is returned (wrapped) by a Recorder that cannot record
+// right now (for instance while it times its kernels); the nodes then run
+// one by one.
+var ErrNoRecording = errors.New("recording unavailable")
+
+// Recording is a recorded node sequence.
+type Recording interface {
+	// Submit queues one run of the recording after the work recorded so
+	// far, without waiting for it.
+	Submit() error
+	// Free releases the recording once its runs have finished.
+	Free()
 }
 
 // Flusher is implemented by backends that record work: after Hold, work is

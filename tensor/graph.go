@@ -287,6 +287,7 @@ type Exec struct {
 	nodes   []Node
 	inputs  []*Tensor
 	outputs []*Tensor
+	rec     Recording // set by Record
 }
 
 // Instantiate reserves the graph's arena on its backend (Backend.Reserve)
@@ -360,11 +361,40 @@ func (e *Exec) Output(i int) *Tensor { return e.outputs[i] }
 // ErrFreed is returned by Run after Free.
 var ErrFreed = errors.New("tensor: graph's arena was freed")
 
-// Run replays every node on the backend, in order. A recording backend may
-// return before the work has finished; read an output or Sync to wait.
+// Record records the nodes once on a backend that can replay recordings
+// (Recorder), so that Run submits the recording instead of handing the
+// nodes to the backend one by one; elsewhere it does nothing. It reports
+// whether a recording was made. Record again after an operand's storage
+// has moved (a weight evicted and restored).
+func (e *Exec) Record() (bool, error) {
+	r, ok := e.g.backend.(Recorder)
+	if !ok {
+		return false, nil
+	}
+	if e.rec != nil {
+		e.rec.Free()
+		e.rec = nil
+	}
+	rec, err := r.Record(e.nodes)
+	if err != nil {
+		return false, fmt.Errorf("%s: recording: %w", e.g.name, err)
+	}
+	e.rec = rec
+	return true, nil
+}
+
+// Run replays every node on the backend, in order (or submits the
+// recording, after Record). A recording backend may return before the work
+// has finished; read an output or Sync to wait.
 func (e *Exec) Run() error {
 	if e.arena == nil {
 		return ErrFreed
+	}
+	if e.rec != nil {
+		if err := e.rec.Submit(); err != nil {
+			return fmt.Errorf("%s: %w", e.g.name, err)
+		}
+		return nil
 	}
 	b := e.g.backend
 	for i := range e.nodes {
@@ -380,6 +410,10 @@ func (e *Exec) Run() error {
 // uses it; an arena given to Bind stays the caller's). The Exec and its
 // inputs and outputs must not be used again.
 func (e *Exec) Free() {
+	if e.rec != nil {
+		e.rec.Free()
+		e.rec = nil
+	}
 	if e.arena != nil && e.owned {
 		e.arena.Free()
 	}

@@ -65,10 +65,14 @@ type Backend struct {
 	scratchMu sync.Mutex
 	depth     int
 	scratch   []*tensor.Storage
-	submits   atomic.Int64 // batches submitted (Counters)
-	waits     atomic.Int64 // host waits for the device (Counters)
-	freeMu    sync.Mutex
-	pending   []pendingFree
+
+	recording   *recording   // being recorded (Record), nil otherwise
+	outstanding bool         // recordings were submitted without a fence since the last wait
+	outSeq      uint64       // recSeq at the first of them
+	submits     atomic.Int64 // batches submitted (Counters)
+	waits       atomic.Int64 // host waits for the device (Counters)
+	freeMu      sync.Mutex
+	pending     []pendingFree
 }
 
 // pendingFree is an allocation whose storage was collected (or a staging
@@ -337,6 +341,10 @@ func (b *Backend) getLocked(n int) (*alloc, error) {
 		return a, nil
 	}
 	a, err := b.mem.get(uint64(n))
+	if err != nil && b.recording != nil {
+		// No waiting while a step is recorded: the caller runs it op by op.
+		return nil, fmt.Errorf("%w: out of device memory while recording (%v)", tensor.ErrNoRecording, err)
+	}
 	if err != nil && b.pendingBytes() > 0 {
 		// Freed memory waits for the work that used it (the recording
 		// batch too): submit, wait, reclaim, and try again. Under a tight
@@ -402,8 +410,12 @@ func (b *Backend) reclaim() {
 	b.freeMu.Lock()
 	defer b.freeMu.Unlock()
 	done := b.doneSeq
-	if len(b.inflight) == 0 && b.cur == nil {
+	if len(b.inflight) == 0 && b.cur == nil && !b.outstanding {
 		done = b.recSeq.Load()
+	}
+	if b.outstanding {
+		// Fence-less runs are known finished only after a device wait.
+		done = min(done, b.outSeq-1)
 	}
 	keep := b.pending[:0]
 	for _, p := range b.pending {
@@ -573,13 +585,25 @@ func (b *Backend) drain() error {
 	if err := b.submit(); err != nil {
 		return err
 	}
-	if len(b.inflight) > 0 {
+	if len(b.inflight) > 0 || b.outstanding {
 		b.waits.Add(1)
 	}
 	for len(b.inflight) > 0 {
 		if err := b.waitOldest(); err != nil {
 			return err
 		}
+	}
+	if b.outstanding {
+		// Recorded steps run without fences: wait for the queue.
+		if r := b.dev.waitIdle(); r != vk.Success {
+			err := fmt.Errorf("%s: vkDeviceWaitIdle after recorded steps: %w", b.name, vkErr(r))
+			if r == vk.ErrorDeviceLost {
+				b.lost = err
+			}
+			return err
+		}
+		b.outstanding = false
+		b.doneSeq = b.recSeq.Load()
 	}
 	b.reclaim()
 	return b.lost
@@ -650,6 +674,9 @@ func (b *Backend) submit() error {
 	bt := b.cur
 	if bt == nil {
 		return b.lost
+	}
+	if b.recording != nil && bt == b.recording.bt {
+		return errors.New("an op waited for the device while being recorded (Record)")
 	}
 	b.cur = nil
 	if r := b.dev.submit(bt.cb, bt.fence); r != vk.Success {
@@ -731,13 +758,7 @@ func (b *Backend) waitOldest() error {
 // never ran and its seq is given up, so that its pending frees wait only
 // for the batches before it.
 func (b *Backend) recycle(bt *batch, ran bool) {
-	for _, p := range bt.pools {
-		b.dev.resetPool(p)
-	}
-	bt.pool = 0
-	bt.ndisp = 0
-	clear(bt.ops)
-	bt.ops = bt.ops[:0]
+	b.reset(bt)
 	if ran {
 		b.doneSeq = bt.seq
 	} else {
@@ -745,6 +766,18 @@ func (b *Backend) recycle(bt *batch, ran bool) {
 	}
 	b.idle = append(b.idle, bt)
 	b.reclaim()
+}
+
+// reset clears bt's descriptor pools and recorded ops (it must not be
+// pending on the device).
+func (b *Backend) reset(bt *batch) {
+	for _, p := range bt.pools {
+		b.dev.resetPool(p)
+	}
+	bt.pool = 0
+	bt.ndisp = 0
+	clear(bt.ops)
+	bt.ops = bt.ops[:0]
 }
 
 // fail returns an error naming the ops of bt, whose vkQueueSubmit

@@ -469,6 +469,45 @@ static VkResult uvk_submit(uvk_dev *d, uint64_t cb, uint64_t fence) {
 }
 
 // Waits for the fence and resets it.
+// A command buffer recorded once and submitted again and again (a
+// replayed step graph): begun for simultaneous use, ended after a barrier
+// that makes its writes visible to the host, submitted without a fence.
+static VkResult uvk_begin_reusable(uvk_dev *d, uint64_t cb) {
+	VkCommandBufferBeginInfo bi = {0};
+	bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
+	bi.flags = VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT;
+	return d->BeginCommandBuffer(H(VkCommandBuffer, cb), &bi);
+}
+
+static VkResult uvk_end(uvk_dev *d, uint64_t cb) {
+	VkCommandBuffer c = H(VkCommandBuffer, cb);
+	uvk_barrier(d, c, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+		VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+	return d->EndCommandBuffer(c);
+}
+
+// Ends eager and submits it followed by the recorded command buffer rec,
+// with eager's fence (which then covers both).
+static VkResult uvk_submit_with(uvk_dev *d, uint64_t eager, uint64_t rec, uint64_t fence) {
+	VkResult r = uvk_end(d, eager);
+	if (r != VK_SUCCESS) return r;
+	VkCommandBuffer c[2] = {H(VkCommandBuffer, eager), H(VkCommandBuffer, rec)};
+	VkSubmitInfo si = {0};
+	si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
+	si.commandBufferCount = 2;
+	si.pCommandBuffers = c;
+	return d->QueueSubmit(d->queue, 1, &si, H(VkFence, fence));
+}
+
+static VkResult uvk_resubmit(uvk_dev *d, uint64_t cb) {
+	VkCommandBuffer c = H(VkCommandBuffer, cb);
+	VkSubmitInfo si = {0};
+	si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
+	si.commandBufferCount = 1;
+	si.pCommandBuffers = &c;
+	return d->QueueSubmit(d->queue, 1, &si, VK_NULL_HANDLE);
+}
+
 static VkResult uvk_wait(uvk_dev *d, uint64_t fence) {
 	VkFence f = H(VkFence, fence);
 	VkResult r = d->WaitForFences(d->dev, 1, &f, VK_TRUE, UINT64_MAX);
@@ -749,6 +788,15 @@ func (d *device) submit(cb, fence uint64) vk.Result {
 }
 
 func (d *device) wait(fence uint64) vk.Result { return vk.Result(C.uvk_wait(d.d, C.uint64_t(fence))) }
+
+func (d *device) beginReusable(cb uint64) vk.Result {
+	return vk.Result(C.uvk_begin_reusable(d.d, C.uint64_t(cb)))
+}
+func (d *device) end(cb uint64) vk.Result      { return vk.Result(C.uvk_end(d.d, C.uint64_t(cb))) }
+func (d *device) resubmit(cb uint64) vk.Result { return vk.Result(C.uvk_resubmit(d.d, C.uint64_t(cb))) }
+func (d *device) submitWith(eager, rec, fence uint64) vk.Result {
+	return vk.Result(C.uvk_submit_with(d.d, C.uint64_t(eager), C.uint64_t(rec), C.uint64_t(fence)))
+}
 
 // computeBarrier records a compute/transfer → compute/transfer barrier.
 func (d *device) computeBarrier(cb uint64) { C.uvk_compute_barrier(d.d, C.uint64_t(cb)) }

@@ -27,6 +27,11 @@ func (b *Backend) Run(n *tensor.Node) error {
 		tmp, b.scratch = b.scratch, nil
 	}
 	b.scratchMu.Unlock()
+	if rec := b.recording; rec != nil {
+		// The recorded commands read them on every run.
+		rec.scratch = append(rec.scratch, tmp...)
+		return err
+	}
 	for _, s := range tmp {
 		s.Free()
 	}

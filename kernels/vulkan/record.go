@@ -189,7 +189,7 @@ func (b *Backend) dispatch(n *tensor.Node, name string, ops []operand, pc *push,
 		bt.names = append(bt.names, name)
 	}
 	bt.ndisp++
-	if bt.ndisp >= batchOps && !b.hold {
+	if bt.ndisp >= batchOps && !b.hold && b.recording == nil {
 		return b.submit()
 	}
 	return nil

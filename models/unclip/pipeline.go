@@ -554,13 +554,9 @@ func (p *Pipeline) RunPrior(ctx context.Context, req *Request, ts *TextState) (*
 	}
 	out, stats, err := p.runStage(ctx, req, &stage{name: "prior", sch: p.PriorSch, steps: sched, lat: lat,
 		sinusoid: func(t int) *tensor.Tensor { return p.Prior.Sinusoid(t, ts.rows()) },
-		nets:     []stepFunc{step}, net: func(int) int { return 0 }})
-	if err != nil {
-		return nil, stats, err
-	}
-	emb := p.Prior.PostProcess(out)
-	freeAll(lat, out)
-	return emb, stats, emb.Err()
+		nets:     []stepFunc{step}, net: func(int) int { return 0 }, post: p.Prior.PostProcess})
+	freeAll(lat)
+	return out, stats, err
 }
 
 // DecoderMask is the decoder's context mask: the text mask with the
@@ -631,13 +627,10 @@ func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, 
 	}
 	out, stats, err := p.runStage(ctx, req, &stage{name: "decoder", sch: p.DecSch, steps: sched, lat: lat,
 		sinusoid: func(t int) *tensor.Tensor { return p.Decoder.Sinusoid(t, ts.rows()) },
-		nets:     []stepFunc{step}, net: func(int) int { return 0 }})
-	if err != nil {
-		return nil, stats, err
-	}
-	small := tensor.Clamp(out, -1, 1)
-	freeAll(lat, out)
-	return small, stats, small.Err()
+		nets:     []stepFunc{step}, net: func(int) int { return 0 },
+		post: func(x *tensor.Tensor) *tensor.Tensor { return tensor.Clamp(x, -1, 1) }})
+	freeAll(lat)
+	return out, stats, err
 }
 
 // Upscale resizes the small images (B, C, s, s) to the super-res size with
@@ -703,14 +696,15 @@ func (p *Pipeline) RunSuperRes(ctx context.Context, req *Request, small *tensor.
 				return []*nn.StateDict{p.SRLast.Weights}
 			}
 			return []*nn.StateDict{p.SRFirst.Weights}
+		},
+		post: func(x *tensor.Tensor) *tensor.Tensor {
+			half := tensor.Affine(x, 0.5, 0.5)
+			img := tensor.Clamp(half, 0, 1)
+			freeAll(half)
+			return img
 		}})
-	if err != nil {
-		return nil, stats, err
-	}
-	half := tensor.Affine(out, 0.5, 0.5)
-	img := tensor.Clamp(half, 0, 1)
-	freeAll(lat, out, up, half)
-	return img, stats, img.Err()
+	freeAll(lat, up)
+	return out, stats, err
 }
 
 // freeAll releases a stage's device tensors as soon as the work recorded

@@ -2,6 +2,7 @@ package unclip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/metrics"
 	"time"
@@ -42,6 +43,9 @@ type stage struct {
 	// only the running network's are then on the device (the caller has
 	// not acquired them); otherwise the caller made the stage resident.
 	netWeights func(k int) []*nn.StateDict
+	// post makes the stage's result from the final latent (read before the
+	// stage's memory goes).
+	post func(lat *tensor.Tensor) *tensor.Tensor
 }
 
 // residentNet makes network k's weights the only ones of the stage on the
@@ -84,8 +88,9 @@ type StageStats struct {
 	// AllocBytesPerStep is the Go heap allocated per replayed step
 	// (runtime/metrics), averaged over the steps after the first.
 	AllocBytesPerStep int64
-	// Submits and HostWaits count the backend's submissions and host waits
-	// during the stage (recording backends only; see tensor.Counters).
+	// Submits counts the backend's submissions during the steps, and
+	// HostWaits its host waits during the whole stage, the final read of
+	// its result included (recording backends only; see tensor.Counters).
 	Submits, HostWaits int64
 }
 
@@ -184,13 +189,22 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 			}
 			progress(i)
 		}
-		return lat, stats, nil
+		out := st.post(lat)
+		freeAll(lat)
+		return out, stats, out.Err()
 	}
 
-	// Planned: capture each network's step once, plan the graphs into one
-	// shared arena (they never run at the same time), replay.
-	specs := []tensor.Spec{{DType: tensor.F32, Shape: shape}, {DType: tensor.F32, Shape: sinShape},
-		{DType: tensor.F32, Shape: shape}, {DType: tensor.F32, Shape: []int{tensor.StepVectorLen}}}
+	// Planned: capture each network's step once. The step graph reads its
+	// timestep, noise and scheduler rows from the tables at a step counter
+	// that it advances itself, and writes the new latent over its input,
+	// so a replay needs nothing from the host: on a recording backend each
+	// step is one resubmission of commands recorded once.
+	succ := make([]int32, n+1) // counter → counter + 1 (the last stays)
+	for i := range succ {
+		succ[i] = int32(min(i+1, n))
+	}
+	succT := tensor.FromBytes(tensor.I32, unsafe.Slice((*byte)(unsafe.Pointer(&succ[0])), 4*len(succ)), n+1, 1).To(dev)
+	specs := []tensor.Spec{{DType: tensor.F32, Shape: shape}, {DType: tensor.I32, Shape: []int{1}}}
 	graphs := make([]*tensor.Graph, len(st.nets))
 	for i := range st.steps {
 		k := st.net(i)
@@ -201,8 +215,21 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 			return nil, stats, err
 		}
 		g, err := tensor.Capture(fmt.Sprintf("%s step", st.name), dev, specs, func(in []*tensor.Tensor) ([]*tensor.Tensor, error) {
-			out, err := st.nets[k](in[0], in[1], in[2], in[3])
-			return []*tensor.Tensor{out}, err
+			lat, c := in[0], in[1]
+			row := func(t *tensor.Tensor, shape ...int) *tensor.Tensor {
+				return tensor.Embedding(t.Reshape(n, -1), c).Reshape(shape...)
+			}
+			next, err := st.nets[k](lat, row(sinT, sinShape...), row(noiseT, shape...), row(parT, tensor.StepVectorLen))
+			if err != nil {
+				return nil, err
+			}
+			if err := tensor.CopyInto(lat, next); err != nil {
+				return nil, err
+			}
+			if err := tensor.CopyInto(c, tensor.Embedding(succT, c).Reshape(1)); err != nil {
+				return nil, err
+			}
+			return []*tensor.Tensor{lat}, nil
 		})
 		if err != nil {
 			return nil, stats, err
@@ -233,7 +260,8 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 	}
 	req.progress(Event{Stage: st.name, Step: 0, Total: n, Plan: &stats})
 	if req.DryRun {
-		return lat, stats, nil
+		out := st.post(lat)
+		return out, stats, out.Err()
 	}
 	arena, err := dev.Reserve(int(max(stats.ArenaBytes, 256)))
 	if err != nil {
@@ -248,12 +276,13 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 		if execs[k], err = g.Bind(arena); err != nil {
 			return nil, stats, err
 		}
+		defer execs[k].Free()
 	}
-	// The latent lives outside the arena, which the graphs share.
-	out := tensor.New(dev, tensor.F32, shape...)
-	if err := tensor.CopyInto(out, lat); err != nil {
-		return nil, stats, err
-	}
+	// The latent and the counter live in the running graph's inputs; when
+	// the network changes they move (through copies outside the arena,
+	// which the graphs share) to the next graph's.
+	zero := tensor.FromBytes(tensor.I32, make([]byte, 4), 1).To(dev)
+	var cur *tensor.Exec
 	var a1 int64
 	flusher, _ := dev.(tensor.Flusher)
 	for i := range st.steps {
@@ -264,22 +293,29 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 			a1 = heapAllocs()
 		}
 		k := st.net(i)
-		if err := p.residentNet(st, k); err != nil {
-			return nil, stats, err
+		if ex := execs[k]; ex != cur {
+			latIn, cIn := lat, zero
+			if cur != nil {
+				latIn, cIn = cur.Input(0).Cast(tensor.F32), cur.Input(1).Cast(tensor.I32)
+			}
+			if err := p.residentNet(st, k); err != nil {
+				return nil, stats, err
+			}
+			if err := errors.Join(tensor.CopyInto(ex.Input(0), latIn), tensor.CopyInto(ex.Input(1), cIn)); err != nil {
+				return nil, stats, fmt.Errorf("%s step %d: %w", st.name, i+1, err)
+			}
+			if cur != nil {
+				freeAll(latIn, cIn)
+			}
+			if _, err := ex.Record(); err != nil && !errors.Is(err, tensor.ErrNoRecording) {
+				return nil, stats, err
+			}
+			cur = ex
 		}
-		ex := execs[k]
 		if flusher != nil {
 			flusher.Hold()
 		}
-		for j, src := range []*tensor.Tensor{out, row(sinT, i), row(noiseT, i), row(parT, i)} {
-			if err := tensor.CopyInto(ex.Input(j), src); err != nil {
-				return nil, stats, fmt.Errorf("%s step %d: %w", st.name, i+1, err)
-			}
-		}
-		if err := ex.Run(); err != nil {
-			return nil, stats, fmt.Errorf("%s step %d: %w", st.name, i+1, err)
-		}
-		if err := tensor.CopyInto(out, ex.Output(0)); err != nil {
+		if err := cur.Run(); err != nil {
 			return nil, stats, fmt.Errorf("%s step %d: %w", st.name, i+1, err)
 		}
 		if flusher != nil {
@@ -292,13 +328,18 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 	if n > 1 {
 		stats.AllocBytesPerStep = (heapAllocs() - a1) / int64(n-1)
 	}
-	// One wait: the stage's result must be complete before the arena and
-	// tables are released (and the next stage reads it).
+	var s1 int64
+	if counters != nil {
+		s1, _ = counters.Counters()
+	}
+	// The result, read out of the arena; one wait: it must be complete
+	// before the arena and tables are released.
+	out := st.post(cur.Input(0))
 	if err := p.settle(out); err != nil {
 		return nil, stats, fmt.Errorf("%s: %w", st.name, err)
 	}
 	if counters != nil {
-		s1, w1 := counters.Counters()
+		_, w1 := counters.Counters()
 		stats.Submits, stats.HostWaits = s1-sub0, w1-wait0
 	}
 	return out, stats, nil
