@@ -395,6 +395,9 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	if res.ImageSmall, err = small.Float32s(); err != nil {
 		return nil, err
 	}
+	// The text and the embeddings are done with: their device memory goes
+	// now, not when the collector finds them.
+	freeAll(emb, ts.PromptEmbeds, ts.Hidden)
 	res.SmallSize = small.Dim(2)
 	var imgT *tensor.Tensor
 	if err := timed("super_res", req.SuperResSteps, func() (err error) { imgT, stats, err = p.RunSuperRes(ctx, &req, small); return }); err != nil {
@@ -405,6 +408,7 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	freeAll(small, imgT)
 	res.N = ts.Batch
 	res.Size = imgT.Dim(2)
 	res.Images = ToNHWC(img, res.N, 3, res.Size)
@@ -629,7 +633,7 @@ func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, 
 		sinusoid: func(t int) *tensor.Tensor { return p.Decoder.Sinusoid(t, ts.rows()) },
 		nets:     []stepFunc{step}, net: func(int) int { return 0 },
 		post: func(x *tensor.Tensor) *tensor.Tensor { return tensor.Clamp(x, -1, 1) }})
-	freeAll(lat)
+	freeAll(lat, context_, timeEmb)
 	return out, stats, err
 }
 

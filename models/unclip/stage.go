@@ -204,6 +204,7 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 		succ[i] = int32(min(i+1, n))
 	}
 	succT := tensor.FromBytes(tensor.I32, unsafe.Slice((*byte)(unsafe.Pointer(&succ[0])), 4*len(succ)), n+1, 1).To(dev)
+	defer freeAll(succT)
 	specs := []tensor.Spec{{DType: tensor.F32, Shape: shape}, {DType: tensor.I32, Shape: []int{1}}}
 	graphs := make([]*tensor.Graph, len(st.nets))
 	for i := range st.steps {
@@ -282,6 +283,7 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 	// the network changes they move (through copies outside the arena,
 	// which the graphs share) to the next graph's.
 	zero := tensor.FromBytes(tensor.I32, make([]byte, 4), 1).To(dev)
+	defer freeAll(zero)
 	var cur *tensor.Exec
 	var a1 int64
 	flusher, _ := dev.(tensor.Flusher)
