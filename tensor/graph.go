@@ -419,3 +419,41 @@ func (e *Exec) Free() {
 	}
 	e.arena = nil
 }
+
+// RunOnce runs f once as a captured graph on backend b: its intermediates
+// live in an arena that is released as soon as the outputs are copied out,
+// rather than in eager storage that waits for the collector. inputs are
+// f's arguments (copied into the arena); the outputs are new dense tensors.
+func RunOnce(name string, b Backend, inputs []*Tensor, f func(in []*Tensor) ([]*Tensor, error)) ([]*Tensor, error) {
+	specs := make([]Spec, len(inputs))
+	for i, t := range inputs {
+		specs[i] = Spec{DType: t.dtype, Shape: t.shape}
+	}
+	g, err := Capture(name, b, specs, f)
+	if err != nil {
+		return nil, err
+	}
+	defer g.Release()
+	ex, err := g.Instantiate()
+	if err != nil {
+		return nil, err
+	}
+	defer ex.Free()
+	for i, t := range inputs {
+		if err := CopyInto(ex.Input(i), t); err != nil {
+			return nil, fmt.Errorf("%s: input %d: %w", name, i, err)
+		}
+	}
+	if err := ex.Run(); err != nil {
+		return nil, err
+	}
+	out := make([]*Tensor, len(g.outputs))
+	for i := range out {
+		o := ex.Output(i)
+		out[i] = o.Cast(o.dtype)
+		if err := out[i].Err(); err != nil {
+			return nil, fmt.Errorf("%s: output %d: %w", name, i, err)
+		}
+	}
+	return out, nil
+}

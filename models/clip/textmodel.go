@@ -222,20 +222,26 @@ func (m *TextModel) Forward(ids [][]int64) (TextOutput, error) {
 	}
 	dev := m.tokEmb.W.Backend()
 	idt := tensor.FromInt64(flat, bsz, l).To(dev)
-	x := nn.As(tensor.Add(m.tokEmb.Forward(idt), m.posEmb.Narrow(0, 0, l)), m.dtype)
-	for _, ly := range m.layers {
-		x = tensor.Add(x, ly.attn.Forward(ly.norm1.Forward(x), nil, true))
-		x = tensor.Add(x, ly.mlp.Forward(ly.norm2.Forward(x)))
+	// One captured run: the activations live in an arena released at once.
+	outs, err := tensor.RunOnce("text encoder", dev, []*tensor.Tensor{idt}, func(in []*tensor.Tensor) ([]*tensor.Tensor, error) {
+		x := nn.As(tensor.Add(m.tokEmb.Forward(in[0]), m.posEmb.Narrow(0, 0, l)), m.dtype)
+		for _, ly := range m.layers {
+			x = tensor.Add(x, ly.attn.Forward(ly.norm1.Forward(x), nil, true))
+			x = tensor.Add(x, ly.mlp.Forward(ly.norm2.Forward(x)))
+		}
+		last := m.finalNorm.Forward(x)
+		pooled := make([]*tensor.Tensor, bsz)
+		for i, row := range ids {
+			pooled[i] = last.Narrow(0, i, 1).Narrow(1, m.PoolIndex(row), 1).Reshape(1, m.Config.HiddenSize)
+		}
+		return []*tensor.Tensor{nn.As(m.proj.Forward(tensor.Concat(0, pooled...)), tensor.F32), nn.As(last, tensor.F32)}, nil
+	})
+	if idt != nil && dev != tensor.CPU() {
+		idt.Storage().Free()
 	}
-	last := m.finalNorm.Forward(x)
-	pooled := make([]*tensor.Tensor, bsz)
-	for i, row := range ids {
-		pooled[i] = last.Narrow(0, i, 1).Narrow(1, m.PoolIndex(row), 1).Reshape(1, m.Config.HiddenSize)
-	}
-	embeds := nn.As(m.proj.Forward(tensor.Concat(0, pooled...)), tensor.F32)
-	last = nn.As(last, tensor.F32)
-	if err := embeds.Err(); err != nil {
+	if err != nil {
 		return TextOutput{}, fmt.Errorf("clip: text encoder: %w", err)
 	}
+	embeds, last := outs[0], outs[1]
 	return TextOutput{TextEmbeds: embeds, LastHidden: last}, nil
 }

@@ -593,10 +593,16 @@ func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, 
 		return nil, StageStats{}, err
 	}
 	defer p.Release("decoder")
-	context_, timeEmb, err := p.TextProj.Forward(emb, ts.PromptEmbeds, ts.Hidden, ts.CFG)
+	// One captured run: text_proj's intermediates go as soon as it is done.
+	proj, err := tensor.RunOnce("text_proj", p.Device, []*tensor.Tensor{emb, ts.PromptEmbeds, ts.Hidden},
+		func(in []*tensor.Tensor) ([]*tensor.Tensor, error) {
+			c, t, err := p.TextProj.Forward(in[0], in[1], in[2], ts.CFG)
+			return []*tensor.Tensor{c, t}, err
+		})
 	if err != nil {
 		return nil, StageStats{}, err
 	}
+	context_, timeEmb := proj[0], proj[1]
 	mask := p.DecoderMask(ts)
 	dc := p.Decoder.Config
 	b, ch := ts.Batch, dc.InChannels
