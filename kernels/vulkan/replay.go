@@ -34,8 +34,10 @@ type recording struct {
 // errProfiling: kernel timing needs per-batch timestamp queries.
 var errProfiling = fmt.Errorf("%w: kernels are being timed (--profile)", tensor.ErrNoRecording)
 
-// errOptIn: recordings are experimental (UNCLIP_VK_RECORD=1): one run on
-// lavapipe met a wrong step counter that was not reproduced in five more.
+// errOptIn: recordings are experimental (UNCLIP_VK_RECORD=1): on lavapipe
+// the first recorded run of a stage can read a wrong step counter
+// (TestPlannedStages with UNCLIP_VK_RECORD=1), which waiting for the work
+// recorded before Record avoids; the cause is not found yet.
 var errOptIn = fmt.Errorf("%w: recorded steps are opt-in (UNCLIP_VK_RECORD=1)", tensor.ErrNoRecording)
 
 var errBudget = fmt.Errorf("%w: a device memory budget is set", tensor.ErrNoRecording)
