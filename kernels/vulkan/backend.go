@@ -603,7 +603,7 @@ func (b *Backend) drain() error {
 			return err
 		}
 		b.outstanding = false
-		b.doneSeq = b.recSeq.Load()
+		b.doneSeq = b.recSeq.Load() - 1 // every submitted batch; the next one has recSeq
 	}
 	b.reclaim()
 	return b.lost

@@ -11,9 +11,9 @@ import (
 	"github.com/unclip-go/unclip/tensor"
 )
 
-// Recorded step graphs (experimental: UNCLIP_VK_RECORD=1 turns them on;
-// otherwise each replayed step is recorded again, still as one submission
-// with no wait). Record runs a graph's nodes once into a command
+// Recorded step graphs (UNCLIP_VK_RECORD=0 turns them off; each replayed
+// step is then recorded again, still as one submission with no wait).
+// Record runs a graph's nodes once into a command
 // buffer of its own (begun for simultaneous use, with descriptor pools of
 // its own) instead of the batch being recorded; Submit queues that command
 // buffer again, without a fence, so a denoising stage records each step's
@@ -34,18 +34,16 @@ type recording struct {
 // errProfiling: kernel timing needs per-batch timestamp queries.
 var errProfiling = fmt.Errorf("%w: kernels are being timed (--profile)", tensor.ErrNoRecording)
 
-// errOptIn: recordings are experimental (UNCLIP_VK_RECORD=1): on lavapipe
-// the first recorded run of a stage can read a wrong step counter
-// (TestPlannedStages with UNCLIP_VK_RECORD=1), which waiting for the work
-// recorded before Record avoids; the cause is not found yet.
-var errOptIn = fmt.Errorf("%w: recorded steps are opt-in (UNCLIP_VK_RECORD=1)", tensor.ErrNoRecording)
+// errOptIn: UNCLIP_VK_RECORD=0 turns recordings off (each replayed step is
+// then recorded again, still as one submission).
+var errOptIn = fmt.Errorf("%w: turned off (UNCLIP_VK_RECORD=0)", tensor.ErrNoRecording)
 
 var errBudget = fmt.Errorf("%w: a device memory budget is set", tensor.ErrNoRecording)
 
 // Record records nodes into a command buffer of their own.
 func (b *Backend) Record(nodes []tensor.Node) (tensor.Recording, error) {
 	b.mu.Lock()
-	if os.Getenv("UNCLIP_VK_RECORD") != "1" {
+	if os.Getenv("UNCLIP_VK_RECORD") == "0" {
 		b.mu.Unlock()
 		return nil, errOptIn
 	}
