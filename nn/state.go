@@ -99,24 +99,14 @@ func FromSafetensors(info safetensors.TensorInfo) (*tensor.Tensor, error) {
 // running stage's weights; Release drops everything, host memory too, once
 // a model is no longer needed.
 
-// DeviceBytes is the size of the weights bound to a device (resident or
-// not); HostBytes the size of every bound weight on the host.
+// DeviceBytes is the size of the weights bound to a device, resident or
+// not.
 func (sd *StateDict) DeviceBytes() int64 {
 	var n int64
 	for _, p := range sd.placed {
 		n += int64(p.dev.Storage().Bytes)
 	}
 	return n
-}
-
-// Resident reports whether every device weight is on the device.
-func (sd *StateDict) Resident() bool {
-	for _, p := range sd.placed {
-		if p.dev.Storage().Freed() {
-			return false
-		}
-	}
-	return true
 }
 
 // Restore uploads every evicted device weight again, in place (the
@@ -137,9 +127,12 @@ func (sd *StateDict) Restore() error {
 
 // upload places host's bytes into dev's released storage.
 func upload(host, dev *tensor.Tensor) error {
-	data, err := host.Bytes()
-	if err != nil {
-		return err
+	data := host.HostView() // no copy of a dense host weight
+	if data == nil {
+		var err error
+		if data, err = host.Bytes(); err != nil {
+			return err
+		}
 	}
 	b := dev.Backend()
 	st, err := b.Reserve(len(data))

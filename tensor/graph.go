@@ -40,7 +40,7 @@ type value struct {
 	g     *Graph
 	id    int
 	bytes int
-	first int // first node touching the value (−1 for an input)
+	first int // first node touching the value (−1 for an input), set by liveness
 	last  int // last node touching it (len(nodes) for an output)
 	off   int // arena offset in bytes, after planning
 }
@@ -80,7 +80,6 @@ func Capture(name string, b Backend, inputs []Spec, f func(in []*Tensor) ([]*Ten
 	in := make([]*Tensor, len(inputs))
 	for i, s := range inputs {
 		in[i] = g.newValue(s.DType, s.Shape)
-		g.values[i].first = -1
 	}
 	g.inputs = in
 	var out []*Tensor
@@ -144,7 +143,7 @@ func (t *Tensor) IsTraced() bool { return valueOf(t) != nil }
 
 func (g *Graph) newValue(dt DType, shape []int) *Tensor {
 	n := numel(shape) * dt.Size()
-	v := &value{g: g, id: len(g.values), bytes: n, first: len(g.nodes), last: len(g.nodes)}
+	v := &value{g: g, id: len(g.values), bytes: n} // lifetime: liveness, after capture
 	g.values = append(g.values, v)
 	st := &Storage{backend: g.backend, Handle: v, Bytes: n}
 	return &Tensor{st: st, dtype: dt, shape: append([]int(nil), shape...), strides: ContiguousStrides(shape)}
@@ -233,12 +232,6 @@ func (g *Graph) assign() {
 }
 
 func alignUp(n, a int) int { return (n + a - 1) / a * a }
-
-// Name is the graph's name, as given to Capture.
-func (g *Graph) Name() string { return g.name }
-
-// Backend is the backend the graph runs on.
-func (g *Graph) Backend() Backend { return g.backend }
 
 // Len is the number of recorded nodes.
 func (g *Graph) Len() int { return len(g.nodes) }
@@ -345,9 +338,6 @@ func (g *Graph) Bind(arena *Storage) (*Exec, error) {
 	}
 	return e, nil
 }
-
-// Graph returns the graph the Exec replays.
-func (e *Exec) Graph() *Graph { return e.g }
 
 // Input returns input i as a tensor in the arena: write it (CopyInto)
 // before Run.

@@ -73,10 +73,9 @@ func materialize(dst *Tensor, srcs []*Tensor) *Graph {
 			fail(fmt.Errorf("tensor: op without operands"))
 			dst.st = NewHostStorage(CPU(), nil)
 		default:
-			st, err := b.Alloc(dst.Numel() * dst.dtype.Size())
+			st, err := alloc(b, dst.dtype, dst.shape)
 			if err != nil {
-				fail(fmt.Errorf("alloc %v%v on %s: %w", dst.dtype, dst.shape, b.Name(), err))
-				st = NewHostStorage(b, nil)
+				fail(err)
 			}
 			dst.st = st
 		}

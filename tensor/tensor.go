@@ -274,15 +274,18 @@ func New(b Backend, dt DType, shape ...int) *Tensor {
 			shapePanic("tensor.New: negative dimension in %v", shape)
 		}
 	}
-	n := numel(shape)
-	st, err := b.Alloc(n * dt.Size())
-	t := &Tensor{dtype: dt, shape: append([]int(nil), shape...), strides: ContiguousStrides(shape), err: err}
+	st, err := alloc(b, dt, shape)
+	return &Tensor{st: st, dtype: dt, shape: append([]int(nil), shape...), strides: ContiguousStrides(shape), err: err}
+}
+
+// alloc returns storage for a dense dt tensor of the given shape on b; on
+// failure, an empty placeholder and the error, naming what was asked for.
+func alloc(b Backend, dt DType, shape []int) (*Storage, error) {
+	st, err := b.Alloc(numel(shape) * dt.Size())
 	if err != nil {
-		t.err = fmt.Errorf("alloc %v%v on %s: %w", dt, shape, b.Name(), err)
-		st = NewHostStorage(b, nil)
+		return NewHostStorage(b, nil), fmt.Errorf("alloc %v%v on %s: %w", dt, shape, b.Name(), err)
 	}
-	t.st = st
-	return t
+	return st, nil
 }
 
 // FromBytes wraps host bytes (not copied) as a contiguous CPU tensor. The
@@ -402,6 +405,18 @@ func (t *Tensor) Bytes() ([]byte, error) {
 		return nil, fmt.Errorf("read %v: %w", t, err)
 	}
 	return out, nil
+}
+
+// HostView returns the elements of a dense tensor in host memory as its
+// own bytes, without a copy (they must not be modified), or nil when t is
+// strided, on a device, released or being captured (use Bytes).
+func (t *Tensor) HostView() []byte {
+	if t.checkReadable() != nil || t.st.Host == nil || !t.IsContiguous() {
+		return nil
+	}
+	es := t.dtype.Size()
+	n := t.Numel() * es
+	return t.st.Host[t.offset*es : t.offset*es+n]
 }
 
 // Float32s returns the elements as a new []float32 in row-major order,

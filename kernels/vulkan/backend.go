@@ -670,7 +670,11 @@ func (b *Backend) addPool(bt *batch) error {
 }
 
 // submit ends and submits the recording batch, if any.
-func (b *Backend) submit() error {
+func (b *Backend) submit() error { return b.submitThen(0) }
+
+// submitThen submits the recording batch followed, in the same submission
+// and under its fence, by the recorded command buffer then (0: none).
+func (b *Backend) submitThen(then uint64) error {
 	bt := b.cur
 	if bt == nil {
 		return b.lost
@@ -679,7 +683,13 @@ func (b *Backend) submit() error {
 		return errors.New("an op waited for the device while being recorded (Record)")
 	}
 	b.cur = nil
-	if r := b.dev.submit(bt.cb, bt.fence); r != vk.Success {
+	r := vk.Success
+	if then == 0 {
+		r = b.dev.submit(bt.cb, bt.fence)
+	} else {
+		r = b.dev.submitWith(bt.cb, then, bt.fence)
+	}
+	if r != vk.Success {
 		return b.fail(bt, "vkQueueSubmit", r, false)
 	}
 	b.inflight = append(b.inflight, bt)

@@ -32,9 +32,7 @@ func (b *Backend) Run(n *tensor.Node) error {
 		rec.scratch = append(rec.scratch, tmp...)
 		return err
 	}
-	for _, s := range tmp {
-		s.Free()
-	}
+	b.freeScratch(tmp)
 	return err
 }
 

@@ -111,17 +111,10 @@ func (r *recording) Submit() error {
 	if b.lost != nil {
 		return b.lost
 	}
-	if eager := b.cur; eager != nil {
+	if b.cur != nil {
 		// One submission: the eager work recorded before this run, then
 		// the run, under the eager batch's fence.
-		b.cur = nil
-		if res := b.dev.submitWith(eager.cb, r.bt.cb, eager.fence); res != vk.Success {
-			return b.fail(eager, "vkQueueSubmit", res, false)
-		}
-		b.inflight = append(b.inflight, eager)
-		b.recSeq.Add(1)
-		b.submits.Add(1)
-		return nil
+		return b.submitThen(r.bt.cb)
 	}
 	if res := b.dev.resubmit(r.bt.cb); res != vk.Success {
 		err := fmt.Errorf("%s: vkQueueSubmit of a recorded step: %w", b.name, vkErr(res))

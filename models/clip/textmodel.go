@@ -236,9 +236,7 @@ func (m *TextModel) Forward(ids [][]int64) (TextOutput, error) {
 		}
 		return []*tensor.Tensor{nn.As(m.proj.Forward(tensor.Concat(0, pooled...)), tensor.F32), nn.As(last, tensor.F32)}, nil
 	})
-	if idt != nil && dev != tensor.CPU() {
-		idt.Storage().Free()
-	}
+	idt.Storage().Free()
 	if err != nil {
 		return TextOutput{}, fmt.Errorf("clip: text encoder: %w", err)
 	}

@@ -127,11 +127,15 @@ func (p *Pipeline) settleResidency(r Residency) error {
 // themselves; call it (and Release) around direct use of a model with
 // offload on.
 func (p *Pipeline) Acquire(stage string) error {
-	for _, sd := range p.stageWeights(stage) {
-		if !sd.Resident() {
-			if err := sd.Restore(); err != nil {
-				return fmt.Errorf("%s stage: uploading %d MiB of weights to %s: %w", stage, p.WeightBytes(stage)>>20, p.Device.Name(), err)
-			}
+	return p.restore(stage, p.stageWeights(stage))
+}
+
+// restore uploads the evicted weights of sds (used by stage), naming the
+// stage and the size when the device cannot take them.
+func (p *Pipeline) restore(stage string, sds []*nn.StateDict) error {
+	for _, sd := range sds {
+		if err := sd.Restore(); err != nil {
+			return fmt.Errorf("%s stage: uploading %d MiB of weights to %s: %w", stage, sd.DeviceBytes()>>20, p.Device.Name(), err)
 		}
 	}
 	return nil

@@ -62,12 +62,7 @@ func (p *Pipeline) residentNet(st *stage, k int) error {
 			}
 		}
 	}
-	for _, sd := range st.netWeights(k) {
-		if err := sd.Restore(); err != nil {
-			return fmt.Errorf("%s stage: uploading %d MiB of weights to %s: %w", st.name, sd.DeviceBytes()>>20, p.Device.Name(), err)
-		}
-	}
-	return nil
+	return p.restore(st.name, st.netWeights(k))
 }
 
 // StageStats describes the memory and execution of one denoising stage.
@@ -101,7 +96,7 @@ func heapAllocs() int64 {
 	return int64(s[0].Value.Uint64())
 }
 
-// run runs the stage and returns the final latent.
+// runStage runs the stage's steps and returns st.post of the final latent.
 func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tensor.Tensor, StageStats, error) {
 	var stats StageStats
 	dev := p.Device
