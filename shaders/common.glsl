@@ -126,6 +126,22 @@ float erfc_(float x) {
 // gelu is x·Φ(x) = 0.5·x·erfc(−x/√2).
 float gelu(float x) { return 0.5 * x * erfc_(-x * 0.70710678118654752); }
 
+// activate applies the activation of tensor.UnaryKind kind: SiLU (1),
+// GELU (2) or QuickGELU (3); any other kind leaves x as it is.
+float activate(uint kind, float x) {
+    switch (kind) {
+    case 1u: return x * sigmoid(x);
+    case 2u: return gelu(x);
+    case 3u: return x * sigmoid(1.702 * x);
+    }
+    return x;
+}
+
+// The epilogue of matmul.comp and conv2d.comp (tensor.EpilogueAct): a
+// flags word holds the bias bit, the residual bit and the activation kind.
+const uint EP_BIAS = 1u, EP_RESIDUAL = 2u;
+uint epAct(uint flags) { return (flags >> 8) & 0xffu; }
+
 // ---- 16-bit activations. Specialization constants fixed per pipeline by
 // the host: DDT is the destination's dtype, SDT the main source's and WDT
 // the weights' (norm affine parameters), each DT_F32, DT_F16 or DT_BF16.

@@ -1,6 +1,7 @@
 #version 450
-// OpConv2d as an implicit GEMM: for image z, dst[z, o, q] = Σ_r w[o, r]·
-// x̂[r, q] (+ bias[o]), where r runs over (c, ky, kx), q over output
+// OpConv2d as an implicit GEMM: for image z, dst[z, o, q] = act(Σ_r w[o, r]·
+// x̂[r, q] + bias[o]) + res[z, o, q] (the epilogue: bias, activation and
+// residual each optional), where r runs over (c, ky, kx), q over output
 // pixels (oy, ox), and x̂ reads x at (oy·sy + ky − py, ox·sx + kx − px),
 // zero outside. x dense of dtype SDT, result DDT (float32 accumulation); w dense F32, F16 or BF16 (converted as
 // loaded). Tiled like matmul.comp: 64×64 outputs per
@@ -16,12 +17,14 @@ DST_BUFFER(D, storeD)
 SRC_BUFFER(1, SXw, SX, SDT)
 layout(std430, binding = 2) readonly buffer W { uint SW[]; };
 SRC_BUFFER(3, SBiasw, loadBias, WDT) // bias of dtype WDT
+SRC_BUFFER(4, SResw, loadRes, DDT)   // residual, dense, of the result's dtype
 layout(push_constant) uniform P {
-    uint O, R, Q, hasBias;     // output channels, C·KH·KW, OH·OW
+    uint O, R, Q, flags;       // output channels, C·KH·KW, OH·OW; EP_BIAS, EP_RESIDUAL, activation
     uint C, H, W, OW;
     uint sy, sx, py, px;
     uint doff, xoff, woff, biasoff;
     uint wdt; // dtype code of w (F32, F16, BF16)
+    uint resoff;
 } p;
 
 LOAD_FLOAT(loadW, SW)
@@ -96,15 +99,19 @@ void main() {
         }
         barrier();
     }
-    uint obase = p.doff + z * p.O * p.Q;
+    uint zbase = z * p.O * p.Q;
+    uint act = epAct(p.flags);
     [[unroll]] for (uint i = 0u; i < TM; i++) {
         uint gm = m0 + ty + 16u * i;
         if (gm >= p.O) continue;
-        float bv = p.hasBias != 0u ? loadBias(p.biasoff + gm) : 0.0;
+        float bv = (p.flags & EP_BIAS) != 0u ? loadBias(p.biasoff + gm) : 0.0;
         [[unroll]] for (uint j = 0u; j < TN; j++) {
             uint gq = n0 + tx + 16u * j;
             if (gq >= p.Q) continue;
-            storeD(obase + gm * p.Q + gq, acc[i][j] + bv);
+            float v = activate(act, acc[i][j] + bv);
+            uint e = zbase + gm * p.Q + gq;
+            if ((p.flags & EP_RESIDUAL) != 0u) v += loadRes(p.resoff + e);
+            storeD(p.doff + e, v);
         }
     }
 }

@@ -1,5 +1,6 @@
 #version 450
-// OpMatMul: dst[z, m, n] = Σ_k a[z, m, k]·b[z, k, n] (+ bias[n]) for a
+// OpMatMul: dst[z, m, n] = act(Σ_k a[z, m, k]·b[z, k, n] + bias[n]) +
+// res[z, m, n] (the epilogue: bias, activation and residual each optional) for a
 // batch z of up to three dimensions; a and b are F32, F16 or BF16 views with
 // any strides (16-bit values are converted as they are loaded), bias of dtype WDT;
 // the result is stored as DDT (rounded once). Register-tiled: a workgroup of 16×16 invocations computes a
@@ -12,14 +13,16 @@ DST_BUFFER(D, storeD)
 layout(std430, binding = 1) readonly buffer A { uint SA[]; };
 layout(std430, binding = 2) readonly buffer B { uint SB[]; };
 SRC_BUFFER(3, SBiasw, loadBias, WDT) // bias of dtype WDT
+SRC_BUFFER(4, SResw, loadRes, DDT)   // residual, dense, of the result's dtype
 layout(push_constant) uniform P {
-    uint M, N, K, hasBias;
+    uint M, N, K, flags; // flags: EP_BIAS, EP_RESIDUAL, activation (common.glsl)
     uint doff, aoff, boff, biasoff;
     uint asm_, ask, bsk, bsn;
     uint bdim[3];  // batch shape (outermost first), 1 where unused
     uint abs_[3];  // a's batch strides
     uint bbs[3];   // b's batch strides
     uint adt, bdt; // dtype codes of a and b (F32, F16, BF16)
+    uint resoff;
 } p;
 
 LOAD_FLOAT(loadA, SA)
@@ -86,7 +89,8 @@ void main() {
         }
         barrier();
     }
-    uint obase = p.doff + z * p.M * p.N;
+    uint zbase = z * p.M * p.N;
+    uint act = epAct(p.flags);
     [[unroll]] for (uint i = 0u; i < TM; i++) {
         uint gm = m0 + ty + 16u * i;
         if (gm >= p.M) continue;
@@ -94,8 +98,11 @@ void main() {
             uint gn = n0 + tx + 16u * j;
             if (gn >= p.N) continue;
             float v = acc[i][j];
-            if (p.hasBias != 0u) v += loadBias(p.biasoff + gn);
-            storeD(obase + gm * p.N + gn, v);
+            if ((p.flags & EP_BIAS) != 0u) v += loadBias(p.biasoff + gn);
+            v = activate(act, v);
+            uint e = zbase + gm * p.N + gn;
+            if ((p.flags & EP_RESIDUAL) != 0u) v += loadRes(p.resoff + e);
+            storeD(p.doff + e, v);
         }
     }
 }

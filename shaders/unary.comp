@@ -17,9 +17,7 @@ void main() {
     float x = loadS(p.soff + i);
     float y;
     switch (p.kind) {
-    case 1u: y = x * sigmoid(x); break;              // SiLU
-    case 2u: y = gelu(x); break;                     // GELU (erf)
-    case 3u: y = x * sigmoid(1.702 * x); break;      // QuickGELU
+    case 1u: case 2u: case 3u: y = activate(p.kind, x); break; // SiLU, GELU (erf), QuickGELU
     case 4u: y = exp(x); break;                      // Exp
     case 5u: y = -x; break;                          // Neg
     case 6u: y = x * p.f0 + p.f1; break;             // Affine

@@ -92,13 +92,13 @@ const (
 	OpCopy            Op = iota + 1 // Dst = Src[0], any strides, dtype conversion
 	OpUnary                         // Dst = f(Src[0]); Int[0] is the UnaryKind, Float the parameters
 	OpBinary                        // Dst = Src[0] ∘ Src[1] (same shape as Dst, any strides); Int[0] is the BinaryKind
-	OpMatMul                        // Dst[...,M,N] = Src[0][...,M,K] · Src[1][...,K,N] (+ Src[2][N])
+	OpMatMul                        // Dst[...,M,N] = Src[0][...,M,K] · Src[1][...,K,N] (+ Src[2][N]), then the epilogue
 	OpLayerNorm                     // over the last dim; Src[1] weight, Src[2] bias (optional); Float[0] eps
 	OpGroupNorm                     // Src[0] (N,C,*): Int[0] groups, Int[1] 1 = apply SiLU after; Float[0] eps
 	OpSoftmax                       // over the last dim
 	OpAttention                     // Dst(B,H,Lq,Dv) = softmax(Q·Kᵀ·Float[0] + Src[3]) · V; Int[0] 1 = causal
 	OpEmbedding                     // Dst[..., D] = Src[0][Src[1][...], :]
-	OpConv2d                        // Src[0] (N,C,H,W), Src[1] (O,C,KH,KW), Src[2] bias; Int[0..1] stride, Int[2..3] padding
+	OpConv2d                        // Src[0] (N,C,H,W), Src[1] (O,C,KH,KW), Src[2] bias; Int[0..1] stride, Int[2..3] padding; then the epilogue
 	OpAvgPool2d                     // Int[0] kernel = stride
 	OpUpsampleNearest               // Int[0] integer factor
 	OpUpsampleBicubic               // antialiased bicubic (torch antialias=True) to Dst's H, W
@@ -117,6 +117,45 @@ func (o Op) String() string {
 		return s
 	}
 	return fmt.Sprintf("Op(%d)", uint16(o))
+}
+
+// The epilogue of OpMatMul and OpConv2d, which fusion (fuse.go) sets and
+// eager ops never do: Int[EpilogueAct], when not 0, is an activation (a
+// UnaryKind: SiLU, GELU or QuickGELU) applied to product + bias, and
+// Src[3], when present, a residual of Dst's shape and dtype (dense) added
+// after it:
+//
+//	Dst = act(A·B + bias) + residual
+//
+// Src[2] (the bias) may be nil when a residual is present. The residual
+// never overlaps Dst (the plan keeps every operand of a node apart from
+// its result).
+const EpilogueAct = 7
+
+// Activation returns the epilogue activation of an OpMatMul or OpConv2d
+// node (0 for none).
+func (n *Node) Activation() UnaryKind { return UnaryKind(n.Int[EpilogueAct]) }
+
+// Bias returns the bias operand of an OpMatMul or OpConv2d node, or nil.
+func (n *Node) Bias() *Tensor {
+	if len(n.Src) > 2 {
+		return n.Src[2]
+	}
+	return nil
+}
+
+// Residual returns the epilogue residual of an OpMatMul or OpConv2d node,
+// or nil.
+func (n *Node) Residual() *Tensor {
+	if len(n.Src) > 3 {
+		return n.Src[3]
+	}
+	return nil
+}
+
+// EpilogueActivation reports whether k may be an epilogue activation.
+func EpilogueActivation(k UnaryKind) bool {
+	return k == UnarySiLU || k == UnaryGELU || k == UnaryQuickGELU
 }
 
 // UnaryKind selects the function of an OpUnary node.

@@ -4,7 +4,8 @@ package tensor
 // it: rewrite rules merge a node into the one that produces its input
 // where a kernel can do both in one pass. A rule applies only when the
 // intermediate value has no other reader, is not a graph output, and is
-// written whole by one node. The rules:
+// written whole by one node; an operand the merged node gains (a bias, a
+// residual) must be ready before that node runs. The rules:
 //
 //   - GroupNorm followed by SiLU becomes GroupNorm with its SiLU flag
 //     (exact: the kernels apply SiLU to the rounded normalised value);
@@ -12,7 +13,14 @@ package tensor
 //     rows becomes MatMul with a bias, and Conv2d followed by the addition
 //     of a per-channel vector becomes Conv2d with a bias (the kernels add
 //     the bias first and accumulate onto it: a different rounding order,
-//     within float32 accuracy).
+//     within float32 accuracy);
+//   - MatMul or Conv2d followed by SiLU, GELU or QuickGELU takes the
+//     activation into its epilogue (Node.Activation);
+//   - MatMul or Conv2d followed by the addition of a dense tensor of its
+//     result's shape takes that tensor as its epilogue residual
+//     (Node.Residual): the residual connections of transformer blocks and
+//     resnets. Activation and residual are applied to the float32 result
+//     as the unfused ops would (exact on the CPU).
 //
 // Model code written against the fused ops (GroupNorm(..., silu),
 // Linear with bias, Conv2d with bias) needs no rule; the rules make the
@@ -23,12 +31,14 @@ func (g *Graph) fuse() {
 	readers := map[*value]int{}
 	writers := map[*value]int{}
 	producer := map[*value]*Node{}
+	index := map[*Node]int{}
 	for _, t := range g.outputs {
 		if v := valueOf(t); v != nil {
 			readers[v]++
 		}
 	}
-	for _, n := range g.nodes {
+	for i, n := range g.nodes {
+		index[n] = i
 		for _, s := range n.Src {
 			if v := valueOf(s); v != nil {
 				readers[v]++
@@ -52,28 +62,67 @@ func (g *Graph) fuse() {
 		}
 		return p
 	}
+	// ready reports whether operand t can be read by p: a constant, or a
+	// graph value written once, before p.
+	ready := func(t *Tensor, p *Node) bool {
+		v := valueOf(t)
+		if v == nil {
+			return true
+		}
+		switch writers[v] {
+		case 0:
+			return true
+		case 1:
+			return index[producer[v]] < index[p]
+		}
+		return false
+	}
+	// merge makes p write n's result.
+	merge := func(p, n *Node) {
+		p.Dst = n.Dst
+		if v := valueOf(n.Dst); v != nil {
+			producer[v] = p
+		}
+	}
+	gemm := func(p *Node) bool { return p != nil && (p.Op == OpMatMul || p.Op == OpConv2d) }
 	dead := map[*Node]bool{}
 	for _, n := range g.nodes {
 		switch {
-		case n.Op == OpUnary && UnaryKind(n.Int[0]) == UnarySiLU:
+		case n.Op == OpUnary:
+			kind := UnaryKind(n.Int[0])
 			p := sole(n.Src[0])
-			if p != nil && p.Op == OpGroupNorm && p.Int[1] == 0 && p.Dst.dtype == n.Dst.dtype {
-				p.Int[1] = 1
-				p.Dst = n.Dst
-				dead[n] = true
+			if p == nil || p.Dst.dtype != n.Dst.dtype {
+				continue
 			}
+			switch {
+			case kind == UnarySiLU && p.Op == OpGroupNorm && p.Int[1] == 0:
+				p.Int[1] = 1
+			case EpilogueActivation(kind) && gemm(p) && p.Activation() == 0 && p.Residual() == nil:
+				p.Int[EpilogueAct] = int(kind)
+			default:
+				continue
+			}
+			merge(p, n)
+			dead[n] = true
 		case n.Op == OpBinary && BinaryKind(n.Int[0]) == BinaryAdd:
 			for i := 0; i < 2; i++ {
-				p := sole(n.Src[i])
-				if p == nil || len(p.Src) != 2 || p.Dst.dtype != n.Dst.dtype {
+				p, c := sole(n.Src[i]), n.Src[1-i]
+				if !gemm(p) || p.Dst.dtype != n.Dst.dtype || p.Residual() != nil || !ready(c, p) {
 					continue
 				}
-				if b := biasOf(p, n.Src[1-i]); b != nil {
+				if b := biasOf(p, c); b != nil && p.Bias() == nil && p.Activation() == 0 {
 					p.Src = append(p.Src, b)
-					p.Dst = n.Dst
-					dead[n] = true
-					break
+				} else if c.dtype == n.Dst.dtype && SameShape(c.shape, n.Dst.shape) && c.IsContiguous() {
+					if len(p.Src) == 2 {
+						p.Src = append(p.Src, nil)
+					}
+					p.Src = append(p.Src, c)
+				} else {
+					continue
 				}
+				merge(p, n)
+				dead[n] = true
+				break
 			}
 		}
 	}

@@ -37,10 +37,15 @@ func TestPlanNoOverlap(t *testing.T) {
 				}
 			}
 		}
+		peak := 0
 		for i, l := range live {
 			if l > g.arena {
 				t.Fatalf("trial %d: %d bytes live at node %d, arena %d", trial, l, i, g.arena)
 			}
+			peak = max(peak, l)
+		}
+		if g.LiveBytes() != peak {
+			t.Fatalf("trial %d: LiveBytes %d, want %d", trial, g.LiveBytes(), peak)
 		}
 	}
 }

@@ -182,31 +182,42 @@ func TestParseBytes(t *testing.T) {
 }
 
 // TestGraphFusion: the unfused spellings — GroupNorm then SiLU, MatMul
-// then a broadcast bias, Conv2d then a per-channel bias — are fused into
-// one node each when captured, and the replay matches eager execution.
+// then a broadcast bias, Conv2d then a per-channel bias, an activation
+// after either, a residual added to either — are fused into one node each
+// when captured, and the replay matches eager execution.
 func TestGraphFusion(t *testing.T) {
 	w := tensortest.Rand(1, 8, 6)
 	bias := tensortest.Rand(2, 6)
 	cw := tensortest.Rand(3, 5, 4, 3, 3)
 	cb := tensortest.Rand(4, 5)
 	gw, gb := tensortest.Rand(5, 4), tensortest.Rand(6, 4)
-	f := func(x, img *tensor.Tensor) (*tensor.Tensor, *tensor.Tensor, *tensor.Tensor) {
+	w2, b2 := tensortest.Rand(9, 6, 8), tensortest.Rand(10, 8)
+	cw2, w3 := tensortest.Rand(11, 4, 4, 3, 3), tensortest.Rand(12, 8, 6)
+	f := func(x, img *tensor.Tensor) []*tensor.Tensor {
 		lin := tensor.Add(tensor.MatMul(x, w), bias)                                  // 2 → 1
 		conv := tensor.Add(tensor.Conv2d(img, cw, nil, 1, 1), cb.Reshape(1, 5, 1, 1)) // 2 → 1
 		gn := tensor.SiLU(tensor.GroupNorm(img, 2, gw, gb, 1e-5, false))              // 2 → 1
-		return lin, conv, gn
+		// An MLP block with its residual: 5 → 2.
+		h := tensor.GELU(tensor.Add(tensor.MatMul(x, w), bias))
+		mlp := tensor.Add(x, tensor.Add(tensor.MatMul(h, w2), b2))
+		// A resnet's tail: 3 → 1.
+		res := tensor.Add(img, tensor.SiLU(tensor.Conv2d(img, cw2, nil, 1, 1)))
+		// The sum of two products: the second takes the first as its
+		// residual (the first cannot read the second): 3 → 2.
+		sum := tensor.Add(tensor.MatMul(x, w), tensor.MatMul(x, w3))
+		return []*tensor.Tensor{lin, conv, gn, mlp, res, sum}
 	}
+	const fusedNodes = 3 + 2 + 1 + 2
 	x, img := tensortest.Rand(7, 3, 8), tensortest.Rand(8, 2, 4, 5, 5)
 	g, err := tensor.Capture("fusion", tensor.CPU(), []tensor.Spec{{DType: tensor.F32, Shape: x.Shape()}, {DType: tensor.F32, Shape: img.Shape()}},
 		func(in []*tensor.Tensor) ([]*tensor.Tensor, error) {
-			a, b, c := f(in[0], in[1])
-			return []*tensor.Tensor{a, b, c}, nil
+			return f(in[0], in[1]), nil
 		})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.Len() != 3 {
-		t.Errorf("%d nodes after fusion, want 3", g.Len())
+	if g.Len() != fusedNodes {
+		t.Errorf("%d nodes after fusion, want %d", g.Len(), fusedNodes)
 		for _, n := range g.Nodes() {
 			t.Logf("  %s", n.Name())
 		}
@@ -224,8 +235,7 @@ func TestGraphFusion(t *testing.T) {
 	if err := ex.Run(); err != nil {
 		t.Fatal(err)
 	}
-	a, b, c := f(x, img)
-	for i, want := range []*tensor.Tensor{a, b, c} {
+	for i, want := range f(x, img) {
 		got := ex.Output(i).MustFloat32s()
 		if d := tensortest.MaxAbsDiff(got, want.MustFloat32s()); d > 1e-5 {
 			t.Errorf("output %d: fused replay differs from eager by %g", i, d)

@@ -22,6 +22,10 @@ func conv2dOp(n *tensor.Node) error {
 	if len(n.Src) > 2 && n.Src[2] != nil {
 		bias = f32(n.Src[2]).dense()
 	}
+	ep, err := epilogueOf(n, false)
+	if err != nil {
+		return err
+	}
 	y := out(n.Dst)
 	bsz, c, h, wd := xs[0], xs[1], xs[2], xs[3]
 	o, kh, kw := ws[0], ws[2], ws[3]
@@ -85,6 +89,7 @@ func conv2dOp(n *tensor.Node) error {
 			})
 		}
 	}
+	ep.all(y)
 	return nil
 }
 

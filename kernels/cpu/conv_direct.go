@@ -34,9 +34,9 @@ func directWorthIt(mk *microKernel, c, o, kh, kw, sy, sx, py, px, ow int) bool {
 	return mk.conv != nil && c > 0 && o > 0 && kh == 3 && kw == 3 && sy == 1 && sx == 1 && py == 1 && px == 1 && ow >= mk.nr
 }
 
-// conv2dDirect computes y = conv(x, W) + bias for x (bsz, c, h, w) dense
-// and y (bsz, o, h, w); wo is the weight as an O × C·9 GEMM operand.
-func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias, y []float32, bsz, c, h, w, o int) {
+// conv2dDirect computes y = conv(x, W) + bias, then the epilogue ep (or
+// nil), for x (bsz, c, h, w) dense and y (bsz, o, h, w); wo is the weight as an O × C·9 GEMM operand.
+func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias []float32, ep *epilogue, y []float32, bsz, c, h, w, o int) {
 	mr, nr := mk.mr, mk.nr
 	k := 9 * c
 	cb := ceilDiv(c, ceilDiv(c, directChannels)) // even K blocks
@@ -81,7 +81,11 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias, y
 		out := y[b*o*h*w : (b+1)*o*h*w]
 		defer func() {
 			for oc := 0; oc < o; oc++ {
-				copy(out[(oc*h+oy0)*w:(oc*h+oy0+nrows)*w], stage[oc*ls:])
+				at := (oc*h + oy0) * w
+				copy(out[at:at+nrows*w], stage[oc*ls:])
+				if ep != nil {
+					ep.apply(out[at:at+nrows*w], b*o*h*w+at)
+				}
 			}
 		}()
 		var tile []float32

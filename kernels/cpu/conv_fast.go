@@ -32,6 +32,10 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 	if len(n.Src) > 2 && n.Src[2] != nil {
 		bias = f32(n.Src[2]).dense()
 	}
+	ep, err := epilogueOf(n, true)
+	if err != nil {
+		return err
+	}
 	y := out(n.Dst)
 	bsz, c, h, w := xs[0], xs[1], xs[2], xs[3]
 	o, kh, kw := ws[0], ws[2], ws[3]
@@ -43,7 +47,7 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 	pointwise := kh == 1 && kw == 1 && sy == 1 && sx == 1 && py == 0 && px == 0
 	threads := Threads()
 	if directWorthIt(mk, c, o, kh, kw, sy, sx, py, px, ow) {
-		conv2dDirect(mk, threads, x, wo, bias, y, bsz, c, h, w, o)
+		conv2dDirect(mk, threads, x, wo, bias, ep, y, bsz, c, h, w, o)
 		return nil
 	}
 	cols := colsWorthIt(o, bsz*hwo, ckk, threads)
@@ -61,7 +65,11 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 		parallelFor(o, o*bsz*hwo/2, func(lo, hi int) {
 			for oc := lo; oc < hi; oc++ {
 				for b := 0; b < bsz; b++ {
-					copy(y[(b*o+oc)*hwo:(b*o+oc+1)*hwo], tmp[oc*bsz*hwo+b*hwo:])
+					at := (b*o + oc) * hwo
+					copy(y[at:at+hwo], tmp[oc*bsz*hwo+b*hwo:])
+					if ep != nil {
+						ep.apply(y[at:at+hwo], at)
+					}
 				}
 			}
 		})
@@ -75,6 +83,7 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 			packA: wo.packA,
 			c:     y[b*o*hwo : (b+1)*o*hwo], ldc: hwo,
 			rowBias: bias,
+			ep:      ep, at: b * o * hwo,
 		}
 		if pointwise {
 			xo := operand{f: in, rs: h * w, cs: 1}

@@ -66,8 +66,13 @@ func sigmoid(x float32) float32 { return float32(1 / (1 + math.Exp(-float64(x)))
 
 // unaryFunc returns the scalar function of a unary node.
 func unaryFunc(n *tensor.Node) (func(float32) float32, error) {
-	f0, f1 := n.Float[0], n.Float[1]
-	switch tensor.UnaryKind(n.Int[0]) {
+	return unaryKindFunc(tensor.UnaryKind(n.Int[0]), n.Float[0], n.Float[1])
+}
+
+// unaryKindFunc returns the scalar function of a unary kind with its
+// parameters.
+func unaryKindFunc(kind tensor.UnaryKind, f0, f1 float32) (func(float32) float32, error) {
+	switch kind {
 	case tensor.UnarySiLU:
 		return func(x float32) float32 { return x * sigmoid(x) }, nil
 	case tensor.UnaryGELU:
@@ -87,7 +92,7 @@ func unaryFunc(n *tensor.Node) (func(float32) float32, error) {
 	case tensor.UnaryClamp:
 		return func(x float32) float32 { return min(max(x, f0), f1) }, nil
 	}
-	return nil, fmt.Errorf("cpu: unknown unary kind %d", n.Int[0])
+	return nil, fmt.Errorf("cpu: unknown unary kind %d", kind)
 }
 
 func unaryOp(n *tensor.Node) error {

@@ -134,6 +134,17 @@ type gemmJob struct {
 	ldc   int
 	// rowBias (M) and colBias (N), either or both nil, are added to C.
 	rowBias, colBias []float32
+	// ep, when not nil, runs on each block of C once its last K block is
+	// done (while it is in cache); c[0] is element at of its destination.
+	ep *epilogue
+	at int
+}
+
+// finish runs the job's epilogue on the rows×cols block of C at (i, j).
+func (g *gemmJob) finish(i, j, rows, cols int) {
+	if g.ep != nil {
+		g.ep.block(g.c[i*g.ldc+j:], g.at+i*g.ldc+j, g.ldc, rows, cols)
+	}
 }
 
 // serialFlops is the work under which a GEMM runs on one goroutine
@@ -220,6 +231,7 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 			clear(row)
 			biasTile(row, 1, n, 0, rowAt(g.rowBias, i), g.colBias)
 		}
+		g.finish(0, 0, m, n)
 		return
 	}
 	if 2*m*n*k < serialFlops {
@@ -305,7 +317,11 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 				if cb != nil {
 					bcb = cb[j:]
 				}
-				mk.block(mc, min(n-j, (p1-p0)*nr), kc, ab, bbuf[p0*kc*nr:], g.c[ic*g.ldc+j:], g.ldc, acc, brb, bcb)
+				cols := min(n-j, (p1-p0)*nr)
+				mk.block(mc, cols, kc, ab, bbuf[p0*kc*nr:], g.c[ic*g.ldc+j:], g.ldc, acc, brb, bcb)
+				if pc+kc == k {
+					g.finish(ic, j, mc, cols)
+				}
 			})
 		}
 	}

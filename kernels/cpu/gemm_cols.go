@@ -94,7 +94,11 @@ func (g *gemmJob) cols(mk *microKernel, j0, w, kcB, mcB, mPad int, ap, bb []floa
 			if pc == 0 && g.rowBias != nil {
 				rb = g.rowBias[ic:]
 			}
-			mk.block(min(mcB, g.m-ic), nc, kc, ap[pc*mPad+ic*kc:], bb, g.c[ic*g.ldc+j0:], g.ldc, pc > 0, rb, cb)
+			mc := min(mcB, g.m-ic)
+			mk.block(mc, nc, kc, ap[pc*mPad+ic*kc:], bb, g.c[ic*g.ldc+j0:], g.ldc, pc > 0, rb, cb)
+			if pc+kc == g.k {
+				g.finish(ic, j0, mc, nc)
+			}
 		}
 	}
 }

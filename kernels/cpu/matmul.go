@@ -6,7 +6,7 @@ import (
 	"github.com/unclip-go/unclip/tensor"
 )
 
-// matmulOp computes Dst[b] = A[b]·B[b] (+ bias) for operands already
+// matmulOp computes Dst[b] = A[b]·B[b] (+ bias), then the epilogue, for operands already
 // broadcast to a common batch shape. Each batch matrix is brought into one of
 // two loop-friendly layouts (accumulating in float64): rows of A and columns of B both contiguous along
 // K (dot products), or rows of B contiguous along N (row updates).
@@ -18,6 +18,10 @@ func matmulOp(n *tensor.Node) error {
 	var bias []float32
 	if len(n.Src) > 2 && n.Src[2] != nil {
 		bias = f32(n.Src[2]).dense()
+	}
+	ep, err := epilogueOf(n, false)
+	if err != nil {
+		return err
 	}
 	y := out(n.Dst)
 	r := len(a.shape)
@@ -108,6 +112,7 @@ func matmulOp(n *tensor.Node) error {
 			}
 		}
 	}
+	ep.all(y)
 	return nil
 }
 

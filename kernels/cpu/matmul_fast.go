@@ -4,7 +4,8 @@ import (
 	"github.com/unclip-go/unclip/tensor"
 )
 
-// matmulFast computes Dst[b] = A[b]·B[b] (+ bias) with the blocked GEMM.
+// matmulFast computes Dst[b] = A[b]·B[b] (+ bias), then the epilogue, with
+// the blocked GEMM.
 // The operands are read in place through their strides (broadcast batch
 // dimensions have stride 0); F16/BF16 operands are converted while packing.
 // Batches too small to split run side by side, one GEMM per goroutine.
@@ -13,6 +14,10 @@ func matmulFast(n *tensor.Node, mk *microKernel) error {
 	var bias []float32
 	if len(n.Src) > 2 && n.Src[2] != nil {
 		bias = f32(n.Src[2]).dense()
+	}
+	ep, err := epilogueOf(n, true)
+	if err != nil {
+		return err
 	}
 	y := out(n.Dst)
 	as, bs := a.Shape(), b.Shape()
@@ -33,6 +38,7 @@ func matmulFast(n *tensor.Node, mk *microKernel) error {
 			packA: oa.packA, packB: ob.packB,
 			c: y[bi*m*nn : (bi+1)*m*nn], ldc: nn,
 			colBias: bias,
+			ep:      ep, at: bi * m * nn,
 		}
 	}
 	threads := Threads()

@@ -9,8 +9,8 @@ import (
 	"github.com/unclip-go/unclip/tensor"
 )
 
-// matmulOp records Dst[z] = A[z]·B[z] (+ bias) with A and B strided F32
-// views broadcast to Dst's batch shape.
+// matmulOp records Dst[z] = A[z]·B[z] (+ bias), then the epilogue, with A
+// and B strided views broadcast to Dst's batch shape.
 func (b *Backend) matmulOp(n *tensor.Node) error {
 	ddt, err := dstCode("matmul", n.Dst)
 	if err != nil {
@@ -60,9 +60,9 @@ func (b *Backend) matmulOp(n *tensor.Node) error {
 	for i, d := range bshape {
 		bdim[lead+i], abs[lead+i], bbs[lead+i] = d, bst[0][i], bst[1][i]
 	}
-	srcs := []*tensor.Tensor{x, y, x}
-	if bias != nil {
-		srcs[2] = bias
+	srcs, flags, err := epilogue(n, []*tensor.Tensor{x, y}, bias)
+	if err != nil {
+		return err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -71,13 +71,43 @@ func (b *Backend) matmulOp(n *tensor.Node) error {
 		return err
 	}
 	var pc push
-	hasBias := 0
-	if bias != nil {
-		hasBias = 1
-	}
-	pc.i(m, nn, k, hasBias).u(ops[0].off, ops[1].off, ops[2].off, ops[3].off)
-	pc.i(xs[r-2], xs[r-1], ys[r-2], ys[r-1]).i(bdim[:]...).i(abs[:]...).i(bbs[:]...).u(adt, bdt)
+	pc.i(m, nn, k).u(flags, ops[0].off, ops[1].off, ops[2].off, ops[3].off)
+	pc.i(xs[r-2], xs[r-1], ys[r-2], ys[r-1]).i(bdim[:]...).i(abs[:]...).i(bbs[:]...).u(adt, bdt, ops[4].off)
 	return b.dispatch(n, "matmul", ops, &pc, (nn+63)/64, (m+63)/64, nb, dtSpec(wdt, 0, ddt)...)
+}
+
+// epilogue returns the sources of a matmul or conv2d dispatch — srcs, then
+// the bias and the residual, each bound to the first source when absent —
+// and the shaders' epilogue flags word (common.glsl).
+func epilogue(n *tensor.Node, srcs []*tensor.Tensor, bias *tensor.Tensor) ([]*tensor.Tensor, uint32, error) {
+	var flags uint32
+	if kind := n.Activation(); kind != 0 {
+		if !tensor.EpilogueActivation(kind) {
+			return nil, 0, fmt.Errorf("unary kind %d in an epilogue", kind)
+		}
+		flags |= uint32(kind) << 8
+	}
+	bias0, res0 := srcs[0], srcs[0]
+	if bias != nil {
+		bias0 = bias
+		flags |= 1
+	}
+	if res := n.Residual(); res != nil {
+		if !tensor.SameShape(res.Shape(), n.Dst.Shape()) {
+			return nil, 0, fmt.Errorf("residual %v for a %v result", res.Shape(), n.Dst.Shape())
+		}
+		if res.DType() != n.Dst.DType() {
+			res = res.Cast(n.Dst.DType())
+		} else {
+			res = res.Contiguous()
+		}
+		if err := res.Err(); err != nil {
+			return nil, 0, err
+		}
+		res0 = res
+		flags |= 2
+	}
+	return append(srcs, bias0, res0), flags, nil
 }
 
 // conv2dOp records the convolution as an implicit GEMM per image.
@@ -112,10 +142,9 @@ func (b *Backend) conv2dOp(n *tensor.Node) error {
 	if bsz > int(b.maxGroup[2]) {
 		return fmt.Errorf("batch of %d images exceeds the device's %d workgroups in z", bsz, b.maxGroup[2])
 	}
-	srcs := []*tensor.Tensor{x, w, w}
-	hasBias := 0
-	if bias != nil {
-		srcs[2], hasBias = bias, 1
+	srcs, flags, err := epilogue(n, []*tensor.Tensor{x, w}, bias)
+	if err != nil {
+		return err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -124,8 +153,8 @@ func (b *Backend) conv2dOp(n *tensor.Node) error {
 		return err
 	}
 	var pc push
-	pc.i(o, c*kh*kw, oh*ow, hasBias, c, h, wd, ow, n.Int[0], n.Int[1], n.Int[2], n.Int[3])
-	pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, wdt)
+	pc.i(o, c*kh*kw, oh*ow).u(flags).i(c, h, wd, ow, n.Int[0], n.Int[1], n.Int[2], n.Int[3])
+	pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, wdt, ops[4].off)
 	return b.dispatch(n, "conv2d", ops, &pc, (oh*ow+63)/64, (o+63)/64, bsz, dtSpec(bdt, sdt, ddt, uint32(kh), uint32(kw))...)
 }
 
