@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -434,9 +435,17 @@ func (e *Exec) Record() (bool, error) {
 // Run replays every node on the backend, in order (or submits the
 // recording, after Record). A recording backend may return before the work
 // has finished; read an output or Sync to wait.
-func (e *Exec) Run() error {
+func (e *Exec) Run() error { return e.RunContext(context.Background()) }
+
+// RunContext is Run that stops between nodes once ctx is done and returns
+// ctx.Err(); the arena's contents are then undefined. A recording is
+// submitted whole, so ctx is checked only before it.
+func (e *Exec) RunContext(ctx context.Context) error {
 	if e.arena == nil {
 		return ErrFreed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	if e.rec != nil {
 		if err := e.rec.Submit(); err != nil {
@@ -445,7 +454,15 @@ func (e *Exec) Run() error {
 		return nil
 	}
 	b := e.g.backend
+	done := ctx.Done()
 	for i := range e.nodes {
+		if done != nil {
+			select {
+			case <-done:
+				return ctx.Err()
+			default:
+			}
+		}
 		n := &e.nodes[i]
 		if err := b.Run(n); err != nil {
 			return fmt.Errorf("%s: node %d of %d (%s): %w", e.g.name, i, len(e.nodes), n.Name(), err)

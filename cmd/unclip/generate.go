@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -12,10 +13,7 @@ import (
 	"io"
 	"math"
 	"os"
-	"os/signal"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -41,6 +39,9 @@ type generateFlags struct {
 	precision                string
 	profile                  bool
 	dryRun                   bool
+	force                    bool
+	batchSize                int
+	preview                  string
 	mem                      memoryFlags
 }
 
@@ -52,8 +53,10 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.variant, "variant", "", "weight file variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)")
 	fs.Var(&f.prompts, "p", "prompt (repeatable; the empty prompt is allowed)")
 	fs.StringVar(&f.promptsFile, "prompts-file", "", "file with one prompt per line")
-	fs.StringVar(&f.out, "o", "out.png", `output PNG; with several images a pattern with %d (image index), else "-N" is added before the extension`)
+	fs.StringVar(&f.out, "o", "out.png", `output image, .png or .jpg; with several images a pattern with %d (image index, %03d pads), else "-N" is added before the extension`)
+	fs.BoolVar(&f.force, "force", false, "replace output files that exist")
 	fs.IntVar(&f.n, "n", 1, "images per prompt")
+	fs.IntVar(&f.batchSize, "batch-size", 0, "images computed together (0: as many as fit in memory; a run larger than one batch seeds batch k with seed+k)")
 	fs.Int64Var(&f.seed, "seed", -1, "random seed (torch.Generator().manual_seed semantics); -1 picks one at random and prints it")
 	fs.IntVar(&f.priorSteps, "prior-steps", 25, "prior denoising steps")
 	fs.IntVar(&f.decSteps, "decoder-steps", 25, "decoder denoising steps")
@@ -62,13 +65,19 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&f.decGuide, "decoder-guidance", 8, "decoder classifier-free guidance scale")
 	fs.StringVar(&f.device, "device", "auto", deviceFlagHelp)
 	fs.IntVar(&f.threads, "threads", 0, "CPU threads (0: all cores)")
-	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
+	fs.BoolVar(&f.quiet, "quiet", false, "no progress output (the result line still goes to stdout)")
 	fs.BoolVar(&f.asJSON, "json", false, "machine-readable progress and result as JSON lines on stdout")
 	fs.StringVar(&f.precision, "precision", "fp32", precisionFlagHelp)
 	fs.BoolVar(&f.profile, "profile", false, "time every GPU kernel and print a table at the end (Vulkan)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "load the model, capture and plan every stage and print the memory each needs (weights, arena), without running a step or writing an image")
 	f.mem.register(fs)
 	fs.StringVar(&f.intermediates, "save-intermediates", "", "also write image embeddings, the 64×64 images and the final images to this .safetensors file")
+	fs.StringVar(&f.preview, "preview", "", "write the decoder's 64×64 images to this file (.png or .jpg; %d for several) as soon as the decoder finishes")
+	// Long spellings that people type from other tools' habits.
+	fs.StringVar(&f.model, "model", "", "same as -m")
+	fs.Var(&f.prompts, "prompt", "same as -p")
+	fs.StringVar(&f.out, "output", "out.png", "same as -o")
+	setUsage(fs, "unclip generate -m DIR|REPO|demo -p PROMPT [-p PROMPT]... [-o OUT.png] [flags]")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
@@ -94,21 +103,45 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case f.n < 1:
 		return fmt.Errorf("-n must be at least 1, got %d", f.n)
+	case f.n > maxImages || len(prompts)*f.n > maxImages:
+		return fmt.Errorf("%d images asked for; at most %d in one run", len(prompts)*f.n, maxImages)
+	case f.batchSize < 0:
+		return fmt.Errorf("--batch-size must not be negative, got %d", f.batchSize)
 	case f.priorSteps < 2 || f.decSteps < 2 || f.srSteps < 2:
 		return fmt.Errorf("steps must be at least 2 (got prior %d, decoder %d, super-res %d): the UnCLIP scheduler spaces timesteps over steps − 1 intervals", f.priorSteps, f.decSteps, f.srSteps)
+	case f.priorSteps > maxSteps || f.decSteps > maxSteps || f.srSteps > maxSteps:
+		return fmt.Errorf("steps must be at most %d (got prior %d, decoder %d, super-res %d)", maxSteps, f.priorSteps, f.decSteps, f.srSteps)
+	case !finite(f.priorGuidance) || !finite(f.decGuide):
+		return fmt.Errorf("guidance scales must be finite numbers (got prior %g, decoder %g)", f.priorGuidance, f.decGuide)
 	case f.priorGuidance < 0 || f.decGuide < 0:
 		return fmt.Errorf("guidance scales must not be negative (got prior %g, decoder %g)", f.priorGuidance, f.decGuide)
+	case f.priorGuidance > math.MaxFloat32 || f.decGuide > math.MaxFloat32:
+		return fmt.Errorf("guidance scales must fit a float32 (got prior %g, decoder %g)", f.priorGuidance, f.decGuide)
 	case f.seed < -1 || f.seed > 1<<32-1:
 		return fmt.Errorf("--seed must be in [0, 4294967295] (torch seeds its CPU generator with 32 bits), or -1 for a random one")
 	}
-	outs := outputPaths(f.out, len(prompts)*f.n)
-	for _, o := range outs {
-		if err := checkWritable(o); err != nil {
+	total := len(prompts) * f.n
+	var outs, previews []outFile
+	if !f.dryRun {
+		if outs, err = planOutputs(f.out, total, f.force); err != nil {
+			return err
+		}
+		if f.preview != "" {
+			if previews, err = planOutputs(f.preview, total, f.force); err != nil {
+				return err
+			}
+		}
+	}
+	var inter outFile
+	if f.intermediates != "" && !f.dryRun {
+		if inter, err = planFile(f.intermediates, f.force); err != nil {
 			return err
 		}
 	}
-	if f.intermediates != "" {
-		if err := checkWritable(f.intermediates); err != nil {
+	// Validate the model before announcing a run.
+	dir := f.model
+	if f.model != "demo" {
+		if dir, err = resolveModel(f.model, f.revision, stderr); err != nil {
 			return err
 		}
 	}
@@ -118,15 +151,12 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		rand.Read(b[:])
 		seed = uint64(binary.LittleEndian.Uint32(b[:]))
 	}
-	rep := newReporter(stderr, stdout, f.quiet, f.asJSON)
-	rep.info("seed %d", seed)
-
+	if err := f.mem.prepare(f.device); err != nil {
+		return err
+	}
 	devOut := io.Writer(stderr)
 	if f.quiet || f.asJSON {
 		devOut = nil
-	}
-	if err := f.mem.prepare(f.device); err != nil {
-		return err
 	}
 	dev, err := openDevice(f.device, f.threads, devOut)
 	if err != nil {
@@ -136,88 +166,210 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	rep := newReporter(stderr, stdout, f.quiet, f.asJSON)
+	rep.info("seed %d", seed)
 	printProf, err := startProfile(f.profile, dev, stderr)
 	if err != nil {
 		return err
 	}
 	res0 := f.mem.residency()
 	t0 := time.Now()
-	p, modelName, err := loadPipeline(f.model, f.revision, f.variant, dev, dtype, res0, stderr)
+	p, modelName, err := loadPipeline(f.model, dir, f.variant, dev, dtype, res0)
 	if err != nil {
 		return err
 	}
 	loadTime := time.Since(t0)
 	rep.info("loaded %s on %s in %s (%s)", modelName, dev.Name(), round(loadTime), residencyNote(p))
-	// One generation per process: each model is released once its last
-	// stage is done.
-	p.OneShot = !f.dryRun
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	req := unclip.Request{Prompts: prompts, ImagesPerPrompt: f.n, PriorSteps: f.priorSteps, DecoderSteps: f.decSteps,
-		SuperResSteps: f.srSteps, PriorGuidance: float32(f.priorGuidance), DecoderGuidance: float32(f.decGuide),
-		Noise: unclip.NewTorchNoise(seed), Progress: rep.event, Warn: rep.warn, DryRun: f.dryRun}
-	res, err := p.Generate(ctx, req)
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return errors.New("interrupted; no image written")
+	batch := total
+	if f.batchSize > 0 {
+		batch = min(f.batchSize, total)
+	} else if fit := imagesThatFit(p, f.decGuide > 1 || f.priorGuidance > 1); fit < total {
+		batch = fit
+		rep.warn(fmt.Sprintf("%d images do not fit in memory at once: computing %d at a time (--batch-size); batch k is seeded with seed+k, so its images differ from a one-batch run", total, batch))
+	}
+	// One batch per process releases each model once its last stage is
+	// done; several keep them.
+	p.OneShot = !f.dryRun && batch == total
+
+	items := make([]string, total) // the prompt of every image
+	for i := range items {
+		items[i] = prompts[i/f.n]
+	}
+	desc := runDescription{seed: seed, promptList: prompts, total: total, batch: batch, prompts: len(prompts), n: f.n, f: &f, model: modelName, device: dev.Name()}
+	var written []string
+	var timings []unclip.StageTiming
+	for k := 0; k*batch < total; k++ {
+		lo, hi := k*batch, min((k+1)*batch, total)
+		req := unclip.Request{Prompts: prompts, ImagesPerPrompt: f.n, PriorSteps: f.priorSteps, DecoderSteps: f.decSteps,
+			SuperResSteps: f.srSteps, PriorGuidance: float32(f.priorGuidance), DecoderGuidance: float32(f.decGuide),
+			Noise: unclip.NewTorchNoise(seed + uint64(k)), Progress: rep.event, Warn: rep.warn, DryRun: f.dryRun}
+		if batch < total {
+			req.Prompts, req.ImagesPerPrompt = items[lo:hi], 1
+			rep.info("batch %d of %d: images %d–%d", k+1, (total+batch-1)/batch, lo+1, hi)
 		}
-		return err
-	}
-	if f.dryRun {
-		return printDryRun(stdout, p, res.Timings, f.asJSON)
-	}
-	pixels := unclip.ToUint8(res.Images)
-	per := res.Size * res.Size * 3
-	for i, o := range outs {
-		params := fmt.Sprintf("%s\nSeed: %d, Image: %d/%d, Prior steps: %d, Decoder steps: %d, Super-res steps: %d, Prior guidance: %g, Decoder guidance: %g, Model: %s, Device: %s, Precision: %s, Generator: unclip",
-			prompts[i/f.n], seed, i+1, len(outs), f.priorSteps, f.decSteps, f.srSteps, f.priorGuidance, f.decGuide, modelName, dev.Name(), f.precision)
-		data, err := encodePNG(pixels[i*per:(i+1)*per], res.Size, params)
+		if previews != nil {
+			req.Decoded = func(small []float32, n, size int) {
+				pix := unclip.ToUint8(unclip.ToNHWC(small, n, 3, size))
+				if _, err := writeImages(previews[lo:hi], pix, size, desc.params(items, lo, "decoder 64×64 preview")); err != nil {
+					rep.warn(fmt.Sprintf("preview: %v", err))
+				}
+			}
+		}
+		ctx, end := cancellable()
+		res, err := p.Generate(ctx, req)
+		end()
 		if err != nil {
-			return err
+			if errors.Is(err, context.Canceled) {
+				return interruptedError(written)
+			}
+			return withWritten(err, written)
 		}
-		if err := writeFileAtomic(o, data); err != nil {
-			return fmt.Errorf("write %s: %w", o, err)
+		if f.dryRun {
+			return printDryRun(stdout, p, res.Timings, f.asJSON)
+		}
+		w, err := writeImages(outs[lo:hi], unclip.ToUint8(res.Images), res.Size, desc.params(items, lo, ""))
+		written = append(written, w...)
+		if err != nil {
+			return withWritten(err, written)
+		}
+		if k == 0 {
+			timings = res.Timings
+			desc.size = res.Size
+		} else {
+			for i := range timings {
+				timings[i].Time += res.Timings[i].Time
+			}
+		}
+		if inter.name != "" && hi == total && batch == total {
+			if err := saveIntermediates(inter, res, desc); err != nil {
+				return withWritten(err, written)
+			}
 		}
 	}
-	if f.intermediates != "" {
-		if err := saveIntermediates(f.intermediates, res); err != nil {
-			return err
-		}
+	if inter.name != "" && batch < total {
+		rep.warn("--save-intermediates holds one batch only; skipped because the run was split into batches")
 	}
-	total := time.Since(t0)
+	elapsed := time.Since(t0)
 	if f.asJSON {
-		timings := map[string]float64{"load": loadTime.Seconds()}
-		for _, t := range res.Timings {
-			timings[t.Stage] = t.Time.Seconds()
+		ts := map[string]float64{"load": loadTime.Seconds()}
+		for _, t := range timings {
+			ts[t.Stage] = t.Time.Seconds()
 		}
-		return json.NewEncoder(stdout).Encode(map[string]any{"event": "result", "files": outs, "seed": seed, "model": modelName,
-			"device": dev.Name(), "size": res.Size, "timings_s": timings, "total_s": total.Seconds()})
+		return json.NewEncoder(stdout).Encode(map[string]any{"event": "result", "files": written, "seed": seed, "model": modelName,
+			"device": dev.Name(), "size": desc.size, "batch_size": batch, "timings_s": ts, "total_s": elapsed.Seconds()})
 	}
 	if !f.quiet {
 		var parts []string
-		for _, t := range res.Timings {
+		for _, t := range timings {
 			parts = append(parts, fmt.Sprintf("%s %s", t.Stage, round(t.Time)))
 		}
-		fmt.Fprintf(stderr, "load %s, %s; total %s\n", round(loadTime), strings.Join(parts, ", "), round(total))
-		for _, o := range outs {
-			fmt.Fprintf(stdout, "%s\n", o)
-		}
+		fmt.Fprintf(stderr, "load %s, %s; total %s\n", round(loadTime), strings.Join(parts, ", "), round(elapsed))
 		printProf()
 	}
+	// The result, also under --quiet: the files and how to make them again.
+	for _, o := range written {
+		fmt.Fprintln(stdout, o)
+	}
+	fmt.Fprintf(stdout, "seed %d\n", seed)
 	return nil
 }
 
-// loadPipeline opens the model named by -m: "demo", a folder or a cached
-// Hugging Face repo id.
-func loadPipeline(m, revision, variant string, dev tensor.Backend, dtype tensor.DType, res unclip.Residency, stderr io.Writer) (*unclip.Pipeline, string, error) {
+// Bounds on what one run may ask for: past them a typo, not a plan.
+const (
+	maxImages = 1 << 20
+	maxSteps  = 10000
+)
+
+func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+
+// planOutputs expands an -o pattern for n images and checks each file.
+func planOutputs(pattern string, n int, force bool) ([]outFile, error) {
+	names := outputPaths(pattern, n)
+	seen := make(map[string]bool, len(names))
+	outs := make([]outFile, len(names))
+	for i, name := range names {
+		o, err := planOutput(name, force)
+		if err != nil {
+			return nil, err
+		}
+		if seen[o.target] && !o.special {
+			return nil, fmt.Errorf("output %s is named twice: with several images -o needs %%d or no %% at all", name)
+		}
+		seen[o.target] = true
+		outs[i] = o
+	}
+	return outs, nil
+}
+
+// runDescription is what an image's metadata records of the run that made
+// it.
+type runDescription struct {
+	seed                     uint64
+	promptList               []string
+	total, batch, prompts, n int
+	size                     int
+	f                        *generateFlags
+	model, device            string
+}
+
+// params is the "parameters" text of image i (0-based over the run) whose
+// prompt is items[i]; what names a kind of image other than the final one.
+func (d runDescription) params(items []string, lo int, what string) func(i int) string {
+	return func(j int) string {
+		i := lo + j
+		f := d.f
+		s := fmt.Sprintf("%s\nSeed: %d, Image: %d/%d, Prompts: %d, Images per prompt: %d, Batch size: %d, Batch: %d, Index in batch: %d, "+
+			"Prior steps: %d, Decoder steps: %d, Super-res steps: %d, Prior guidance: %g, Decoder guidance: %g, Model: %s, Device: %s, Precision: %s, Generator: unclip",
+			items[i], d.seed, i+1, d.total, d.prompts, d.n, d.batch, i/d.batch+1, i%d.batch+1,
+			f.priorSteps, f.decSteps, f.srSteps, f.priorGuidance, f.decGuide, d.model, d.device, f.precision)
+		if what != "" {
+			s += ", Image kind: " + what
+		}
+		return s
+	}
+}
+
+// writeImages encodes and writes one image per output (pix holds them
+// all, size×size×3 bytes each) and returns the names written.
+func writeImages(outs []outFile, pix []uint8, size int, params func(int) string) ([]string, error) {
+	per := size * size * 3
+	var written []string
+	for i, o := range outs {
+		data, err := o.encode(pix[i*per:(i+1)*per], size, params(i))
+		if err != nil {
+			return written, fmt.Errorf("encode %s: %w", o.name, err)
+		}
+		if err := o.write(data); err != nil {
+			return written, fmt.Errorf("write %s: %w", o.name, err)
+		}
+		written = append(written, o.name)
+	}
+	return written, nil
+}
+
+// withWritten adds to err the files already written, if any.
+func withWritten(err error, written []string) error {
+	if len(written) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (already written: %s)", err, strings.Join(written, ", "))
+}
+
+// interruptedError reports a run stopped by a signal.
+func interruptedError(written []string) error {
+	if len(written) == 0 {
+		return errors.New("interrupted; no image written")
+	}
+	return fmt.Errorf("interrupted; written before the interrupt: %s", strings.Join(written, ", "))
+}
+
+// loadPipeline opens the model named by -m: "demo", or the folder dir
+// that resolveModel found for it.
+func loadPipeline(m, dir, variant string, dev tensor.Backend, dtype tensor.DType, res unclip.Residency) (*unclip.Pipeline, string, error) {
 	if m == "demo" {
 		p, err := unclip.NewRandom(unclip.Tiny(), unclip.RandomOptions{Seed: 0, Device: dev, DType: dtype, Residency: res})
 		return p, "demo (tiny, untrained)", err
-	}
-	dir, err := resolveModel(m, revision, stderr)
-	if err != nil {
-		return nil, "", err
 	}
 	p, err := unclip.Load(dir, unclip.LoadOptions{Variant: variant, Device: dev, DType: dtype, Residency: res})
 	return p, m, err
@@ -246,30 +398,9 @@ func readPrompts(path string) ([]string, error) {
 	return out, nil
 }
 
-// outputPaths expands -o for n images: a pattern with a %d verb is
-// formatted with the 1-based index; otherwise "-N" goes before the
-// extension when there is more than one image.
-func outputPaths(pattern string, n int) []string {
-	if strings.Contains(pattern, "%") {
-		out := make([]string, n)
-		for i := range out {
-			out[i] = fmt.Sprintf(pattern, i+1)
-		}
-		return out
-	}
-	if n == 1 {
-		return []string{pattern}
-	}
-	ext := filepath.Ext(pattern)
-	base := strings.TrimSuffix(pattern, ext)
-	out := make([]string, n)
-	for i := range out {
-		out[i] = fmt.Sprintf("%s-%d%s", base, i+1, ext)
-	}
-	return out
-}
-
-func saveIntermediates(path string, res *unclip.Result) error {
+// saveIntermediates writes the run's intermediate tensors as safetensors,
+// with the prompts and settings as metadata.
+func saveIntermediates(o outFile, res *unclip.Result, d runDescription) error {
 	f32 := func(name string, v []float32, shape ...int) safetensors.TensorInfo {
 		b := make([]byte, 4*len(v))
 		for i, x := range v {
@@ -278,14 +409,23 @@ func saveIntermediates(path string, res *unclip.Result) error {
 		return safetensors.TensorInfo{Name: name, DType: safetensors.F32, Shape: shape, Data: b}
 	}
 	n := res.N
-	d := len(res.ImageEmbeddings) / max(n, 1)
+	dim := len(res.ImageEmbeddings) / max(n, 1)
 	tensors := []safetensors.TensorInfo{
-		f32("image_embeddings", res.ImageEmbeddings, n, d),
+		f32("image_embeddings", res.ImageEmbeddings, n, dim),
 		f32("image_small", res.ImageSmall, n, 3, res.SmallSize, res.SmallSize),
 		f32("image", res.Images, n, res.Size, res.Size, 3),
 	}
-	if err := safetensors.WriteFile(path, tensors, map[string]string{"generator": "unclip"}); err != nil {
+	prompts, _ := json.Marshal(d.promptList)
+	meta := map[string]string{"generator": "unclip", "prompts": string(prompts), "images_per_prompt": fmt.Sprint(d.n),
+		"seed": fmt.Sprint(d.seed), "prior_steps": fmt.Sprint(d.f.priorSteps), "decoder_steps": fmt.Sprint(d.f.decSteps),
+		"super_res_steps": fmt.Sprint(d.f.srSteps), "prior_guidance": fmt.Sprint(d.f.priorGuidance),
+		"decoder_guidance": fmt.Sprint(d.f.decGuide), "model": d.model, "precision": d.f.precision}
+	var buf bytes.Buffer
+	if err := safetensors.Encode(&buf, tensors, meta); err != nil {
 		return fmt.Errorf("save intermediates: %w", err)
+	}
+	if err := o.write(buf.Bytes()); err != nil {
+		return fmt.Errorf("save intermediates to %s: %w", o.name, err)
 	}
 	return nil
 }

@@ -14,6 +14,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -61,6 +63,7 @@ func usage(w io.Writer) {
 
 func main() {
 	limitMemory()
+	watchSignals(os.Stderr)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -84,6 +87,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	name := args[0]
+	if name == "version" || name == "-version" || name == "--version" {
+		fmt.Fprintln(stdout, versionString())
+		return 0
+	}
 	if name == "help" || name == "-h" || name == "--help" {
 		if len(args) > 1 {
 			return run([]string{args[1], "-h"}, stdout, stderr)
@@ -96,6 +103,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		err := c.run(args[1:], stdout, stderr)
+		code := 1
 		var ee exitError
 		switch {
 		case err == nil:
@@ -105,28 +113,109 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case errors.As(err, &ee):
 			return ee.code
 		case errors.Is(err, errUsage):
-			return 2
+			code = 2
+		default:
+			fmt.Fprintf(stderr, "unclip %s: %v\n", name, err)
 		}
-		fmt.Fprintf(stderr, "unclip %s: %v\n", name, err)
-		return 1
+		if s := interrupted(); s != nil {
+			code = signalStatus(s)
+		}
+		if wantsJSON(args[1:]) {
+			msg := err.Error()
+			if errors.Is(err, errUsage) {
+				msg = "usage error (see stderr)"
+			}
+			json.NewEncoder(stdout).Encode(map[string]any{"event": "error", "command": name, "error": msg, "exit_status": code})
+		}
+		return code
 	}
-	fmt.Fprintf(stderr, "unclip: unknown command %q\n\n", name)
+	fmt.Fprintf(stderr, "unclip: unknown command %q\n", name)
+	if s := suggest(name, commandNames()); s != "" {
+		fmt.Fprintf(stderr, "did you mean %q?\n", s)
+	}
+	fmt.Fprintln(stderr)
 	usage(stderr)
 	return 2
+}
+
+func commandNames() []string {
+	names := make([]string, len(commands))
+	for i, c := range commands {
+		names[i] = c.name
+	}
+	return names
+}
+
+// wantsJSON reports whether a command line asks for JSON output, so that
+// its error is a JSON line on stdout too.
+func wantsJSON(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-json", "--json", "-json=true", "--json=true", "-json=1", "--json=1":
+			return true
+		}
+	}
+	return false
+}
+
+// versionString is the module version and VCS revision the binary was
+// built from.
+func versionString() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unclip (no build information)"
+	}
+	v := info.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	var rev, when, dirty string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			when = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = ", modified"
+			}
+		}
+	}
+	out := "unclip " + v
+	if rev != "" {
+		out += fmt.Sprintf(" (revision %s", rev)
+		if when != "" {
+			out += ", " + when
+		}
+		out += dirty + ")"
+	}
+	return out + ", " + info.GoVersion
 }
 
 var errUsage = errors.New("usage")
 
 // parseFlags parses flags that may be interleaved with positional
 // arguments and returns the positional ones.
+//
+// -h prints the command's flags; a bad flag prints one line saying what is
+// wrong, the nearest flag name when there is one, and where the flags are
+// listed, instead of the whole list.
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) ([]string, error) {
-	fs.SetOutput(stderr)
+	var help bytes.Buffer
+	fs.SetOutput(&help)
+	defer fs.SetOutput(stderr)
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				stderr.Write(help.Bytes())
 				return nil, err
 			}
+			fmt.Fprintf(stderr, "unclip %s: %s\n", fs.Name(), flagError(fs, err))
+			fmt.Fprintf(stderr, "run 'unclip %s -h' for its flags\n", fs.Name())
 			return nil, errUsage
 		}
 		args = fs.Args()
@@ -138,6 +227,14 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) ([]string, er
 		}
 		pos = append(pos, args[0])
 		args = args[1:]
+	}
+}
+
+// setUsage makes -h print the command's synopsis before its flags.
+func setUsage(fs *flag.FlagSet, synopsis string) {
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s\n\nflags:\n", synopsis)
+		fs.PrintDefaults()
 	}
 }
 

@@ -7,8 +7,6 @@ import (
 	"hash/crc32"
 	"image"
 	"image/png"
-	"os"
-	"path/filepath"
 )
 
 // encodePNG encodes an 8-bit RGB image (size×size, HWC bytes) as PNG with
@@ -76,44 +74,4 @@ func pngText(data []byte) (map[string]string, error) {
 		p += 12 + n
 	}
 	return out, nil
-}
-
-// writeFileAtomic writes data to a temporary file beside path and renames
-// it into place, so a reader never sees a partial file.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
-}
-
-// checkWritable fails early when no file can be created in path's folder.
-func checkWritable(path string) error {
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		return fmt.Errorf("output %s is a directory", path)
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".unclip-write-test*")
-	if err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	f.Close()
-	return os.Remove(f.Name())
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -260,6 +261,10 @@ type Request struct {
 	// Eager runs every denoising step op by op instead of replaying a
 	// captured step graph (planned execution, the default).
 	Eager bool
+	// Decoded, when set, receives the decoder's images (N, 3, s, s in
+	// [−1, 1], row major) as soon as the decoder has finished, before
+	// super-resolution: for a preview.
+	Decoded func(small []float32, n, size int)
 	// DryRun captures and plans every stage's step graph and reports the
 	// plans (Event.Plan, StageStats) without running any step; the images
 	// are meaningless.
@@ -336,6 +341,8 @@ func (r *Request) Validate() error {
 	case r.PriorSteps < 2 || r.DecoderSteps < 2 || r.SuperResSteps < 2:
 		return fmt.Errorf("every stage needs at least 2 steps (got prior %d, decoder %d, super-res %d): the UnCLIP scheduler divides by steps − 1",
 			r.PriorSteps, r.DecoderSteps, r.SuperResSteps)
+	case !finite32(r.PriorGuidance) || !finite32(r.DecoderGuidance):
+		return fmt.Errorf("guidance scales must be finite numbers (got prior %g, decoder %g)", r.PriorGuidance, r.DecoderGuidance)
 	case r.PriorGuidance < 0 || r.DecoderGuidance < 0:
 		return fmt.Errorf("guidance scales must not be negative (got prior %g, decoder %g)", r.PriorGuidance, r.DecoderGuidance)
 	case r.Noise == nil:
@@ -343,6 +350,8 @@ func (r *Request) Validate() error {
 	}
 	return nil
 }
+
+func finite32(x float32) bool { return !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0) }
 
 // CFG reports whether classifier-free guidance is on: as in diffusers, one
 // flag for both stages, set when either scale exceeds 1.
@@ -394,6 +403,9 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	res.Timings[len(res.Timings)-1].Stats = stats
 	if res.ImageSmall, err = small.Float32s(); err != nil {
 		return nil, err
+	}
+	if req.Decoded != nil && !req.DryRun {
+		req.Decoded(res.ImageSmall, small.Dim(0), small.Dim(2))
 	}
 	// The text and the embeddings are done with: their device memory goes
 	// now, not when the collector finds them.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime/metrics"
 	"time"
 	"unsafe"
@@ -312,7 +313,10 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 		if flusher != nil {
 			flusher.Hold()
 		}
-		if err := cur.Run(); err != nil {
+		if err := cur.RunContext(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil, stats, ctx.Err()
+			}
 			return nil, stats, fmt.Errorf("%s step %d: %w", st.name, i+1, err)
 		}
 		if flusher != nil {
@@ -339,5 +343,33 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 		_, w1 := counters.Counters()
 		stats.Submits, stats.HostWaits = s1-sub0, w1-wait0
 	}
+	if err := checkFinite(st.name, cur.Input(0)); err != nil {
+		freeAll(out)
+		return nil, stats, err
+	}
 	return out, stats, nil
+}
+
+// ErrNonFinite reports a stage whose result holds NaN or ±Inf.
+var ErrNonFinite = errors.New("non-finite values")
+
+// checkFinite fails when the stage's final latent holds NaN or ±Inf: every
+// later stage and the image would be garbage (an all-black PNG). It reads
+// the latent once, after the stage's single wait.
+func checkFinite(stage string, lat *tensor.Tensor) error {
+	v, err := lat.Float32s()
+	if err != nil {
+		return fmt.Errorf("%s: reading the result: %w", stage, err)
+	}
+	bad := 0
+	for _, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			bad++
+		}
+	}
+	if bad == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %w: %d of %d values of the result are NaN or ±Inf (weights with NaN or Inf, a float16 overflow under --precision fp16, or guidance scales too large)",
+		stage, ErrNonFinite, bad, len(v))
 }
