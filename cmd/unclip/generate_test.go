@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"image/png"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/unclip-go/unclip/models/golden"
 	"github.com/unclip-go/unclip/models/unclip"
@@ -177,44 +174,6 @@ func TestOutputPaths(t *testing.T) {
 	} {
 		if got := strings.Join(outputPaths(c.pattern, c.n), " "); got != c.want {
 			t.Errorf("outputPaths(%q, %d) = %q, want %q", c.pattern, c.n, got, c.want)
-		}
-	}
-}
-
-// TestGenerateInterrupted sends SIGINT to a running generate and checks
-// that it exits non-zero and leaves no PNG (nor temporary file) behind.
-func TestGenerateInterrupted(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "unclip")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	out := filepath.Join(dir, "img.png")
-	cmd := exec.Command(bin, "generate", "-m", "demo", "-p", "x", "-o", out, "--device", "cpu", "--decoder-steps", "1000")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(stderr.String(), "decoder") && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	cmd.Process.Signal(syscall.SIGINT)
-	err := cmd.Wait()
-	if err == nil {
-		t.Fatalf("interrupted run exited 0; stderr: %s", stderr.String())
-	}
-	if !strings.Contains(stderr.String(), "interrupted") {
-		t.Errorf("stderr %q does not say it was interrupted", stderr.String())
-	}
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if e.Name() != "unclip" {
-			t.Errorf("left %s behind", e.Name())
 		}
 	}
 }

@@ -33,23 +33,39 @@ func watchSignals(stderr io.Writer) {
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		for s := range ch {
-			intr.mu.Lock()
-			first := intr.sig == nil
-			if first {
-				intr.sig = s
-			}
-			cancel := intr.cancel
-			intr.mu.Unlock()
-			if first && cancel != nil {
+			if !intr.receive(s) {
 				fmt.Fprintf(stderr, "\nunclip: %s: stopping after the current operation (press Ctrl-C again to exit now)\n", signalName(s))
-				cancel()
 				continue
 			}
 			removeTempFiles()
-			fmt.Fprintf(stderr, "\nunclip: %s: exiting; no image written by this run is incomplete\n", signalName(s))
-			os.Exit(signalStatus(s))
+			fmt.Fprintf(stderr, "\nunclip: %s: exiting now; no partial file is left behind\n", signalName(s))
+			os.Exit(signalStatus(intr.first()))
 		}
 	}()
+}
+
+// receive records signal s and cancels the running phase; it reports
+// whether the process should exit at once: s is a second signal, or
+// arrived outside a cancellable phase.
+func (in *interrupts) receive(s os.Signal) (exitNow bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	first := in.sig == nil
+	if first {
+		in.sig = s
+	}
+	if first && in.cancel != nil {
+		in.cancel()
+		return false
+	}
+	return true
+}
+
+// first returns the first signal received, or nil.
+func (in *interrupts) first() os.Signal {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.sig
 }
 
 // cancellable starts a phase that the first signal stops through the
@@ -71,11 +87,7 @@ func cancellable() (context.Context, func()) {
 }
 
 // interrupted returns the first signal received, or nil.
-func interrupted() os.Signal {
-	intr.mu.Lock()
-	defer intr.mu.Unlock()
-	return intr.sig
-}
+func interrupted() os.Signal { return intr.first() }
 
 // signalStatus is the exit status for a run stopped by s.
 func signalStatus(s os.Signal) int {

@@ -373,6 +373,16 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 		p.PriorSch == nil || p.DecSch == nil || p.SRSch == nil {
 		return nil, fmt.Errorf("pipeline: not every component is loaded")
 	}
+	// Step counts the schedulers cannot space fail before any work.
+	for _, c := range []struct {
+		stage string
+		sch   *scheduler.Scheduler
+		steps int
+	}{{"prior", p.PriorSch, req.PriorSteps}, {"decoder", p.DecSch, req.DecoderSteps}, {"super-res", p.SRSch, req.SuperResSteps}} {
+		if _, err := c.sch.Timesteps(c.steps); err != nil {
+			return nil, fmt.Errorf("%s steps: %w", c.stage, err)
+		}
+	}
 	res := &Result{}
 	timed := func(stage string, steps int, f func() error) error {
 		t0 := time.Now()
