@@ -188,24 +188,52 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		batch = fit
 		rep.warn(fmt.Sprintf("%d images do not fit in memory at once: computing %d at a time (--batch-size); batch k is seeded with seed+k, so its images differ from a one-batch run", total, batch))
 	}
-	// One batch per process releases each model once its last stage is
-	// done; several keep them.
-	p.OneShot = !f.dryRun && batch == total
 
 	items := make([]string, total) // the prompt of every image
 	for i := range items {
 		items[i] = prompts[i/f.n]
 	}
 	desc := runDescription{seed: seed, promptList: prompts, total: total, batch: batch, prompts: len(prompts), n: f.n, f: &f, model: modelName, device: dev.Name()}
-	var written []string
-	var timings []unclip.StageTiming
-	for k := 0; k*batch < total; k++ {
-		lo, hi := k*batch, min((k+1)*batch, total)
+	// request is batch k's request (images lo..hi-1 of the run).
+	request := func(k, lo, hi int) unclip.Request {
 		req := unclip.Request{Prompts: prompts, ImagesPerPrompt: f.n, PriorSteps: f.priorSteps, DecoderSteps: f.decSteps,
 			SuperResSteps: f.srSteps, PriorGuidance: float32(f.priorGuidance), DecoderGuidance: float32(f.decGuide),
 			Noise: unclip.NewTorchNoise(seed + uint64(k)), Progress: rep.event, Warn: rep.warn, DryRun: f.dryRun}
 		if batch < total {
 			req.Prompts, req.ImagesPerPrompt = items[lo:hi], 1
+		}
+		return req
+	}
+	if rep.mode != "quiet" && !f.dryRun && !p.Offload {
+		// An estimate of the whole run: a dry run captures every stage's
+		// step graph (no step runs) for its FLOPs.
+		est := request(0, 0, batch)
+		est.DryRun, est.Progress, est.Warn = true, nil, nil
+		ctx, end := cancellable()
+		res, err := p.Generate(ctx, est)
+		end()
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return interruptedError(nil)
+			}
+			return err
+		}
+		var sizes []int
+		for lo := 0; lo < total; lo += batch {
+			sizes = append(sizes, min(batch, total-lo))
+		}
+		rep.setETA(newRunETA(res.Timings, sizes))
+	}
+	// One batch per process releases each model once its last stage is
+	// done; several keep them.
+	p.OneShot = !f.dryRun && batch == total
+	var written []string
+	var timings []unclip.StageTiming
+	for k := 0; k*batch < total; k++ {
+		lo, hi := k*batch, min((k+1)*batch, total)
+		req := request(k, lo, hi)
+		rep.setBatch(k)
+		if batch < total {
 			rep.info("batch %d of %d: images %d–%d", k+1, (total+batch-1)/batch, lo+1, hi)
 		}
 		if previews != nil {

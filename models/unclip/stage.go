@@ -77,6 +77,9 @@ type StageStats struct {
 	ArenaBytes int64
 	// NaiveBytes is what the intermediates would take without reuse.
 	NaiveBytes int64
+	// FLOPsPerStep is the arithmetic of one step (tensor.Graph.FLOPs of
+	// the largest network's graph), for estimates such as an ETA.
+	FLOPsPerStep int64
 	// WeightBytes is the device memory of the stage's models' weights; on
 	// the CPU (no separate device) the constant storage the step reads: the
 	// weights and the stage's conditioning.
@@ -235,6 +238,7 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 		defer g.Release()
 		stats.ArenaBytes = max(stats.ArenaBytes, int64(g.ArenaBytes()))
 		stats.NaiveBytes = max(stats.NaiveBytes, int64(g.ValueBytes()))
+		stats.FLOPsPerStep = max(stats.FLOPsPerStep, g.FLOPs())
 		stats.WeightBytes += int64(g.ConstantBytes())
 		if stats.Nodes == 0 {
 			stats.Nodes = g.Len()
