@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -23,6 +22,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: unclip bench pipeline [flags]   (time the pipeline stage by stage)")
 		for _, s := range benchSubcommands {
 			fmt.Fprintf(stderr, "       unclip bench %s [flags]   (%s)\n", s.name, s.summary)
+		}
+		fmt.Fprintln(stderr, "\nRun 'unclip bench SUBCOMMAND -h' for its flags.")
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+			return flag.ErrHelp
 		}
 		return errUsage
 	}
@@ -55,7 +58,7 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench pipeline", flag.ContinueOnError)
 	config := fs.String("config", "karlo", "architecture for --random-weights: karlo or tiny")
 	random := fs.Bool("random-weights", false, "deterministic random weights of the --config architecture (no download)")
-	model := fs.String("m", "", "time a real model folder instead (or a cached Hugging Face repo id)")
+	model := fs.String("m", "", `time a real model folder instead (or a cached Hugging Face repo id, or "demo": the built-in tiny model)`)
 	variant := fs.String("variant", "", "weight file variant with -m, e.g. fp16")
 	stages := fs.String("stages", "text,prior,decoder,sr", "comma-separated stages to time: text, prior, decoder, sr")
 	priorSteps := fs.Int("prior-steps", 25, "prior steps")
@@ -74,9 +77,16 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	dryRun := fs.Bool("dry-run", false, "capture and plan every stage and print the memory each needs, without running a step")
 	var mem memoryFlags
 	mem.register(fs)
+	setUsage(fs, "unclip bench pipeline (--random-weights [--config karlo|tiny] | -m DIR|REPO|demo) [--stages LIST] [flags]")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
+	}
+	weightSeed := uint64(1)
+	demo := *model == "demo"
+	if demo {
+		// The built-in demo model: generate's tiny architecture and weights.
+		*model, *random, *config, weightSeed = "", true, "tiny", 0
 	}
 	if len(pos) > 0 || (*model == "") == !*random {
 		fmt.Fprintln(stderr, "usage: unclip bench pipeline (--random-weights [--config karlo|tiny] | -m DIR) [--stages LIST] [flags]")
@@ -148,8 +158,11 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 			arch.Name += fmt.Sprintf(", images ÷%d", *sizeDiv)
 		}
 		name = arch.Name + " (random weights)"
+		if demo && *scale == 1 && *sizeDiv == 1 {
+			name = "demo (tiny, untrained)"
+		}
 		fmt.Fprintf(stderr, "building %s: %s ...\n", name, strings.Join(only, ", "))
-		p, err = unclip.NewRandom(arch, unclip.RandomOptions{Seed: 1, Device: dev, Only: only, DType: dtype, Residency: residency})
+		p, err = unclip.NewRandom(arch, unclip.RandomOptions{Seed: weightSeed, Device: dev, Only: only, DType: dtype, Residency: residency})
 	} else {
 		var dir string
 		if dir, err = resolveModel(*model, "main", stderr); err == nil {
@@ -228,7 +241,8 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	ctx := context.Background()
+	ctx, end := cancellable()
+	defer end()
 	b := *n
 	var ts *unclip.TextState
 	if has("text") || has("prior") || has("decoder") {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -87,6 +86,7 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
 	noPeak := fs.Bool("no-peak", false, "do not measure the FMA peak")
 	fs.Usage = func() {
+		stderr := fs.Output()
 		fmt.Fprintln(stderr, "usage: unclip bench kernels [--op OP] [--shape S]... [--threads N] [--reps N] [--json]")
 		fmt.Fprintln(stderr, "\nshapes (x-separated):")
 		fmt.Fprintln(stderr, "  matmul     MxKxN[/linear]       (/linear: B is a transposed (N, K) weight)")
@@ -222,6 +222,37 @@ func parseDims(s string, n int) ([]int, error) {
 	return out, nil
 }
 
+// benchFits fails when float32 tensors of the given shapes (the operands
+// and the result; each is also built once in host memory) would not fit
+// in the memory available, or overflow a byte count.
+func benchFits(shape string, tensors [][]int) error {
+	const limit = math.MaxInt64 / 8
+	var total int64
+	for _, dims := range tensors {
+		n := int64(4)
+		for _, d := range dims {
+			if n > limit/int64(d) {
+				return fmt.Errorf("shape %q: its tensors overflow a byte count", shape)
+			}
+			n *= int64(d)
+		}
+		if total += n; total > limit {
+			return fmt.Errorf("shape %q: its tensors overflow a byte count", shape)
+		}
+	}
+	avail := int64(memAvailable())
+	if avail == 0 {
+		avail = int64(physicalMemory())
+	}
+	if avail > 0 && total > avail/10*9 {
+		return fmt.Errorf("shape %q needs %s for its tensors; %s of memory is available", shape, gib(total), gib(avail))
+	}
+	return nil
+}
+
+// gib formats a byte count in GiB.
+func gib(n int64) string { return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30)) }
+
 // splitOpts splits "dims:a:b" into the dims and up to max integer options.
 func splitOpts(s string, maxOpts int) (string, []int, error) {
 	parts := strings.Split(s, ":")
@@ -263,6 +294,9 @@ func prepareBench(dev tensor.Backend, op, shape string) (*benchCase, error) {
 			return nil, err
 		}
 		m, k, n := d[0], d[1], d[2]
+		if err := benchFits(shape, [][]int{{m, k}, {k, n}, {m, n}}); err != nil {
+			return nil, err
+		}
 		a := randTensor(dev, rng, m, k)
 		var b *tensor.Tensor
 		if linear {
@@ -289,10 +323,16 @@ func prepareBench(dev tensor.Backend, op, shape string) (*benchCase, error) {
 		if len(opts) > 1 {
 			k = opts[1]
 		}
+		oh, ow := h+2*(k/2)-k+1, w+2*(k/2)-k+1
+		if oh < 1 || ow < 1 {
+			return nil, fmt.Errorf("shape %q: a %d×%d kernel leaves no output", shape, k, k)
+		}
+		if err := benchFits(shape, [][]int{{n, c, h, w}, {o, c, k, k}, {o}, {n, o, oh, ow}}); err != nil {
+			return nil, err
+		}
 		x := randTensor(dev, rng, n, c, h, w)
 		wt := randTensor(dev, rng, o, c, k, k)
 		bias := randTensor(dev, rng, o)
-		oh, ow := h+2*(k/2)-k+1, w+2*(k/2)-k+1
 		nd := newNode(dev, tensor.OpConv2d, []int{n, o, oh, ow}, x, wt, bias)
 		nd.Int[0], nd.Int[1], nd.Int[2], nd.Int[3] = 1, 1, k/2, k/2
 		return &benchCase{node: nd,
@@ -304,6 +344,9 @@ func prepareBench(dev tensor.Backend, op, shape string) (*benchCase, error) {
 			return nil, err
 		}
 		b, h, lq, lk, dh := d[0], d[1], d[2], d[3], d[4]
+		if err := benchFits(shape, [][]int{{b, h, lq, dh}, {b, h, lk, dh}, {b, h, lk, dh}, {b, h, lq, dh}}); err != nil {
+			return nil, err
+		}
 		q := randTensor(dev, rng, b, h, lq, dh)
 		k := randTensor(dev, rng, b, h, lk, dh)
 		v := randTensor(dev, rng, b, h, lk, dh)
@@ -329,6 +372,9 @@ func prepareBench(dev tensor.Backend, op, shape string) (*benchCase, error) {
 		if d[1]%g != 0 {
 			return nil, fmt.Errorf("shape %q: %d channels in %d groups", shape, d[1], g)
 		}
+		if err := benchFits(shape, [][]int{d, d}); err != nil {
+			return nil, err
+		}
 		x := randTensor(dev, rng, d...)
 		w, b := randTensor(dev, rng, d[1]), randTensor(dev, rng, d[1])
 		numel := float64(d[0] * d[1] * d[2] * d[3])
@@ -338,6 +384,9 @@ func prepareBench(dev tensor.Backend, op, shape string) (*benchCase, error) {
 	case "layernorm", "softmax":
 		d, err := parseDims(shape, 2)
 		if err != nil {
+			return nil, err
+		}
+		if err := benchFits(shape, [][]int{d, d}); err != nil {
 			return nil, err
 		}
 		x := randTensor(dev, rng, d...)
@@ -367,6 +416,7 @@ func runBenchPeak(args []string, stdout, stderr io.Writer) error {
 	threads := fs.Int("threads", 0, "measure 1..N threads (0: all cores)")
 	reps := fs.Int("reps", 9, "timed runs (the median is reported)")
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
+	setUsage(fs, "unclip bench peak [--threads N] [--reps N] [--json]\n\nMeasures the CPU's FMA peak on 1..N threads and keeps it for 'unclip devices'.")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
@@ -375,15 +425,17 @@ func runBenchPeak(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: unclip bench peak [--threads N] [--reps N] [--json]")
 		return errUsage
 	}
-	n := *threads
-	if n <= 0 {
-		n = runtime.GOMAXPROCS(0)
+	if err := setThreads(*threads, stderr); err != nil {
+		return err
 	}
-	cpu.SetThreads(n)
+	n := cpu.Threads()
 	for t := 1; t <= n; t++ {
 		variant, g := cpu.MeasurePeak(t, *reps)
 		if variant == "" {
 			return fmt.Errorf("no FMA peak loop for this CPU or build (purego or not amd64)")
+		}
+		if err := savePeak(variant, t, g); err != nil {
+			fmt.Fprintf(stderr, "warning: the peak is not kept for 'unclip devices': %v\n", err)
 		}
 		r := peakResult{Op: "fma_peak", Variant: variant, Device: "cpu", Threads: t, GFLOPS: g}
 		if *asJSON {

@@ -45,6 +45,7 @@ func TestBenchKernelsJSON(t *testing.T) {
 // TestBenchPeak checks that the FMA peak loop runs where it exists.
 func TestBenchPeak(t *testing.T) {
 	defer cpu.SetThreads(0)
+	t.Setenv("UNCLIP_CACHE_DIR", t.TempDir()) // the peak is kept there
 	var out bytes.Buffer
 	err := runBenchPeak([]string{"--threads", "1", "--reps", "1", "--json"}, &out, io.Discard)
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 
 	"github.com/unclip-go/unclip/kernels/cpu"
@@ -59,7 +61,9 @@ func startProfile(on bool, dev tensor.Backend, w io.Writer) (func(), error) {
 // openDevice resolves a --device value to a backend and says which one was
 // picked on w (when w is not nil).
 func openDevice(name string, threads int, w io.Writer) (tensor.Backend, error) {
-	cpu.SetThreads(threads)
+	if err := setThreads(threads, w); err != nil {
+		return nil, err
+	}
 	name = strings.ToLower(strings.TrimSpace(name))
 	switch {
 	case name == "" || name == "auto":
@@ -80,13 +84,34 @@ func openDevice(name string, threads int, w io.Writer) (tensor.Backend, error) {
 	case name == "vulkan":
 		return openVulkan(-1)
 	case strings.HasPrefix(name, "vulkan:"):
-		var idx int
-		if _, err := fmt.Sscanf(name, "vulkan:%d", &idx); err != nil || idx < 0 {
-			return nil, fmt.Errorf("bad device %q: want vulkan:N with N ≥ 0", name)
+		num := strings.TrimPrefix(name, "vulkan:")
+		idx, err := strconv.Atoi(num)
+		if err != nil || idx < 0 || idx > 1<<16 || strings.TrimLeft(num, "0123456789") != "" {
+			return nil, fmt.Errorf("bad device %q: want vulkan:N with N a device index (0, 1, …; 'unclip devices' lists them)", name)
 		}
 		return openVulkan(idx)
 	}
 	return nil, fmt.Errorf("unknown device %q (want auto, cpu, vulkan or vulkan:N)", name)
+}
+
+// maxThreads bounds --threads: past it a typo, not a plan.
+const maxThreads = 1024
+
+// setThreads checks and applies --threads (0: all cores). More threads
+// than the machine has cores are allowed (with a warning: they slow the
+// kernels down), up to maxThreads.
+func setThreads(n int, w io.Writer) error {
+	cores := runtime.NumCPU()
+	switch {
+	case n < 0:
+		return fmt.Errorf("--threads must be 0 (all cores) or positive, got %d", n)
+	case n > maxThreads:
+		return fmt.Errorf("--threads %d: at most %d (this machine has %d cores)", n, maxThreads, cores)
+	case n > cores:
+		say(w, "warning: --threads %d is more than the %d cores; kernels run slower with more threads than cores\n", n, cores)
+	}
+	cpu.SetThreads(n)
+	return nil
 }
 
 func say(w io.Writer, format string, args ...any) {

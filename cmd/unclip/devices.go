@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"runtime"
 
+	"github.com/unclip-go/unclip/kernels/cpu"
 	"github.com/unclip-go/unclip/kernels/vulkan"
 	"github.com/unclip-go/unclip/tensor"
 )
@@ -15,15 +17,27 @@ import (
 // exit status: "no devices" is an answer, not a failure.
 func runDevices(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("devices", flag.ContinueOnError)
+	threads := fs.Int("threads", 0, "CPU threads to report the peak for (0: all cores)")
+	setUsage(fs, "unclip devices [--threads N]\n\nLists the CPU (model, kernel set, threads, measured FMA peak) and every Vulkan device.")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
-		fmt.Fprintln(stderr, "usage: unclip devices")
+		fmt.Fprintln(stderr, "usage: unclip devices [--threads N]")
 		return errUsage
 	}
-	fmt.Fprintln(stdout, "cpu      always available (--device cpu)")
+	if err := setThreads(*threads, stderr); err != nil {
+		return err
+	}
+	n := cpu.Threads()
+	fmt.Fprintf(stdout, "cpu      %s (--device cpu)\n", cpuModel())
+	fmt.Fprintf(stdout, "         kernels %s, %d threads of %d cores\n", cpu.Kernels(), n, runtime.NumCPU())
+	if g := cachedPeak(cpu.PeakVariant(), n); g > 0 {
+		fmt.Fprintf(stdout, "         FMA peak %.1f GFLOP/s on %d threads (measured by 'unclip bench peak')\n", g, n)
+	} else {
+		fmt.Fprintf(stdout, "         FMA peak not measured yet: run 'unclip bench peak' (about 10 s)\n")
+	}
 	ds, err := vulkan.Devices()
 	if err != nil {
 		if errors.Is(err, vulkan.ErrUnavailable) {

@@ -37,7 +37,8 @@ var threads atomic.Int32
 func init() { tensor.Register(Backend{}) }
 
 // SetThreads sets how many goroutines kernels use; n ≤ 0 means GOMAXPROCS.
-func SetThreads(n int) { threads.Store(int32(n)) }
+// n is capped at 65536 (callers validate user input against a lower bound).
+func SetThreads(n int) { threads.Store(int32(min(n, 1<<16))) }
 
 // Threads returns the number of goroutines kernels use.
 func Threads() int {
