@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/unclip-go/unclip/models/golden"
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 	"github.com/unclip-go/unclip/tensor/safetensors"
 )
 
@@ -40,6 +41,7 @@ func cli(t *testing.T, args ...string) (code int, stdout, stderr string) {
 // tinyPaths returns the fixture model folder and golden file.
 func tinyPaths(t *testing.T) (model, gold string) {
 	t.Helper()
+	fixtures.Require(t)
 	model, gold, err := golden.Tiny()
 	if err != nil {
 		t.Fatal(err)

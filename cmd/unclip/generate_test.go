@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/unclip-go/unclip/models/golden"
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 	"github.com/unclip-go/unclip/models/unclip"
 )
 
@@ -22,6 +23,7 @@ func runCLI(args ...string) (int, string, string) {
 
 func tinyModel(t *testing.T) (string, *golden.File) {
 	t.Helper()
+	fixtures.Require(t)
 	model, g, err := golden.OpenTiny()
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/unclip-go/unclip/models/golden"
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 )
 
 const (
@@ -52,6 +53,7 @@ func isolateHub(t *testing.T, home string) {
 }
 
 func TestResolveModel(t *testing.T) {
+	fixtures.Require(t)
 	model, _, err := golden.Tiny()
 	if err != nil {
 		t.Fatal(err)
@@ -202,6 +204,7 @@ func TestRepoID(t *testing.T) {
 // The commands resolve repository ids through the cache, whose snapshots
 // hold symbolic links into blobs/ as huggingface_hub lays them out.
 func TestResolveModelCLI(t *testing.T) {
+	fixtures.Require(t)
 	model, _, err := golden.Tiny()
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/unclip-go/unclip/models/golden"
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 	"github.com/unclip-go/unclip/models/unclip"
 	"github.com/unclip-go/unclip/models/verify"
 	"github.com/unclip-go/unclip/tensor/tensortest"
@@ -67,6 +68,7 @@ func TestBudgetOffload(t *testing.T) {
 		t.Skip("end-to-end verification in -short mode")
 	}
 	shared := openTest(t)
+	fixtures.Require(t)
 	model, gold, err := golden.Tiny()
 	if err != nil {
 		t.Fatal(err)

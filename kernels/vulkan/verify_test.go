@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/unclip-go/unclip/models/golden"
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 	"github.com/unclip-go/unclip/models/verify"
 )
 
@@ -22,6 +23,7 @@ func TestVerifyTiny(t *testing.T) {
 		t.Skip("end-to-end verification in -short mode")
 	}
 	b := openTest(t)
+	fixtures.Require(t)
 	model, gold, err := golden.Tiny()
 	if err != nil {
 		t.Fatal(err)

@@ -8,9 +8,11 @@ import (
 	_ "github.com/unclip-go/unclip/kernels/cpu"
 	"github.com/unclip-go/unclip/models/clip"
 	"github.com/unclip-go/unclip/models/golden"
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 )
 
 func TestTextModelGolden(t *testing.T) {
+	fixtures.Require(t)
 	model, g, err := golden.OpenTiny()
 	if err != nil {
 		t.Fatal(err)

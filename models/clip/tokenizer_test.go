@@ -11,19 +11,20 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 )
 
-// fixturesDir returns the shared fixtures folder: $UNCLIP_FIXTURES, or
-// ../../../shared/fixtures relative to this package.
-func fixturesDir() string {
-	if d := os.Getenv("UNCLIP_FIXTURES"); d != "" {
-		return d
-	}
-	return filepath.Join("..", "..", "..", "shared", "fixtures")
+// fixturesDir returns the shared fixtures folder (see fixtures.Require:
+// the test skips without one, or fails when UNCLIP_FIXTURES names none).
+func fixturesDir(tb testing.TB) string {
+	tb.Helper()
+	return fixtures.Require(tb)
 }
 
-func fixtureTokenizerDir() string {
-	return filepath.Join(fixturesDir(), "unclip-tiny", "model", "tokenizer")
+func fixtureTokenizerDir(tb testing.TB) string {
+	tb.Helper()
+	return filepath.Join(fixturesDir(tb), "unclip-tiny", "model", "tokenizer")
 }
 
 var (
@@ -36,7 +37,8 @@ var (
 // missing fixture fails the test.
 func fixtureTokenizer(tb testing.TB) *Tokenizer {
 	tb.Helper()
-	fixtureOnce.Do(func() { fixtureTok, fixtureErr = LoadTokenizer(fixtureTokenizerDir()) })
+	dir := fixtureTokenizerDir(tb)
+	fixtureOnce.Do(func() { fixtureTok, fixtureErr = LoadTokenizer(dir) })
 	if fixtureErr != nil {
 		tb.Fatalf("load fixture tokenizer (set UNCLIP_FIXTURES to the shared fixtures folder): %v", fixtureErr)
 	}
@@ -51,7 +53,7 @@ type goldenCase struct {
 
 func goldenCases(t *testing.T) []goldenCase {
 	t.Helper()
-	path := filepath.Join(fixturesDir(), "unclip-tiny", "golden.json")
+	path := filepath.Join(fixturesDir(t), "unclip-tiny", "golden.json")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("read golden file (set UNCLIP_FIXTURES to the shared fixtures folder): %v", err)
@@ -101,7 +103,7 @@ func TestLoadFromTokenizerJSON(t *testing.T) {
 	cases := goldenCases(t)
 	dir := t.TempDir()
 	for _, name := range []string{"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"} {
-		data, err := os.ReadFile(filepath.Join(fixtureTokenizerDir(), name))
+		data, err := os.ReadFile(filepath.Join(fixtureTokenizerDir(t), name))
 		if err != nil {
 			t.Fatalf("read fixture: %v", err)
 		}
@@ -123,7 +125,7 @@ func TestLoadFromTokenizerJSON(t *testing.T) {
 // "a b" strings (older tokenizers format) with no config files: defaults
 // apply (pad = eos) and the added token "!" is still split out.
 func TestTokenizerJSONStringMerges(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join(fixtureTokenizerDir(), "tokenizer.json"))
+	data, err := os.ReadFile(filepath.Join(fixtureTokenizerDir(t), "tokenizer.json"))
 	if err != nil {
 		t.Fatalf("read fixture: %v", err)
 	}
@@ -293,7 +295,7 @@ func TestTruncation(t *testing.T) {
 
 func TestConcurrentEncode(t *testing.T) {
 	cases := goldenCases(t)
-	tok, err := LoadTokenizer(fixtureTokenizerDir()) // fresh, empty cache
+	tok, err := LoadTokenizer(fixtureTokenizerDir(t)) // fresh, empty cache
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 	"math"
 	"os"
 	"path/filepath"
@@ -201,33 +202,8 @@ func Compare(got, want []float32) (Stats, error) {
 	return s, nil
 }
 
-// FixturesDir locates the shared fixtures: $UNCLIP_FIXTURES, else
-// ../shared/fixtures beside the repository root found by walking up from
-// the working directory to go.mod.
-func FixturesDir() (string, error) {
-	if d := os.Getenv("UNCLIP_FIXTURES"); d != "" {
-		if _, err := os.Stat(d); err != nil {
-			return "", fmt.Errorf("golden: UNCLIP_FIXTURES: %w", err)
-		}
-		return d, nil
-	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := wd; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			p := filepath.Join(filepath.Dir(d), "shared", "fixtures")
-			if _, err := os.Stat(p); err != nil {
-				return "", fmt.Errorf("golden: fixtures not found at %s (set UNCLIP_FIXTURES): %w", p, err)
-			}
-			return p, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("golden: no go.mod above %s; set UNCLIP_FIXTURES", wd)
-		}
-	}
-}
+// FixturesDir locates the shared fixtures (see fixtures.Dir).
+func FixturesDir() (string, error) { return fixtures.Dir() }
 
 // Tiny returns the paths of the unclip-tiny fixture: its model folder and
 // golden.safetensors.

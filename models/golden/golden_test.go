@@ -3,6 +3,8 @@ package golden
 import (
 	"math"
 	"testing"
+
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 )
 
 func TestCompare(t *testing.T) {
@@ -28,6 +30,7 @@ func TestCompare(t *testing.T) {
 }
 
 func TestLoadRaw(t *testing.T) {
+	fixtures.Require(t)
 	_, path, err := Tiny()
 	if err != nil {
 		t.Fatal(err)

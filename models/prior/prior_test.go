@@ -8,10 +8,12 @@ import (
 
 	_ "github.com/unclip-go/unclip/kernels/cpu"
 	"github.com/unclip-go/unclip/models/golden"
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 	"github.com/unclip-go/unclip/models/prior"
 )
 
 func TestPriorGolden(t *testing.T) {
+	fixtures.Require(t)
 	model, g, err := golden.OpenTiny()
 	if err != nil {
 		t.Fatal(err)

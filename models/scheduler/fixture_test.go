@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/unclip-go/unclip/models/golden"
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 )
 
 // fixtureDir returns the unclip-tiny fixture folder ($UNCLIP_FIXTURES or
@@ -12,6 +13,7 @@ import (
 // test: the fixture is part of the acceptance bar.
 func fixtureDir(t *testing.T) string {
 	t.Helper()
+	fixtures.Require(t)
 	root, err := golden.FixturesDir()
 	if err != nil {
 		t.Fatal(err)

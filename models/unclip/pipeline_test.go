@@ -6,11 +6,13 @@ import (
 
 	_ "github.com/unclip-go/unclip/kernels/cpu"
 	"github.com/unclip-go/unclip/models/golden"
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 	"github.com/unclip-go/unclip/models/unclip"
 )
 
 func openTiny(t *testing.T) (*unclip.Pipeline, *golden.File) {
 	t.Helper()
+	fixtures.Require(t)
 	model, g, err := golden.OpenTiny()
 	if err != nil {
 		t.Fatal(err)

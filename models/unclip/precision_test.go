@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/unclip-go/unclip/models/golden"
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 	"github.com/unclip-go/unclip/models/unclip"
 	"github.com/unclip-go/unclip/tensor"
 )
@@ -38,6 +39,7 @@ func TestHalfPrecision(t *testing.T) {
 	if testing.Short() {
 		t.Skip("two 25/25/7-step runs")
 	}
+	fixtures.Require(t)
 	model, g, err := golden.OpenTiny()
 	if err != nil {
 		t.Fatal(err)

@@ -8,11 +8,13 @@ import (
 
 	_ "github.com/unclip-go/unclip/kernels/cpu"
 	"github.com/unclip-go/unclip/models/golden"
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 	"github.com/unclip-go/unclip/models/unet"
 	"github.com/unclip-go/unclip/tensor"
 )
 
 func TestUNetGolden(t *testing.T) {
+	fixtures.Require(t)
 	model, g, err := golden.OpenTiny()
 	if err != nil {
 		t.Fatal(err)

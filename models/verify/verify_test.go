@@ -9,11 +9,13 @@ import (
 
 	_ "github.com/unclip-go/unclip/kernels/cpu"
 	"github.com/unclip-go/unclip/models/golden"
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 	"github.com/unclip-go/unclip/models/verify"
 	"github.com/unclip-go/unclip/tensor/safetensors"
 )
 
 func TestVerifyPasses(t *testing.T) {
+	fixtures.Require(t)
 	model, gpath, err := golden.Tiny()
 	if err != nil {
 		t.Fatal(err)
@@ -34,6 +36,7 @@ func TestVerifyPasses(t *testing.T) {
 // TestVerifyCatchesAWrongWeight perturbs one text-encoder weight and
 // expects the text_encoder checks to fail.
 func TestVerifyCatchesAWrongWeight(t *testing.T) {
+	fixtures.Require(t)
 	model, gpath, err := golden.Tiny()
 	if err != nil {
 		t.Fatal(err)

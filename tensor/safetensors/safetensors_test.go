@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/unclip-go/unclip/models/golden/fixtures"
 )
 
 var allDTypes = []DType{F32, F16, BF16, F64, I64, I32, I16, I8, U8, U16, U32, U64, BOOL, F8E4M3, F8E5M2}
@@ -502,18 +504,11 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
-// fixturesDir returns the shared fixture folder; a missing folder fails the
-// test rather than skipping it.
+// fixturesDir returns the shared fixture folder (see fixtures.Require:
+// the test skips without one, or fails when UNCLIP_FIXTURES names none).
 func fixturesDir(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("UNCLIP_FIXTURES")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "fixtures")
-	}
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		t.Fatalf("fixture folder %s is missing (set UNCLIP_FIXTURES): %v", dir, err)
-	}
-	return dir
+	return fixtures.Require(t)
 }
 
 func fixtureFiles(t *testing.T) []string {
