@@ -210,7 +210,9 @@ func (sd *StateDict) Unused() []string {
 // Binder hands out weights under a key prefix, checking shapes. Errors are
 // collected rather than returned one by one, so a model constructor reads
 // as a list of layers; Err reports them all at the end. After an error a
-// placeholder of the expected shape is returned so construction can go on.
+// placeholder of the expected shape is returned so construction can go on:
+// it holds no memory (ops on it fail), so a configuration that declares
+// sizes the checkpoint does not have costs nothing before it is reported.
 type Binder struct {
 	sd     *StateDict
 	prefix string
@@ -284,16 +286,16 @@ func (b Binder) Tensor(name string, shape ...int) *tensor.Tensor {
 	}
 	if !ok {
 		b.Errorf("missing tensor %q (expected shape %v)", key, shape)
-		return tensor.Zeros(shape...)
+		return placeholder(shape)
 	}
 	b.sd.used[key] = true
 	if !tensor.SameShape(t.Shape(), shape) {
 		b.Errorf("tensor %q has shape %v, expected %v", key, t.Shape(), shape)
-		return tensor.Zeros(shape...)
+		return placeholder(shape)
 	}
 	if !t.DType().IsFloat() {
 		b.Errorf("tensor %q has type %v, expected a float type", key, t.DType())
-		return tensor.Zeros(shape...)
+		return placeholder(shape)
 	}
 	if dt := b.target.DType; dt.IsFloat() && t.DType() != dt {
 		t = t.Cast(dt)
@@ -316,17 +318,28 @@ func (b Binder) Tensor(name string, shape ...int) *tensor.Tensor {
 	return t
 }
 
-// Err reports every error recorded so far (at most 20 listed), or nil.
+// placeholder stands for a weight that could not be bound: the expected
+// shape (negative sizes as 0) without memory.
+func placeholder(shape []int) *tensor.Tensor {
+	dims := make([]int, len(shape))
+	for i, d := range shape {
+		dims[i] = max(d, 0)
+	}
+	return tensor.NewReleased(tensor.CPU(), tensor.F32, dims...)
+}
+
+// Err reports the first error recorded, with the number of further ones
+// (a config that does not fit its checkpoint usually misfits every layer
+// after the first), or nil.
 func (b Binder) Err() error {
 	errs := *b.errs
-	if len(errs) == 0 {
+	switch len(errs) {
+	case 0:
 		return nil
+	case 1:
+		return errs[0]
 	}
-	if len(errs) > 20 {
-		n := len(errs)
-		errs = append(errs[:20:20], fmt.Errorf("... and %d more", n-20))
-	}
-	return errors.Join(errs...)
+	return fmt.Errorf("%w (and %d more problems like it)", errs[0], len(errs)-1)
 }
 
 // CheckUnused records an error naming the keys no layer has bound.
@@ -359,4 +372,33 @@ func LoadDiffusers[C, M any](name, dir, variant string, t Target, loadConfig fun
 		return zero, fmt.Errorf("%s: %s: %w", name, dir, err)
 	}
 	return m, nil
+}
+
+// Bounds on what a model configuration may declare: far past any published
+// checkpoint (Karlo's widest layer is 6144), near enough that one edited
+// number cannot make a loader loop or allocate without end.
+const (
+	MaxWidth  = 1 << 16 // any hidden size, channel count or embedding width
+	MaxLayers = 1024    // layers of a transformer or a U-Net block
+	MaxTokens = 1 << 16 // sequence lengths and vocabulary-sized tables are checked by their weights
+)
+
+// Range is one configuration value and the interval it must lie in.
+type Range struct {
+	Key     string
+	Value   int
+	Min     int
+	Max     int
+	Context string // optional: why the bound
+}
+
+// CheckRanges reports the first value outside its interval, naming its
+// config key.
+func CheckRanges(rs ...Range) error {
+	for _, r := range rs {
+		if r.Value < r.Min || r.Value > r.Max {
+			return fmt.Errorf("%s %d is out of range [%d, %d]", r.Key, r.Value, r.Min, r.Max)
+		}
+	}
+	return nil
 }

@@ -12,11 +12,11 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/unclip-go/unclip/models/modelfile"
 	"github.com/unclip-go/unclip/models/unclip"
 	"github.com/unclip-go/unclip/tensor"
 	"github.com/unclip-go/unclip/tensor/safetensors"
@@ -404,7 +404,7 @@ func loadPipeline(m, dir, variant string, dev tensor.Backend, dtype tensor.DType
 }
 
 func readPrompts(path string) ([]string, error) {
-	f, err := os.Open(path)
+	f, err := modelfile.Open(path, modelfile.PromptsLimit)
 	if err != nil {
 		return nil, err
 	}

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 
+	"github.com/unclip-go/unclip/models/modelfile"
 	"github.com/unclip-go/unclip/models/unclip"
 )
 
@@ -93,7 +95,7 @@ func componentName(dir string) (string, bool) {
 		}
 	}
 	for _, cfg := range []string{"config.json", "scheduler_config.json"} {
-		data, err := os.ReadFile(filepath.Join(dir, cfg))
+		data, err := modelfile.Read(filepath.Join(dir, cfg), modelfile.ConfigLimit)
 		if err != nil {
 			continue
 		}
@@ -183,13 +185,19 @@ func resolveHub(org, name, revision string, stderr io.Writer) (string, error) {
 	}
 	commit := revision
 	if !commitHash.MatchString(revision) {
-		data, err := os.ReadFile(filepath.Join(repoDir, "refs", revision))
+		data, err := modelfile.Read(filepath.Join(repoDir, "refs", revision), modelfile.RefLimit)
 		switch {
 		case err == nil:
 			commit = strings.TrimSpace(string(data))
 			if !filepath.IsLocal(commit) || strings.ContainsAny(commit, `/\`) {
-				return "", fmt.Errorf("%s: %s holds %q, not a commit hash", repo, filepath.Join(repoDir, "refs", revision), commit)
+				shown := commit
+				if len(shown) > 64 {
+					shown = shown[:64] + "…"
+				}
+				return "", fmt.Errorf("%s: %s holds %q, not a commit hash", repo, filepath.Join(repoDir, "refs", revision), shown)
 			}
+		case !errors.Is(err, fs.ErrNotExist):
+			return "", fmt.Errorf("%s: revision %q: %w", repo, revision, err)
 		case isDir(filepath.Join(repoDir, "snapshots", revision)):
 			// A snapshot folder named by the revision itself (a short hash, say).
 		default:

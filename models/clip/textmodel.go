@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/unclip-go/unclip/models/modelfile"
 	"github.com/unclip-go/unclip/nn"
 	"github.com/unclip-go/unclip/tensor"
 )
@@ -35,7 +36,7 @@ func DefaultTextConfig() TextConfig {
 
 // LoadTextConfig reads a CLIPTextConfig (or the text_config of a CLIPConfig).
 func LoadTextConfig(path string) (TextConfig, error) {
-	data, err := os.ReadFile(path)
+	data, err := modelfile.Read(path, modelfile.ConfigLimit)
 	if err != nil {
 		return TextConfig{}, fmt.Errorf("clip: %w", err)
 	}
@@ -60,6 +61,17 @@ func LoadTextConfig(path string) (TextConfig, error) {
 
 // Validate checks that the configuration describes a buildable model.
 func (c TextConfig) Validate() error {
+	if err := nn.CheckRanges(
+		nn.Range{Key: "hidden_size", Value: c.HiddenSize, Min: 1, Max: nn.MaxWidth},
+		nn.Range{Key: "intermediate_size", Value: c.IntermediateSize, Min: 1, Max: 4 * nn.MaxWidth},
+		nn.Range{Key: "projection_dim", Value: c.ProjectionDim, Min: 1, Max: nn.MaxWidth},
+		nn.Range{Key: "num_hidden_layers", Value: c.NumHiddenLayers, Min: 0, Max: nn.MaxLayers},
+		nn.Range{Key: "num_attention_heads", Value: c.NumAttentionHeads, Min: 1, Max: nn.MaxWidth},
+		nn.Range{Key: "vocab_size", Value: c.VocabSize, Min: 1, Max: 1 << 24},
+		nn.Range{Key: "max_position_embeddings", Value: c.MaxPositionEmbeddings, Min: 1, Max: nn.MaxTokens},
+	); err != nil {
+		return err
+	}
 	switch {
 	case c.HiddenSize <= 0 || c.NumAttentionHeads <= 0 || c.HiddenSize%c.NumAttentionHeads != 0:
 		return fmt.Errorf("hidden_size %d is not a positive multiple of num_attention_heads %d", c.HiddenSize, c.NumAttentionHeads)

@@ -20,6 +20,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/unclip-go/unclip/models/modelfile"
 )
 
 // Default special tokens and sequence length of the CLIP tokenizer.
@@ -758,7 +760,7 @@ func fileExists(path string) bool {
 // opt; a missing file is not an error. Added tokens listed in
 // added_tokens_decoder are stored in added when it is non-nil.
 func readConfig(path string, opt *TokenizerOptions, added map[string]int) error {
-	data, err := os.ReadFile(path)
+	data, err := modelfile.Read(path, modelfile.ConfigLimit)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -848,7 +850,7 @@ func tokenContent(raw json.RawMessage) (string, error) {
 }
 
 func readVocab(path string) (map[string]int, error) {
-	data, err := os.ReadFile(path)
+	data, err := modelfile.Read(path, modelfile.TokenizerLimit)
 	if err != nil {
 		return nil, fmt.Errorf("clip: tokenizer: read %s: %w", path, err)
 	}
@@ -865,7 +867,7 @@ func readVocab(path string) (map[string]int, error) {
 // readMerges reads merges.txt: an optional "#version" first line, then one
 // "a b" merge per line; blank lines are skipped.
 func readMerges(path string) ([][2]string, error) {
-	f, err := os.Open(path)
+	f, err := modelfile.Open(path, modelfile.TokenizerLimit)
 	if err != nil {
 		return nil, fmt.Errorf("clip: tokenizer: read %s: %w", path, err)
 	}
@@ -896,7 +898,7 @@ func readMerges(path string) ([][2]string, error) {
 // tokenizer.json; its added tokens are stored in added. It returns the
 // model's unk_token ("" when unset).
 func readTokenizerJSON(path string, added map[string]int) (map[string]int, [][2]string, string, error) {
-	data, err := os.ReadFile(path)
+	data, err := modelfile.Read(path, modelfile.TokenizerLimit)
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("clip: tokenizer: read %s: %w", path, err)
 	}

@@ -5,8 +5,8 @@ package prior
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 
+	"github.com/unclip-go/unclip/models/modelfile"
 	"github.com/unclip-go/unclip/nn"
 	"github.com/unclip-go/unclip/tensor"
 )
@@ -42,7 +42,7 @@ func DefaultConfig() Config {
 // LoadConfig reads a PriorTransformer config.json; absent keys keep their
 // diffusers defaults.
 func LoadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := modelfile.Read(path, modelfile.ConfigLimit)
 	if err != nil {
 		return Config{}, fmt.Errorf("prior: %w", err)
 	}
@@ -79,6 +79,26 @@ func optIs(p *string, v string) bool { return p != nil && *p == v }
 
 // Validate rejects options this implementation (or diffusers) does not support.
 func (c Config) Validate() error {
+	opt := func(p *int) int {
+		if p == nil {
+			return 1
+		}
+		return *p
+	}
+	if err := nn.CheckRanges(
+		nn.Range{Key: "num_attention_heads", Value: c.NumAttentionHeads, Min: 1, Max: nn.MaxWidth},
+		nn.Range{Key: "attention_head_dim", Value: c.AttentionHeadDim, Min: 1, Max: nn.MaxWidth},
+		nn.Range{Key: "num_attention_heads × attention_head_dim", Value: min(c.NumAttentionHeads, nn.MaxWidth) * min(c.AttentionHeadDim, nn.MaxWidth), Min: 1, Max: nn.MaxWidth},
+		nn.Range{Key: "embedding_dim", Value: c.EmbeddingDim, Min: 1, Max: nn.MaxWidth},
+		nn.Range{Key: "num_layers", Value: c.NumLayers, Min: 0, Max: nn.MaxLayers},
+		nn.Range{Key: "num_embeddings", Value: c.NumEmbeddings, Min: 0, Max: nn.MaxTokens},
+		nn.Range{Key: "additional_embeddings", Value: c.AdditionalEmbeddings, Min: 0, Max: nn.MaxTokens},
+		nn.Range{Key: "time_embed_dim", Value: opt(c.TimeEmbedDim), Min: 0, Max: nn.MaxWidth},
+		nn.Range{Key: "embedding_proj_dim", Value: opt(c.EmbeddingProjDim), Min: 0, Max: nn.MaxWidth},
+		nn.Range{Key: "clip_embed_dim", Value: opt(c.ClipEmbedDim), Min: 0, Max: nn.MaxWidth},
+	); err != nil {
+		return err
+	}
 	switch {
 	case c.NumAttentionHeads <= 0 || c.AttentionHeadDim <= 0 || c.EmbeddingDim <= 0 || c.NumLayers < 0:
 		return fmt.Errorf("bad sizes: heads %d, head dim %d, embedding dim %d, layers %d", c.NumAttentionHeads, c.AttentionHeadDim, c.EmbeddingDim, c.NumLayers)

@@ -3,7 +3,8 @@ package scheduler
 import (
 	"encoding/json"
 	"fmt"
-	"os"
+
+	"github.com/unclip-go/unclip/models/modelfile"
 )
 
 // Config is the subset of a diffusers scheduler_config.json that UnCLIPScheduler reads.
@@ -62,7 +63,7 @@ func ParseConfig(data []byte) (Config, error) {
 
 // LoadConfig reads and parses a scheduler_config.json file (see ParseConfig).
 func LoadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := modelfile.Read(path, modelfile.ConfigLimit)
 	if err != nil {
 		return Config{}, fmt.Errorf("scheduler config: %w", err)
 	}
@@ -84,8 +85,8 @@ func (c Config) validate() error {
 	if c.PredictionType != "epsilon" && c.PredictionType != "sample" {
 		return fmt.Errorf("scheduler: prediction_type %q is not supported (want \"epsilon\" or \"sample\")", c.PredictionType)
 	}
-	if c.NumTrainTimesteps < 2 {
-		return fmt.Errorf("scheduler: num_train_timesteps %d is too small (need at least 2)", c.NumTrainTimesteps)
+	if c.NumTrainTimesteps < 2 || c.NumTrainTimesteps > 1<<20 {
+		return fmt.Errorf("scheduler: num_train_timesteps %d is out of range [2, %d]", c.NumTrainTimesteps, 1<<20)
 	}
 	if c.ClipSample && !(c.ClipSampleRange >= 0) {
 		return fmt.Errorf("scheduler: clip_sample_range %v must be a non-negative number when clip_sample is set", c.ClipSampleRange)

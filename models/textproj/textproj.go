@@ -6,8 +6,8 @@ package textproj
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 
+	"github.com/unclip-go/unclip/models/modelfile"
 	"github.com/unclip-go/unclip/nn"
 	"github.com/unclip-go/unclip/tensor"
 )
@@ -27,7 +27,7 @@ func DefaultConfig() Config {
 
 // LoadConfig reads a UnCLIPTextProjModel config.json.
 func LoadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := modelfile.Read(path, modelfile.ConfigLimit)
 	if err != nil {
 		return Config{}, fmt.Errorf("text_proj: %w", err)
 	}
@@ -35,10 +35,20 @@ func LoadConfig(path string) (Config, error) {
 	if err := json.Unmarshal(data, &cfg); err != nil {
 		return Config{}, fmt.Errorf("text_proj: %s: %w", path, err)
 	}
-	if cfg.ClipExtraContextTokens < 0 || cfg.ClipEmbeddingsDim <= 0 || cfg.TimeEmbedDim <= 0 || cfg.CrossAttentionDim <= 0 {
-		return Config{}, fmt.Errorf("text_proj: %s: bad sizes %+v", path, cfg)
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("text_proj: %s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// Validate checks the sizes against the bounds of nn.CheckRanges.
+func (c Config) Validate() error {
+	return nn.CheckRanges(
+		nn.Range{Key: "clip_extra_context_tokens", Value: c.ClipExtraContextTokens, Min: 0, Max: 1024},
+		nn.Range{Key: "clip_embeddings_dim", Value: c.ClipEmbeddingsDim, Min: 1, Max: nn.MaxWidth},
+		nn.Range{Key: "time_embed_dim", Value: c.TimeEmbedDim, Min: 1, Max: nn.MaxWidth},
+		nn.Range{Key: "cross_attention_dim", Value: c.CrossAttentionDim, Min: 1, Max: nn.MaxWidth},
+	)
 }
 
 // Model is an UnCLIPTextProjModel.
@@ -64,6 +74,9 @@ func Load(dir, variant string, t nn.Target) (*Model, error) {
 // New binds the model. In diffusers the text hidden-state width equals
 // clip_embeddings_dim.
 func New(cfg Config, sd *nn.StateDict, target nn.Target) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("text_proj: %w", err)
+	}
 	b := nn.NewBinder(sd, target)
 	c, t, x, k := cfg.ClipEmbeddingsDim, cfg.TimeEmbedDim, cfg.CrossAttentionDim, cfg.ClipExtraContextTokens
 	m := &Model{Config: cfg, textHidDim: c, dtype: target.Compute(), Weights: sd}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/unclip-go/unclip/models/clip"
+	"github.com/unclip-go/unclip/models/modelfile"
 	"github.com/unclip-go/unclip/models/prior"
 	"github.com/unclip-go/unclip/models/scheduler"
 	"github.com/unclip-go/unclip/models/textproj"
@@ -90,7 +91,7 @@ type LoadOptions struct {
 // ModelIndex reads and checks dir/model_index.json: it must describe an
 // UnCLIPPipeline whose components have the expected classes.
 func ModelIndex(dir string) (map[string][2]string, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "model_index.json"))
+	data, err := modelfile.Read(filepath.Join(dir, "model_index.json"), modelfile.ConfigLimit)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s is not a diffusers model folder (no model_index.json)", dir)
@@ -212,6 +213,21 @@ func (p *Pipeline) check() error {
 		}
 		if len(d.SampleSize) == 0 {
 			return fmt.Errorf("decoder config has no sample_size")
+		}
+	}
+	for _, u := range []struct {
+		name string
+		m    *unet.Model
+	}{{"decoder", p.Decoder}, {"super_res_first", p.SRFirst}, {"super_res_last", p.SRLast}} {
+		if u.m == nil {
+			continue
+		}
+		c := u.m.Config
+		f := 1 << (len(c.BlockOutChannels) - 1)
+		for _, v := range c.SampleSize {
+			if v%f != 0 {
+				return fmt.Errorf("%s: sample_size %d is not a multiple of %d (its %d resolution levels halve it %d times)", u.name, v, f, len(c.BlockOutChannels), len(c.BlockOutChannels)-1)
+			}
 		}
 	}
 	if p.SRFirst != nil {

@@ -6,7 +6,9 @@ package unet
 import (
 	"encoding/json"
 	"fmt"
-	"os"
+
+	"github.com/unclip-go/unclip/models/modelfile"
+	"github.com/unclip-go/unclip/nn"
 )
 
 // IntList decodes a JSON int or list of ints (diffusers allows both for
@@ -95,7 +97,7 @@ type Config struct {
 // LoadConfig reads a UNet config.json. The class (_class_name) decides the
 // defaults: UNet2DConditionModel or UNet2DModel.
 func LoadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := modelfile.Read(path, modelfile.ConfigLimit)
 	if err != nil {
 		return Config{}, fmt.Errorf("unet: %w", err)
 	}
@@ -155,6 +157,42 @@ var (
 // the offending option.
 func (c Config) Validate() error {
 	n := len(c.BlockOutChannels)
+	rs := []nn.Range{
+		{Key: "len(block_out_channels)", Value: n, Min: 1, Max: 16},
+		{Key: "in_channels", Value: c.InChannels, Min: 1, Max: nn.MaxWidth},
+		{Key: "out_channels", Value: c.OutChannels, Min: 1, Max: nn.MaxWidth},
+		{Key: "conv_in_kernel", Value: c.ConvInKernel, Min: 1, Max: 15},
+		{Key: "conv_out_kernel", Value: c.ConvOutKernel, Min: 1, Max: 15},
+		{Key: "downsample_padding", Value: c.DownsamplePadding, Min: 0, Max: 16},
+	}
+	for _, v := range c.SampleSize {
+		rs = append(rs, nn.Range{Key: "sample_size", Value: v, Min: 1, Max: 4096})
+	}
+	for _, v := range c.BlockOutChannels {
+		rs = append(rs, nn.Range{Key: "block_out_channels", Value: v, Min: 1, Max: nn.MaxWidth})
+	}
+	for _, v := range c.LayersPerBlock {
+		rs = append(rs, nn.Range{Key: "layers_per_block", Value: v, Min: 1, Max: 64})
+	}
+	for _, l := range []struct {
+		key string
+		v   IntList
+	}{{"attention_head_dim", c.AttentionHeadDim}, {"num_attention_heads", c.NumAttentionHeads}, {"cross_attention_dim", c.CrossAttentionDim}} {
+		for _, v := range l.v {
+			rs = append(rs, nn.Range{Key: l.key, Value: v, Min: 1, Max: nn.MaxWidth})
+		}
+	}
+	for _, p := range []struct {
+		key string
+		v   *int
+	}{{"norm_num_groups", c.NormNumGroups}, {"attn_norm_num_groups", c.AttnNormNumGroups}, {"time_embedding_dim", c.TimeEmbeddingDim}} {
+		if p.v != nil {
+			rs = append(rs, nn.Range{Key: p.key, Value: *p.v, Min: 1, Max: nn.MaxWidth})
+		}
+	}
+	if err := nn.CheckRanges(rs...); err != nil {
+		return err
+	}
 	switch {
 	case n == 0 || len(c.DownBlockTypes) != n || len(c.UpBlockTypes) != n:
 		return fmt.Errorf("block_out_channels (%d), down_block_types (%d) and up_block_types (%d) must have the same length", n, len(c.DownBlockTypes), len(c.UpBlockTypes))

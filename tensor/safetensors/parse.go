@@ -56,6 +56,13 @@ func withPath(err error, path string) error {
 //
 // Validation errors are those of [Parse], with the path in the message.
 func Open(path string) (*File, error) {
+	// Stat before opening: opening a FIFO named like a weight file would
+	// block until a writer appears.
+	if st, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("safetensors: %w", err)
+	} else if !st.Mode().IsRegular() {
+		return nil, withPath(errorf("not a regular file"), path)
+	}
 	fh, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
