@@ -44,13 +44,35 @@ func NewStateDict(ts map[string]*tensor.Tensor) *StateDict {
 	return &StateDict{tensors: ts, used: map[string]bool{}, Ignore: map[string]bool{}}
 }
 
-// LoadStateDict memory-maps safetensors files and exposes every tensor
-// without copying. Close releases the mappings once the weights are no
-// longer used (or have been uploaded to a device).
+// LoadStateDict reads safetensors files into memory outside the Go heap
+// (safetensors.Load: a file changed on disk during a run changes nothing)
+// and exposes every tensor without a further copy. Close releases the
+// memory once the weights are no longer used (or have been uploaded to a
+// device).
 func LoadStateDict(paths ...string) (*StateDict, error) {
+	return loadStateDict(safetensors.Load, paths)
+}
+
+// MapStateDict maps safetensors files instead of reading them: only the
+// headers are read, the data as it is touched. For checking a model
+// folder (Target.HeadersOnly), not for running it: a file changed on disk
+// changes the tensors, and a truncated one faults.
+func MapStateDict(paths ...string) (*StateDict, error) {
+	return loadStateDict(safetensors.Open, paths)
+}
+
+// LoadStateDictFor loads the files as t says (see Target.HeadersOnly).
+func LoadStateDictFor(t Target, paths ...string) (*StateDict, error) {
+	if t.HeadersOnly {
+		return MapStateDict(paths...)
+	}
+	return LoadStateDict(paths...)
+}
+
+func loadStateDict(open func(string) (*safetensors.File, error), paths []string) (*StateDict, error) {
 	sd := NewStateDict(map[string]*tensor.Tensor{})
 	for _, p := range paths {
-		f, err := safetensors.Open(p)
+		f, err := open(p)
 		if err != nil {
 			sd.Close()
 			return nil, err
@@ -229,6 +251,9 @@ type Target struct {
 	// Offload leaves device weights on the host when they are bound: they
 	// are uploaded by StateDict.Restore (stage residency).
 	Offload bool
+	// HeadersOnly maps weight files instead of reading them
+	// (MapStateDict), to check a model folder cheaply.
+	HeadersOnly bool
 }
 
 // Compute is the activation type of a model bound with t: DType when it is
@@ -363,7 +388,7 @@ func LoadDiffusers[C, M any](name, dir, variant string, t Target, loadConfig fun
 	if err != nil {
 		return zero, err
 	}
-	sd, err := LoadStateDict(DiffusersWeights(dir, variant))
+	sd, err := LoadStateDictFor(t, DiffusersWeights(dir, variant))
 	if err != nil {
 		return zero, fmt.Errorf("%s: %w", name, err)
 	}
@@ -401,4 +426,15 @@ func CheckRanges(rs ...Range) error {
 		}
 	}
 	return nil
+}
+
+// NumParams counts the elements of the state dict's float tensors.
+func (sd *StateDict) NumParams() int64 {
+	var n int64
+	for _, t := range sd.tensors {
+		if t.DType().IsFloat() {
+			n += int64(t.Numel())
+		}
+	}
+	return n
 }

@@ -22,15 +22,19 @@ import (
 
 func runInspect(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
-	model := fs.String("m", "", "model: a diffusers unCLIP folder (required)")
+	model := fs.String("m", "", `model: a diffusers unCLIP folder, a cached Hugging Face repo id, or "demo" (required)`)
 	variant := fs.String("variant", "", "weight file variant, e.g. fp16")
+	setUsage(fs, "unclip inspect -m DIR|REPO|demo [--variant fp16]")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
 	}
 	if *model == "" || len(pos) > 0 {
-		fmt.Fprintln(stderr, "usage: unclip inspect -m DIR [--variant fp16]")
+		fmt.Fprintln(stderr, "usage: unclip inspect -m DIR|REPO|demo [--variant fp16]")
 		return errUsage
+	}
+	if *model == "demo" {
+		return inspectDemo(stdout)
 	}
 	dir, err := resolveModel(*model, "", stderr)
 	if err != nil {
@@ -38,6 +42,12 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 	}
 	idx, err := unclip.ModelIndex(dir)
 	if err != nil {
+		return err
+	}
+	// Check the folder as generate would — every config against its
+	// weights' headers (no weight is read: the binding checks shapes and
+	// types) — before printing anything.
+	if err := unclip.Check(dir, *variant); err != nil {
 		return err
 	}
 	var buf bytes.Buffer // printed only when every component could be read
@@ -68,6 +78,35 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 	tw.Flush()
 	_, err = buf.WriteTo(stdout)
 	return err
+}
+
+// inspectDemo describes the built-in demo model: its architecture (the
+// tiny one of diffusers' unCLIP tests) and parameter counts.
+func inspectDemo(stdout io.Writer) error {
+	arch := unclip.Tiny()
+	p, err := unclip.NewRandom(arch, unclip.RandomOptions{Seed: 0})
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(stdout, "model demo: built in, untrained (deterministic random weights), float32")
+	fmt.Fprintln(stdout)
+	summary := map[string]string{
+		unclip.TextEncoder: fmt.Sprintf("hidden %d, %d layers, %d heads", arch.Text.HiddenSize, arch.Text.NumHiddenLayers, arch.Text.NumAttentionHeads),
+		unclip.Prior:       fmt.Sprintf("%d layers, %d heads × %d", arch.Prior.NumLayers, arch.Prior.NumAttentionHeads, arch.Prior.AttentionHeadDim),
+		unclip.TextProj:    fmt.Sprintf("clip %d, %d extra tokens", arch.TextProj.ClipEmbeddingsDim, arch.TextProj.ClipExtraContextTokens),
+		unclip.Decoder:     fmt.Sprintf("sample %v, channels %v", arch.Decoder.SampleSize, arch.Decoder.BlockOutChannels),
+	}
+	sr := fmt.Sprintf("sample %v, channels %v", arch.SuperRes.SampleSize, arch.SuperRes.BlockOutChannels)
+	summary[unclip.SuperResFirst], summary[unclip.SuperResLast] = sr, sr
+	fmt.Fprintln(tw, "COMPONENT\tPARAMETERS\tCONFIG")
+	var total int64
+	for _, c := range p.ParameterCounts() {
+		total += c.Params
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Component, commas(c.Params), summary[c.Component])
+	}
+	fmt.Fprintf(tw, "total\t%s\t\n", commas(total))
+	return tw.Flush()
 }
 
 // weightStats counts the floating-point parameters of a component's

@@ -258,12 +258,11 @@ func downloadHint(repo, revision string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "To download it (pip install -U huggingface_hub; newer versions also name the command \"hf download\"):\n")
 	fmt.Fprintf(&b, "  huggingface-cli download %s%s --include \"*.json\" \"*.txt\" \"*/model.safetensors\" \"*/diffusion_pytorch_model.safetensors\"\n", repo, rev)
-	fmt.Fprintf(&b, "or only the half-precision weights, then run with --variant fp16:\n")
-	fmt.Fprintf(&b, "  huggingface-cli download %s%s --include \"*.json\" \"*.txt\" \"*.fp16.safetensors\"\n", repo, rev)
 	fmt.Fprintf(&b, "or from Python:\n")
 	fmt.Fprintf(&b, "  python -c \"from huggingface_hub import snapshot_download; snapshot_download('%s'%s, allow_patterns=['*.json', '*.txt', '*/model.safetensors', '*/diffusion_pytorch_model.safetensors'])\"\n", repo, pyRev)
 	if strings.EqualFold(repo, karloRepo) {
-		fmt.Fprintf(&b, "unclip reads only the .json, .txt and .safetensors files: about 13.7 GB in float32, about 6.9 GB for --variant fp16.\n")
+		fmt.Fprintf(&b, "unclip reads only the .json, .txt and .safetensors files: about 13.7 GB in float32 (the repository also holds\n"+
+			"the same weights as PyTorch .bin files, which a download without --include fetches too: ~27 GB; it has no fp16 files).\n")
 	}
 	fmt.Fprintf(&b, "Or pass a local diffusers model folder: -m DIR.")
 	return b.String()

@@ -112,7 +112,7 @@ func TestResolveModel(t *testing.T) {
 			m: "kakaobrain/karlo-v1-alpha", errHas: []string{
 				"not downloaded", filepath.Join(root, "empty"), "models--kakaobrain--karlo-v1-alpha", "$HF_HUB_CACHE",
 				"huggingface-cli download kakaobrain/karlo-v1-alpha", "snapshot_download('kakaobrain/karlo-v1-alpha'",
-				"13.7 GB", "6.9 GB", "--variant fp16"}},
+				"13.7 GB", "no fp16 files", `--include "*.json" "*.txt" "*/model.safetensors" "*/diffusion_pytorch_model.safetensors"`}},
 		{name: "missing repo in default cache", m: "someone/other-model", errHas: []string{
 			"not downloaded", hubHome, "huggingface-cli download someone/other-model"}},
 		{name: "unknown revision", m: "kakaobrain/karlo-v1-alpha", rev: "v9",

@@ -137,7 +137,7 @@ func LoadTextModel(dir, variant string, t nn.Target) (*TextModel, error) {
 	if err != nil {
 		return nil, err
 	}
-	sd, err := nn.LoadStateDict(files...)
+	sd, err := nn.LoadStateDictFor(t, files...)
 	if err != nil {
 		return nil, fmt.Errorf("clip: %w", err)
 	}

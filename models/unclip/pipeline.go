@@ -80,6 +80,8 @@ type LoadOptions struct {
 	Device tensor.Backend
 	// Only lists the components to load; empty loads all.
 	Only []string
+	// headersOnly maps the weight files instead of reading them (Check).
+	headersOnly bool
 	// DType is the weight and activation type of the networks: F32, F16 or
 	// BF16; Invalid keeps the checkpoint's weight type and computes in F32.
 	DType tensor.DType
@@ -154,7 +156,7 @@ func Load(dir string, opt LoadOptions) (*Pipeline, error) {
 		}
 		err = f(d)
 	}
-	dev := nn.Target{Device: p.Device, DType: opt.DType, Offload: opt.Residency != Resident}
+	dev := nn.Target{Device: p.Device, DType: opt.DType, Offload: opt.Residency != Resident, HeadersOnly: opt.headersOnly}
 	load(Tokenizer, func(d string) (e error) { p.Tokenizer, e = clip.LoadTokenizer(d); return })
 	load(TextEncoder, func(d string) (e error) { p.Text, e = clip.LoadTextModel(d, opt.Variant, dev); return })
 	load(Prior, func(d string) (e error) { p.Prior, e = prior.Load(d, opt.Variant, dev); return })

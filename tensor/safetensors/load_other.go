@@ -16,3 +16,8 @@ func loadFile(f *os.File, size int) ([]byte, func([]byte) error, error) {
 	}
 	return data, nil, nil
 }
+
+// readFile reads the first size bytes of f into memory.
+func readFile(f *os.File, size int) ([]byte, func([]byte) error, error) {
+	return loadFile(f, size)
+}

@@ -48,6 +48,12 @@ func withPath(err error, path string) error {
 	return fmt.Errorf("safetensors: %s: %w", path, err)
 }
 
+// Load reads a safetensors file into memory that the File owns, validates
+// it and returns it: unlike Open, a later change to the file on disk (a
+// truncation, an overwrite) has no effect on the tensors. Close releases
+// the memory. Model weights are read this way.
+func Load(path string) (*File, error) { return open(path, readFile) }
+
 // Open opens and validates the safetensors file at path. On Unix systems it
 // maps the file read-only into memory, and the Data of the tensors it holds
 // aliases that mapping (see [TensorInfo]); on other systems it reads the
@@ -55,10 +61,16 @@ func withPath(err error, path string) error {
 // [File.Close] to release the mapping.
 //
 // Validation errors are those of [Parse], with the path in the message.
-func Open(path string) (*File, error) {
+func Open(path string) (*File, error) { return open(path, loadFile) }
+
+func open(path string, load func(*os.File, int) ([]byte, func([]byte) error, error)) (*File, error) {
 	// Stat before opening: opening a FIFO named like a weight file would
 	// block until a writer appears.
 	if st, err := os.Stat(path); err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			pe.Op = "open"
+		}
 		return nil, fmt.Errorf("safetensors: %w", err)
 	} else if !st.Mode().IsRegular() {
 		return nil, withPath(errorf("not a regular file"), path)
@@ -84,7 +96,7 @@ func Open(path string) (*File, error) {
 	case uint64(size) > uint64(maxInt):
 		return nil, withPath(errorf("file is %d bytes, too large to load on this platform", size), path)
 	}
-	data, unmap, err := loadFile(fh, int(size))
+	data, unmap, err := load(fh, int(size))
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %s: %w", path, err)
 	}
