@@ -61,9 +61,15 @@ func MapStateDict(paths ...string) (*StateDict, error) {
 	return loadStateDict(safetensors.Open, paths)
 }
 
-// LoadStateDictFor loads the files as t says (see Target.HeadersOnly).
+// LoadStateDictFor loads the files for binding with t: read into memory
+// (LoadStateDict) when the run reads the file's data after loading — on
+// the CPU, or on a device with Offload (each stage uploads its weights
+// again) — and mapped (MapStateDict) when it is read only while binding:
+// all-resident device weights are uploaded then, and the mapping is never
+// touched again, so a host copy would only cost memory. HeadersOnly maps.
 func LoadStateDictFor(t Target, paths ...string) (*StateDict, error) {
-	if t.HeadersOnly {
+	onDevice := t.Device != nil && t.Device != tensor.CPU()
+	if t.HeadersOnly || (onDevice && !t.Offload) {
 		return MapStateDict(paths...)
 	}
 	return LoadStateDict(paths...)

@@ -126,9 +126,6 @@ type peakLoop struct {
 	ok           bool
 }
 
-// MeasurePeak times the FMA throughput loop of the widest vector unit on
-// the given number of goroutines (one loop each, run concurrently) and
-// returns the variant timed and the median GFLOP/s of reps runs. It reports
 // PeakVariant names the FMA loop MeasurePeak runs on this CPU ("" when
 // there is none).
 func PeakVariant() string {
@@ -140,6 +137,9 @@ func PeakVariant() string {
 	return ""
 }
 
+// MeasurePeak times the FMA throughput loop of the widest vector unit on
+// the given number of goroutines (one loop each, run concurrently) and
+// returns the variant timed and the median GFLOP/s of reps runs. It reports
 // ("", 0) where no assembly loop exists.
 func MeasurePeak(threads, reps int) (variant string, gflops float64) {
 	var pl *peakLoop

@@ -250,6 +250,17 @@ func build(vocab map[string]int, merges [][2]string, added map[string]int, opt T
 		t.vocab[tok] = id
 		maxID = max(maxID, id)
 	}
+	// The id → token table has maxID+1 entries: ids far past the number
+	// of tokens would make a few bytes of vocabulary cost hundreds of MiB.
+	if limit := 2*len(t.vocab) + 1024; maxID >= limit {
+		name := ""
+		for tok, id := range t.vocab {
+			if id == maxID && (name == "" || tok < name) {
+				name = tok
+			}
+		}
+		return nil, fmt.Errorf("clip: tokenizer: token %q has id %d, but there are only %d tokens (ids must be below %d)", name, maxID, len(t.vocab), limit)
+	}
 	t.tokens = make([]string, maxID+1)
 	for tok, id := range t.vocab {
 		// Deterministic choice when two strings share an id.
