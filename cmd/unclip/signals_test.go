@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -71,29 +72,19 @@ func TestSignalExit(t *testing.T) {
 
 // syncBuffer is a bytes.Buffer safe to read while a process writes it.
 type syncBuffer struct {
-	mu  chanMutex
+	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-type chanMutex chan struct{}
-
-func (m *chanMutex) lock() {
-	if *m == nil {
-		*m = make(chan struct{}, 1)
-	}
-	*m <- struct{}{}
-}
-func (m *chanMutex) unlock() { <-*m }
-
 func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.lock()
-	defer b.mu.unlock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
 func (b *syncBuffer) String() string {
-	b.mu.lock()
-	defer b.mu.unlock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	return b.buf.String()
 }
 
