@@ -160,3 +160,10 @@ func TestREADMEDownloadMatchesCLI(t *testing.T) {
 		t.Error("the README still promises fp16 files the Karlo repository does not have")
 	}
 }
+
+func TestVerifyDemoSaysWhyNot(t *testing.T) {
+	code, _, stderr := runCLI("verify", "-m", "demo")
+	if code != 1 || !strings.Contains(stderr, "demo model has none") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}

@@ -25,6 +25,10 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: unclip verify -m DIR [-g GOLDEN.safetensors] [--only LIST] [--device NAME]")
 		return errUsage
 	}
+	if *model == "demo" {
+		return fmt.Errorf("verify compares a model folder with a recorded diffusers run of it, and the built-in demo model has none; " +
+			"run it on the fixture: unclip verify -m ../shared/fixtures/unclip-tiny/model")
+	}
 	dir, err := resolveModel(*model, "", stderr)
 	if err != nil {
 		return err
