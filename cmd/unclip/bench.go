@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -68,7 +70,7 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	scale := fs.Int("scale", 1, "divide every width of the architecture by this factor (quick runs of the full topology)")
 	sizeDiv := fs.Int("size-div", 1, "divide the decoder and super-res image sizes by this factor (with --random-weights)")
 	device := fs.String("device", "auto", deviceFlagHelp)
-	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	threads := fs.Int("threads", 0, threadsFlagHelp)
 	asJSON := fs.Bool("json", false, "print JSON")
 	precision := fs.String("precision", "fp32", precisionFlagHelp)
 	profile := fs.Bool("profile", false, "time every GPU kernel and print a table at the end (Vulkan)")
@@ -85,11 +87,21 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	weightSeed := uint64(1)
 	demo := *model == "demo"
 	if demo {
-		// The built-in demo model: generate's tiny architecture and weights.
+		// The built-in demo model: generate's tiny architecture and weights
+		// (loadPipeline's), so the flags that choose weights do not apply.
+		var clash []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "random-weights" || f.Name == "config" || f.Name == "variant" {
+				clash = append(clash, "--"+f.Name)
+			}
+		})
+		if len(clash) > 0 {
+			return fmt.Errorf("-m demo is the built-in tiny model: it takes no %s", strings.Join(clash, " or "))
+		}
 		*model, *random, *config, weightSeed = "", true, "tiny", 0
 	}
 	if len(pos) > 0 || (*model == "") == !*random {
-		fmt.Fprintln(stderr, "usage: unclip bench pipeline (--random-weights [--config karlo|tiny] | -m DIR) [--stages LIST] [flags]")
+		fmt.Fprintln(stderr, "usage: unclip bench pipeline (--random-weights [--config karlo|tiny] | -m DIR|REPO|demo) [--stages LIST] [flags]")
 		return errUsage
 	}
 	sel := splitList(*stages)
@@ -210,6 +222,9 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 		stats = unclip.StageStats{}
 		start := time.Now()
 		if err := f(); err != nil {
+			if errors.Is(err, context.Canceled) {
+				return fmt.Errorf("interrupted in the %s stage; the stages above are the ones timed", stage)
+			}
 			return fmt.Errorf("%s: %w", stage, err)
 		}
 		d := time.Since(start).Seconds()

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"errors"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/unclip-go/unclip/kernels/cpu"
 )
@@ -17,9 +22,106 @@ func TestBenchKernelsRefusesHugeShapes(t *testing.T) {
 		{"softmax", "4611686018427387904x4", "overflow"},
 		{"matmul", "0x2x2", "bad size"},
 	} {
-		code, _, stderr := cli(t, "bench", "kernels", "--op", c.op, "--shape", c.shape, "--no-peak", "--reps", "1")
-		if code == 0 || !strings.Contains(stderr, c.want) {
-			t.Errorf("%s %s: exit %d, stderr %q; want a failure saying %q", c.op, c.shape, code, stderr, c.want)
+		// Without --no-peak: the shapes are checked before the peak is
+		// measured or anything is printed.
+		code, stdout, stderr := cli(t, "bench", "kernels", "--op", c.op, "--shape", c.shape, "--reps", "1")
+		if code == 0 || !strings.Contains(stderr, c.want) || stdout != "" {
+			t.Errorf("%s %s: exit %d, stdout %q, stderr %q; want a failure saying %q before any output", c.op, c.shape, code, stdout, stderr, c.want)
+		}
+	}
+}
+
+// TestParseBench checks shape parsing and sizing without allocating.
+func TestParseBench(t *testing.T) {
+	for _, c := range []struct{ op, shape, want string }{
+		{"matmul", "2x3x4", ""},
+		{"matmul", "2x3x4/linear", ""},
+		{"conv2d", "1x4x8x8:2:4", ""},
+		{"groupnorm", "1x32x8x8:4", ""},
+		{"attention", "1x2x8x8x4", ""},
+		{"softmax", "3x8", ""},
+		{"layernorm", "3x8", ""},
+		{"matmul", "2x3", "want 3 x-separated sizes"},
+		{"matmul", "-3x2x2", "bad size"},
+		{"matmul", "2x+x2", "bad size"},
+		{"conv2d", "1x4x8x8:0", "bad option"},
+		{"conv2d", "1x4x8x8:1:2:3", "at most 2"},
+		{"conv2d", "1x1x8x8:1:9223372036854775807", "overflow"},
+		{"groupnorm", "1x30x8x8:4", "channels in 4 groups"},
+		{"attention", "1000000x1000000x1000000x1000000x64", "overflow"},
+		{"layernorm", "1000000x100000000", "available"},
+		{"gemv", "2x2", "unknown op"},
+	} {
+		_, err := parseBench(c.op, c.shape)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s %s: %v", c.op, c.shape, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s %s: error %v, want one saying %q", c.op, c.shape, err, c.want)
+		}
+	}
+}
+
+// TestParseDevice checks that vulkan:N takes only a plain decimal index.
+func TestParseDevice(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		idx  int
+		ok   bool
+	}{
+		{"vulkan", -1, true},
+		{"vulkan:0", 0, true},
+		{"vulkan:12", 12, true},
+		{"vulkan:007", 7, true},
+		{"vulkan:65535", 65535, true},
+		{"vulkan:65536", 0, false},
+		{"vulkan:0x", 0, false},
+		{"vulkan:0x1", 0, false},
+		{"vulkan:", 0, false},
+		{"vulkan:-1", 0, false},
+		{"vulkan:+1", 0, false},
+		{"vulkan: 1", 0, false},
+		{"vulkan:1.0", 0, false},
+		{"vulkan:99999999999999999999", 0, false},
+		{"vulkan0", 0, false},
+	} {
+		idx, err := parseDevice(c.name)
+		if (err == nil) != c.ok || idx != c.idx {
+			t.Errorf("parseDevice(%q) = %d, %v; want %d, ok %v", c.name, idx, err, c.idx, c.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "auto, cpu, vulkan or vulkan:N") {
+			t.Errorf("parseDevice(%q): error %q does not list the accepted forms", c.name, err)
+		}
+	}
+}
+
+// TestSetThreads checks the --threads bounds and the warning past the cores.
+func TestSetThreads(t *testing.T) {
+	defer cpu.SetThreads(0)
+	cores := runtime.NumCPU()
+	for _, c := range []struct {
+		n          int
+		err, warns bool
+		use        int
+	}{
+		{0, false, false, runtime.GOMAXPROCS(0)},
+		{1, false, false, 1},
+		{cores + 1, false, true, cores + 1},
+		{maxThreads, false, cores < maxThreads, maxThreads},
+		{maxThreads + 1, true, false, 0},
+		{1<<32 + 1, true, false, 0},
+		{-1, true, false, 0},
+		{-(1 << 32) + 5, true, false, 0},
+	} {
+		cpu.SetThreads(0)
+		var w strings.Builder
+		err := setThreads(c.n, &w)
+		if (err != nil) != c.err || strings.Contains(w.String(), "warning") != c.warns {
+			t.Errorf("setThreads(%d): error %v, output %q", c.n, err, w.String())
+			continue
+		}
+		if err == nil && cpu.Threads() != c.use {
+			t.Errorf("setThreads(%d): %d threads used", c.n, cpu.Threads())
 		}
 	}
 }
@@ -87,10 +189,88 @@ func TestDevicesShowsCPU(t *testing.T) {
 	}
 }
 
+// TestBenchPeakKeepsPeak checks that bench peak keeps its result for
+// devices, and that a cache it cannot write is a warning, not a failure.
+func TestBenchPeakKeepsPeak(t *testing.T) {
+	if cpu.PeakVariant() == "" {
+		t.Skip("no FMA peak loop in this build")
+	}
+	defer cpu.SetThreads(0)
+	dir := t.TempDir()
+	t.Setenv("UNCLIP_CACHE_DIR", dir)
+	if code, _, stderr := cli(t, "bench", "peak", "--threads", "1", "--reps", "1"); code != 0 {
+		t.Fatalf("bench peak: exit %d: %s", code, stderr)
+	}
+	if g := cachedPeak(cpu.PeakVariant(), 1); g <= 0 {
+		t.Errorf("bench peak kept no peak in %s", dir)
+	}
+	_, stdout, _ := cli(t, "devices", "--threads", "1")
+	if !strings.Contains(stdout, "GFLOP/s on 1 threads (measured by 'unclip bench peak')") {
+		t.Errorf("devices output %q does not show the kept peak", stdout)
+	}
+
+	notDir := filepath.Join(dir, "file")
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("UNCLIP_CACHE_DIR", notDir) // peak.json cannot be created under a file
+	code, stdout, stderr := cli(t, "bench", "peak", "--threads", "1", "--reps", "1")
+	if code != 0 || !strings.Contains(stderr, "warning: the peak is not kept") || !strings.Contains(stdout, "GFLOP/s") {
+		t.Errorf("bench peak with an unwritable cache: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+}
+
 func TestBenchPipelineDemo(t *testing.T) {
 	code, stdout, stderr := cli(t, "bench", "pipeline", "-m", "demo", "--device", "cpu",
 		"--prior-steps", "2", "--decoder-steps", "2", "--sr-steps", "2")
 	if code != 0 || !strings.Contains(stdout, "demo (tiny, untrained)") {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	for _, extra := range [][]string{{"--config", "karlo"}, {"--random-weights"}, {"--variant", "fp16"}} {
+		args := append([]string{"bench", "pipeline", "-m", "demo", "--device", "cpu"}, extra...)
+		if code, _, stderr := cli(t, args...); code == 0 || !strings.Contains(stderr, "-m demo is the built-in tiny model: it takes no "+extra[0]) {
+			t.Errorf("%v: exit %d, stderr %q", extra, code, stderr)
+		}
+	}
+}
+
+// TestBenchPipelineSignal interrupts a running bench pipeline (the built
+// binary) and checks that the first SIGINT stops it between ops, as it
+// stops generate, with exit status 130.
+func TestBenchPipelineSignal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "unclip")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "bench", "pipeline", "-m", "demo", "--device", "cpu", "--stages", "decoder", "--decoder-steps", "1000", "-n", "16")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(stderr.String(), "built in") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // into the decoder's steps
+	sent := time.Now()
+	cmd.Process.Signal(os.Interrupt)
+	stuck := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
+	defer stuck.Stop()
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("exit %v, want status 130; stderr: %s", err, stderr.String())
+	}
+	if d := time.Since(sent); d > 10*time.Second {
+		t.Errorf("took %s to stop", d)
+	}
+	for _, want := range []string{"stopping after the current operation", "interrupted in the decoder stage"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr %q does not say %q", stderr.String(), want)
+		}
 	}
 }

@@ -79,7 +79,7 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 	op := fs.String("op", "all", "op to time: "+strings.Join(kernelOps, ", ")+" or all")
 	var shapes listFlag
 	fs.Var(&shapes, "shape", "shape to time (repeatable; default: the Karlo set of the op); see 'unclip bench kernels -h'")
-	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	threads := fs.Int("threads", 0, threadsFlagHelp)
 	reps := fs.Int("reps", 5, "timed runs per shape (the median is reported)")
 	device := fs.String("device", "cpu", deviceFlagHelp)
 	kernels := fs.String("kernels", "", "CPU kernels: ref, auto or a variant ("+strings.Join(cpu.KernelVariants(), ", ")+")")
@@ -115,6 +115,22 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 	} else if len(shapes) > 0 {
 		return fmt.Errorf("--shape needs a single --op")
 	}
+	// Parse and size every shape first: a bad or oversized one fails
+	// before the device is opened and the peak measured.
+	var specs []*benchSpec
+	for _, o := range ops {
+		list := kernelShapes[o]
+		if len(shapes) > 0 {
+			list = shapes
+		}
+		for _, s := range list {
+			sp, err := parseBench(o, s)
+			if err != nil {
+				return fmt.Errorf("%s: %w", o, err)
+			}
+			specs = append(specs, sp)
+		}
+	}
 	if *kernels != "" {
 		if err := cpu.SetKernels(*kernels); err != nil {
 			return err
@@ -143,61 +159,53 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, ", median of %d runs\n", *reps)
 		fmt.Fprintln(tw, "op\tshape\tms\tGFLOP/s\tGB/s\t% peak\t")
 	}
-	for _, o := range ops {
-		list := kernelShapes[o]
-		if len(shapes) > 0 {
-			list = shapes
+	for _, sp := range specs {
+		o, s := sp.op, sp.shape
+		bc := prepareBench(dev, sp)
+		// One warm-up run (packing buffers, page faults, weight uploads).
+		if err := dev.Run(bc.node); err != nil {
+			return fmt.Errorf("%s %s: %w", o, s, err)
 		}
-		for _, s := range list {
-			bc, err := prepareBench(dev, o, s)
-			if err != nil {
-				return err
+		if err := dev.Sync(); err != nil {
+			return err
+		}
+		times := make([]float64, 0, *reps)
+		for r := 0; r < *reps; r++ {
+			t0 := time.Now()
+			err := dev.Run(bc.node)
+			if err == nil {
+				err = dev.Sync()
 			}
-			// One warm-up run (packing buffers, page faults, weight uploads).
-			if err := dev.Run(bc.node); err != nil {
+			if err != nil {
 				return fmt.Errorf("%s %s: %w", o, s, err)
 			}
-			if err := dev.Sync(); err != nil {
+			times = append(times, time.Since(t0).Seconds())
+		}
+		sort.Float64s(times)
+		med := times[len(times)/2]
+		if len(times)%2 == 0 {
+			med = (times[len(times)/2-1] + times[len(times)/2]) / 2
+		}
+		res := kernelResult{Op: o, Shape: s, DType: "f32", Device: dev.Name(), Threads: nthr, Reps: *reps,
+			Seconds: med, GFLOPS: bc.flops / med / 1e9, GBPS: bc.bytes / med / 1e9}
+		if isCPU {
+			res.Kernels = cpu.Kernels()
+			if peak > 0 && bc.flops > 0 {
+				res.PeakPct = 100 * res.GFLOPS / peak
+			}
+		}
+		results = append(results, res)
+		if *asJSON {
+			if err := json.NewEncoder(stdout).Encode(res); err != nil {
 				return err
 			}
-			times := make([]float64, 0, *reps)
-			for r := 0; r < *reps; r++ {
-				t0 := time.Now()
-				err := dev.Run(bc.node)
-				if err == nil {
-					err = dev.Sync()
-				}
-				if err != nil {
-					return fmt.Errorf("%s %s: %w", o, s, err)
-				}
-				times = append(times, time.Since(t0).Seconds())
-			}
-			sort.Float64s(times)
-			med := times[len(times)/2]
-			if len(times)%2 == 0 {
-				med = (times[len(times)/2-1] + times[len(times)/2]) / 2
-			}
-			res := kernelResult{Op: o, Shape: s, DType: "f32", Device: dev.Name(), Threads: nthr, Reps: *reps,
-				Seconds: med, GFLOPS: bc.flops / med / 1e9, GBPS: bc.bytes / med / 1e9}
-			if isCPU {
-				res.Kernels = cpu.Kernels()
-				if peak > 0 && bc.flops > 0 {
-					res.PeakPct = 100 * res.GFLOPS / peak
-				}
-			}
-			results = append(results, res)
-			if *asJSON {
-				if err := json.NewEncoder(stdout).Encode(res); err != nil {
-					return err
-				}
-				continue
-			}
-			pct := ""
-			if res.PeakPct > 0 {
-				pct = fmt.Sprintf("%.0f%%", res.PeakPct)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%.3f\t%.1f\t%.1f\t%s\t\n", o, s, med*1e3, res.GFLOPS, res.GBPS, pct)
+			continue
 		}
+		pct := ""
+		if res.PeakPct > 0 {
+			pct = fmt.Sprintf("%.0f%%", res.PeakPct)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.3f\t%.1f\t%.1f\t%s\t\n", o, s, med*1e3, res.GFLOPS, res.GBPS, pct)
 	}
 	if !*asJSON {
 		tw.Flush()
@@ -215,7 +223,7 @@ func parseDims(s string, n int) ([]int, error) {
 	for i, p := range parts {
 		v, err := strconv.Atoi(p)
 		if err != nil || v < 1 {
-			return nil, fmt.Errorf("shape %q: bad size %q", s, p)
+			return nil, fmt.Errorf("shape %q: bad size %q (sizes are positive integers)", s, p)
 		}
 		out[i] = v
 	}
@@ -263,7 +271,7 @@ func splitOpts(s string, maxOpts int) (string, []int, error) {
 	for _, p := range parts[1:] {
 		v, err := strconv.Atoi(p)
 		if err != nil || v < 1 {
-			return "", nil, fmt.Errorf("shape %q: bad option %q", s, p)
+			return "", nil, fmt.Errorf("shape %q: bad option %q (options are positive integers)", s, p)
 		}
 		opts = append(opts, v)
 	}
@@ -283,53 +291,107 @@ func randTensor(dev tensor.Backend, rng *rand.Rand, shape ...int) *tensor.Tensor
 	return tensor.FromFloat32(v, shape...).To(dev)
 }
 
-// prepareBench builds the operands of one op and shape on dev.
-func prepareBench(dev tensor.Backend, op, shape string) (*benchCase, error) {
-	rng := rand.New(rand.NewPCG(1, 2))
+// benchSpec is a parsed op and shape of "unclip bench kernels", checked to
+// fit in memory before anything is allocated.
+type benchSpec struct {
+	op, shape string
+	dims      []int // the x-separated sizes
+	linear    bool  // matmul: B is a transposed (N, K) weight
+	out, k    int   // conv2d: output channels and kernel size
+	groups    int   // groupnorm
+}
+
+// parseBench parses shape for op and checks that its tensors fit in the
+// memory available; it allocates nothing.
+func parseBench(op, shape string) (*benchSpec, error) {
+	sp := &benchSpec{op: op, shape: shape}
+	var tensors [][]int
+	var err error
 	switch op {
 	case "matmul":
 		s, linear := strings.CutSuffix(shape, "/linear")
-		d, err := parseDims(s, 3)
-		if err != nil {
+		if sp.dims, err = parseDims(s, 3); err != nil {
 			return nil, err
 		}
-		m, k, n := d[0], d[1], d[2]
-		if err := benchFits(shape, [][]int{{m, k}, {k, n}, {m, n}}); err != nil {
-			return nil, err
-		}
-		a := randTensor(dev, rng, m, k)
-		var b *tensor.Tensor
-		if linear {
-			b = randTensor(dev, rng, n, k).T()
-		} else {
-			b = randTensor(dev, rng, k, n)
-		}
-		return &benchCase{node: newNode(dev, tensor.OpMatMul, []int{m, n}, a, b),
-			flops: 2 * float64(m) * float64(k) * float64(n), bytes: 4 * float64(m*k+k*n+m*n)}, nil
+		m, k, n := sp.dims[0], sp.dims[1], sp.dims[2]
+		sp.linear = linear
+		tensors = [][]int{{m, k}, {k, n}, {m, n}}
 	case "conv2d":
 		s, opts, err := splitOpts(shape, 2)
 		if err != nil {
 			return nil, err
 		}
-		d, err := parseDims(s, 4)
+		if sp.dims, err = parseDims(s, 4); err != nil {
+			return nil, err
+		}
+		n, c, h, w := sp.dims[0], sp.dims[1], sp.dims[2], sp.dims[3]
+		sp.out, sp.k = c, 3
+		if len(opts) > 0 {
+			sp.out = opts[0]
+		}
+		if len(opts) > 1 {
+			sp.k = opts[1]
+		}
+		o, k := sp.out, sp.k
+		// "Same" padding k/2: the output is H×W, or (H+1)×(W+1) for even K.
+		oh, ow := h+2*(k/2)-k+1, w+2*(k/2)-k+1
+		tensors = [][]int{{n, c, h, w}, {o, c, k, k}, {o}, {n, o, oh, ow}}
+	case "attention":
+		if sp.dims, err = parseDims(shape, 5); err != nil {
+			return nil, err
+		}
+		b, h, lq, lk, dh := sp.dims[0], sp.dims[1], sp.dims[2], sp.dims[3], sp.dims[4]
+		tensors = [][]int{{b, h, lq, dh}, {b, h, lk, dh}, {b, h, lk, dh}, {b, h, lq, dh}}
+	case "groupnorm":
+		s, opts, err := splitOpts(shape, 1)
 		if err != nil {
 			return nil, err
 		}
-		n, c, h, w := d[0], d[1], d[2], d[3]
-		o, k := c, 3
-		if len(opts) > 0 {
-			o = opts[0]
-		}
-		if len(opts) > 1 {
-			k = opts[1]
-		}
-		oh, ow := h+2*(k/2)-k+1, w+2*(k/2)-k+1
-		if oh < 1 || ow < 1 {
-			return nil, fmt.Errorf("shape %q: a %d×%d kernel leaves no output", shape, k, k)
-		}
-		if err := benchFits(shape, [][]int{{n, c, h, w}, {o, c, k, k}, {o}, {n, o, oh, ow}}); err != nil {
+		if sp.dims, err = parseDims(s, 4); err != nil {
 			return nil, err
 		}
+		sp.groups = 32
+		if len(opts) > 0 {
+			sp.groups = opts[0]
+		}
+		if sp.dims[1]%sp.groups != 0 {
+			return nil, fmt.Errorf("shape %q: %d channels in %d groups", shape, sp.dims[1], sp.groups)
+		}
+		tensors = [][]int{sp.dims, sp.dims, {sp.dims[1]}, {sp.dims[1]}}
+	case "layernorm", "softmax":
+		if sp.dims, err = parseDims(shape, 2); err != nil {
+			return nil, err
+		}
+		tensors = [][]int{sp.dims, sp.dims, {sp.dims[1]}, {sp.dims[1]}}
+	default:
+		return nil, fmt.Errorf("unknown op %q", op)
+	}
+	if err := benchFits(shape, tensors); err != nil {
+		return nil, err
+	}
+	return sp, nil
+}
+
+// prepareBench builds the operands of a parsed op and shape on dev.
+func prepareBench(dev tensor.Backend, sp *benchSpec) *benchCase {
+	rng := rand.New(rand.NewPCG(1, 2))
+	d := sp.dims
+	switch sp.op {
+	case "matmul":
+		m, k, n := d[0], d[1], d[2]
+		a := randTensor(dev, rng, m, k)
+		var b *tensor.Tensor
+		if sp.linear {
+			b = randTensor(dev, rng, n, k).T()
+		} else {
+			b = randTensor(dev, rng, k, n)
+		}
+		return &benchCase{node: newNode(dev, tensor.OpMatMul, []int{m, n}, a, b),
+			flops: 2 * float64(m) * float64(k) * float64(n), bytes: 4 * float64(m*k+k*n+m*n)}
+	case "conv2d":
+		n, c, h, w := d[0], d[1], d[2], d[3]
+		o, k := sp.out, sp.k
+		oh, ow := h+2*(k/2)-k+1, w+2*(k/2)-k+1
 		x := randTensor(dev, rng, n, c, h, w)
 		wt := randTensor(dev, rng, o, c, k, k)
 		bias := randTensor(dev, rng, o)
@@ -337,16 +399,9 @@ func prepareBench(dev tensor.Backend, op, shape string) (*benchCase, error) {
 		nd.Int[0], nd.Int[1], nd.Int[2], nd.Int[3] = 1, 1, k/2, k/2
 		return &benchCase{node: nd,
 			flops: 2 * float64(n) * float64(o) * float64(c*k*k) * float64(oh*ow),
-			bytes: 4 * float64(n*c*h*w+o*c*k*k+n*o*oh*ow)}, nil
+			bytes: 4 * float64(n*c*h*w+o*c*k*k+n*o*oh*ow)}
 	case "attention":
-		d, err := parseDims(shape, 5)
-		if err != nil {
-			return nil, err
-		}
 		b, h, lq, lk, dh := d[0], d[1], d[2], d[3], d[4]
-		if err := benchFits(shape, [][]int{{b, h, lq, dh}, {b, h, lk, dh}, {b, h, lk, dh}, {b, h, lq, dh}}); err != nil {
-			return nil, err
-		}
 		q := randTensor(dev, rng, b, h, lq, dh)
 		k := randTensor(dev, rng, b, h, lk, dh)
 		v := randTensor(dev, rng, b, h, lk, dh)
@@ -355,51 +410,24 @@ func prepareBench(dev tensor.Backend, op, shape string) (*benchCase, error) {
 		nd.Float[0] = scale
 		return &benchCase{node: nd,
 			flops: 4 * float64(b*h) * float64(lq) * float64(lk) * float64(dh),
-			bytes: 4 * float64(b*h) * float64(2*lq*dh+2*lk*dh)}, nil
+			bytes: 4 * float64(b*h) * float64(2*lq*dh+2*lk*dh)}
 	case "groupnorm":
-		s, opts, err := splitOpts(shape, 1)
-		if err != nil {
-			return nil, err
-		}
-		d, err := parseDims(s, 4)
-		if err != nil {
-			return nil, err
-		}
-		g := 32
-		if len(opts) > 0 {
-			g = opts[0]
-		}
-		if d[1]%g != 0 {
-			return nil, fmt.Errorf("shape %q: %d channels in %d groups", shape, d[1], g)
-		}
-		if err := benchFits(shape, [][]int{d, d}); err != nil {
-			return nil, err
-		}
 		x := randTensor(dev, rng, d...)
 		w, b := randTensor(dev, rng, d[1]), randTensor(dev, rng, d[1])
 		numel := float64(d[0] * d[1] * d[2] * d[3])
 		nd := newNode(dev, tensor.OpGroupNorm, d, x, w, b)
-		nd.Int[0], nd.Int[1], nd.Float[0] = g, 1, 1e-5
-		return &benchCase{node: nd, bytes: 8 * numel}, nil
-	case "layernorm", "softmax":
-		d, err := parseDims(shape, 2)
-		if err != nil {
-			return nil, err
-		}
-		if err := benchFits(shape, [][]int{d, d}); err != nil {
-			return nil, err
-		}
+		nd.Int[0], nd.Int[1], nd.Float[0] = sp.groups, 1, 1e-5
+		return &benchCase{node: nd, bytes: 8 * numel}
+	case "softmax":
 		x := randTensor(dev, rng, d...)
-		numel := float64(d[0] * d[1])
-		if op == "softmax" {
-			return &benchCase{node: newNode(dev, tensor.OpSoftmax, d, x), bytes: 8 * numel}, nil
-		}
-		w, b := randTensor(dev, rng, d[1]), randTensor(dev, rng, d[1])
-		nd := newNode(dev, tensor.OpLayerNorm, d, x, w, b)
-		nd.Float[0] = 1e-5
-		return &benchCase{node: nd, bytes: 8 * numel}, nil
+		return &benchCase{node: newNode(dev, tensor.OpSoftmax, d, x), bytes: 8 * float64(d[0]*d[1])}
 	}
-	return nil, fmt.Errorf("unknown op %q", op)
+	// layernorm
+	x := randTensor(dev, rng, d...)
+	w, b := randTensor(dev, rng, d[1]), randTensor(dev, rng, d[1])
+	nd := newNode(dev, tensor.OpLayerNorm, d, x, w, b)
+	nd.Float[0] = 1e-5
+	return &benchCase{node: nd, bytes: 8 * float64(d[0]*d[1])}
 }
 
 // peakResult is one line of "unclip bench peak --json".
@@ -413,7 +441,7 @@ type peakResult struct {
 
 func runBenchPeak(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench peak", flag.ContinueOnError)
-	threads := fs.Int("threads", 0, "measure 1..N threads (0: all cores)")
+	threads := fs.Int("threads", 0, "measure 1..N threads (0: all cores; at most 1024)")
 	reps := fs.Int("reps", 9, "timed runs (the median is reported)")
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
 	setUsage(fs, "unclip bench peak [--threads N] [--reps N] [--json]\n\nMeasures the CPU's FMA peak on 1..N threads and keeps it for 'unclip devices'.")

@@ -81,25 +81,51 @@ func openDevice(name string, threads int, w io.Writer) (tensor.Backend, error) {
 		return tensor.CPU(), nil
 	case name == "cpu":
 		return tensor.CPU(), nil
-	case name == "vulkan":
-		return openVulkan(-1)
-	case strings.HasPrefix(name, "vulkan:"):
-		num := strings.TrimPrefix(name, "vulkan:")
-		idx, err := strconv.Atoi(num)
-		if err != nil || idx < 0 || idx > 1<<16 || strings.TrimLeft(num, "0123456789") != "" {
-			return nil, fmt.Errorf("bad device %q: want vulkan:N with N a device index (0, 1, …; 'unclip devices' lists them)", name)
+	case name == "vulkan" || strings.HasPrefix(name, "vulkan:"):
+		idx, err := parseDevice(name)
+		if err != nil {
+			return nil, err
 		}
 		return openVulkan(idx)
 	}
-	return nil, fmt.Errorf("unknown device %q (want auto, cpu, vulkan or vulkan:N)", name)
+	return nil, fmt.Errorf("unknown device %q (%s)", name, deviceForms)
 }
 
-// maxThreads bounds --threads: past it a typo, not a plan.
+// deviceForms lists the accepted --device values.
+const deviceForms = "want auto, cpu, vulkan or vulkan:N with N a device index: 0, 1, …; 'unclip devices' lists them"
+
+// parseDevice parses a lower-cased "vulkan" or "vulkan:N" strictly: N is
+// decimal digits only (no sign, no trailing characters), at most 65535.
+// It returns −1 for plain "vulkan" (the best device).
+func parseDevice(name string) (index int, err error) {
+	if name == "vulkan" {
+		return -1, nil
+	}
+	num, ok := strings.CutPrefix(name, "vulkan:")
+	if !ok || num == "" || len(num) > 5 || strings.Trim(num, "0123456789") != "" {
+		return 0, fmt.Errorf("bad device %q (%s)", name, deviceForms)
+	}
+	idx, err := strconv.Atoi(num)
+	if err != nil || idx > 65535 {
+		return 0, fmt.Errorf("bad device %q (%s)", name, deviceForms)
+	}
+	return idx, nil
+}
+
+// maxThreads bounds --threads. It is fixed rather than a multiple of the
+// cores so that a command line means the same on every machine: 1024 is
+// past any CPU the engine runs on (more threads than cores only slows the
+// kernels), and a larger number is a typo, not a plan (a million threads
+// spent 8 s starting workers; 2³²+1 wrapped to 1).
 const maxThreads = 1024
 
+// threadsFlagHelp documents --threads.
+const threadsFlagHelp = "CPU threads (0: all cores; at most 1024)"
+
 // setThreads checks and applies --threads (0: all cores). More threads
-// than the machine has cores are allowed (with a warning: they slow the
-// kernels down), up to maxThreads.
+// than the machine has cores are allowed, with a warning on w (they slow
+// the kernels down), up to maxThreads; negative counts and counts past
+// maxThreads are errors.
 func setThreads(n int, w io.Writer) error {
 	cores := runtime.NumCPU()
 	switch {

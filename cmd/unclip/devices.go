@@ -12,12 +12,14 @@ import (
 	"github.com/unclip-go/unclip/tensor"
 )
 
-// runDevices lists every Vulkan device with the facts that decide how the
-// engine uses it. A machine without Vulkan gets a clear message and a zero
-// exit status: "no devices" is an answer, not a failure.
+// runDevices lists the CPU (model, the kernel set chosen for it, the
+// threads used and the FMA peak kept by "unclip bench peak") and every
+// Vulkan device with the facts that decide how the engine uses it. A
+// machine without Vulkan gets a clear message and a zero exit status: "no
+// devices" is an answer, not a failure.
 func runDevices(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("devices", flag.ContinueOnError)
-	threads := fs.Int("threads", 0, "CPU threads to report the peak for (0: all cores)")
+	threads := fs.Int("threads", 0, "CPU threads to report the peak for (0: all cores; at most 1024)")
 	setUsage(fs, "unclip devices [--threads N]\n\nLists the CPU (model, kernel set, threads, measured FMA peak) and every Vulkan device.")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
@@ -36,7 +38,7 @@ func runDevices(args []string, stdout, stderr io.Writer) error {
 	if g := cachedPeak(cpu.PeakVariant(), n); g > 0 {
 		fmt.Fprintf(stdout, "         FMA peak %.1f GFLOP/s on %d threads (measured by 'unclip bench peak')\n", g, n)
 	} else {
-		fmt.Fprintf(stdout, "         FMA peak not measured yet: run 'unclip bench peak' (about 10 s)\n")
+		fmt.Fprintf(stdout, "         FMA peak not measured on %d threads yet: run 'unclip bench peak' (a few seconds; it is kept for this listing)\n", n)
 	}
 	ds, err := vulkan.Devices()
 	if err != nil {

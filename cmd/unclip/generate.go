@@ -64,7 +64,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&f.priorGuidance, "prior-guidance", 4, "prior classifier-free guidance scale (≤ 1 in both stages turns guidance off)")
 	fs.Float64Var(&f.decGuide, "decoder-guidance", 8, "decoder classifier-free guidance scale")
 	fs.StringVar(&f.device, "device", "auto", deviceFlagHelp)
-	fs.IntVar(&f.threads, "threads", 0, "CPU threads (0: all cores)")
+	fs.IntVar(&f.threads, "threads", 0, threadsFlagHelp)
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress output (the result line still goes to stdout)")
 	fs.BoolVar(&f.asJSON, "json", false, "machine-readable progress and result as JSON lines on stdout")
 	fs.StringVar(&f.precision, "precision", "fp32", precisionFlagHelp)

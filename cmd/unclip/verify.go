@@ -14,7 +14,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	gold := fs.String("g", "", "golden recording (golden.safetensors with golden.json beside it); default: golden.safetensors beside the model folder")
 	only := fs.String("only", "", "comma-separated checks to run (default all): tokenizer,text_encoder,prior,text_proj,scheduler,noise,decoder,super_res,upscale,pipeline")
 	device := fs.String("device", "cpu", deviceFlagHelp)
-	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	threads := fs.Int("threads", 0, threadsFlagHelp)
 	var mem memoryFlags
 	mem.register(fs)
 	pos, err := parseFlags(fs, args, stderr)

@@ -36,9 +36,15 @@ var threads atomic.Int32
 
 func init() { tensor.Register(Backend{}) }
 
+// MaxThreads is the most goroutines SetThreads lets kernels use. Commands
+// validate user input against their own, lower bound; this one only keeps
+// the stored count from wrapping.
+const MaxThreads = 1 << 16
+
 // SetThreads sets how many goroutines kernels use; n ≤ 0 means GOMAXPROCS.
-// n is capped at 65536 (callers validate user input against a lower bound).
-func SetThreads(n int) { threads.Store(int32(min(n, 1<<16))) }
+// n past MaxThreads is taken as MaxThreads (it never wraps around the
+// 32-bit count it is kept in).
+func SetThreads(n int) { threads.Store(int32(max(0, min(n, MaxThreads)))) }
 
 // Threads returns the number of goroutines kernels use.
 func Threads() int {
