@@ -54,11 +54,44 @@ func LoadStateDict(paths ...string) (*StateDict, error) {
 }
 
 // MapStateDict maps safetensors files instead of reading them: only the
-// headers are read, the data as it is touched. For checking a model
-// folder (Target.HeadersOnly), not for running it: a file changed on disk
-// changes the tensors, and a truncated one faults.
+// headers are read, the data as it is touched. A file changed on disk
+// changes the tensors, and a truncated one faults: for weights read only
+// while binding (see LoadStateDictFor).
 func MapStateDict(paths ...string) (*StateDict, error) {
 	return loadStateDict(safetensors.Open, paths)
+}
+
+// HeaderStateDict describes the tensors of safetensors files from their
+// validated headers alone: each tensor has the declared type and shape and
+// no memory (ops on it fail), and no file stays open or mapped. It is what
+// a build binds to check a model folder against its configs
+// (Target.HeadersOnly) without reading, mapping or copying any weight,
+// whatever sizes the headers declare.
+func HeaderStateDict(paths ...string) (*StateDict, error) {
+	sd := NewStateDict(map[string]*tensor.Tensor{})
+	for _, p := range paths {
+		f, err := safetensors.Open(p)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range f.Keys() {
+			info, _ := f.Get(k)
+			dt, err := tensor.ParseDType(string(info.DType))
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("%s: tensor %q: %w", p, k, err)
+			}
+			if _, dup := sd.tensors[k]; dup {
+				f.Close()
+				return nil, fmt.Errorf("%s: tensor %q appears in two files", p, k)
+			}
+			sd.tensors[k] = tensor.NewReleased(tensor.CPU(), dt, info.Shape...)
+		}
+		if err := f.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return sd, nil
 }
 
 // LoadStateDictFor loads the files for binding with t: read into memory
@@ -66,10 +99,14 @@ func MapStateDict(paths ...string) (*StateDict, error) {
 // the CPU, or on a device with Offload (each stage uploads its weights
 // again) — and mapped (MapStateDict) when it is read only while binding:
 // all-resident device weights are uploaded then, and the mapping is never
-// touched again, so a host copy would only cost memory. HeadersOnly maps.
+// touched again, so a host copy would only cost memory. HeadersOnly reads
+// the headers alone (HeaderStateDict).
 func LoadStateDictFor(t Target, paths ...string) (*StateDict, error) {
+	if t.HeadersOnly {
+		return HeaderStateDict(paths...)
+	}
 	onDevice := t.Device != nil && t.Device != tensor.CPU()
-	if t.HeadersOnly || (onDevice && !t.Offload) {
+	if onDevice && !t.Offload {
 		return MapStateDict(paths...)
 	}
 	return LoadStateDict(paths...)
@@ -257,8 +294,10 @@ type Target struct {
 	// Offload leaves device weights on the host when they are bound: they
 	// are uploaded by StateDict.Restore (stage residency).
 	Offload bool
-	// HeadersOnly maps weight files instead of reading them
-	// (MapStateDict), to check a model folder cheaply.
+	// HeadersOnly binds weights known from the file headers alone
+	// (HeaderStateDict), to check a model folder cheaply: names, shapes
+	// and types are checked, and every bound weight is a memory-less
+	// tensor of the target type, on no device.
 	HeadersOnly bool
 }
 
@@ -327,6 +366,13 @@ func (b Binder) Tensor(name string, shape ...int) *tensor.Tensor {
 	if !t.DType().IsFloat() {
 		b.Errorf("tensor %q has type %v, expected a float type", key, t.DType())
 		return placeholder(shape)
+	}
+	if b.target.HeadersOnly {
+		dt := t.DType()
+		if b.target.DType.IsFloat() {
+			dt = b.target.DType
+		}
+		return tensor.NewReleased(tensor.CPU(), dt, shape...)
 	}
 	if dt := b.target.DType; dt.IsFloat() && t.DType() != dt {
 		t = t.Cast(dt)

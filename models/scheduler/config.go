@@ -74,6 +74,11 @@ func LoadConfig(path string) (Config, error) {
 	return cfg, nil
 }
 
+// maxTrainTimesteps bounds num_train_timesteps: published unCLIP schedulers
+// use 1000, and New evaluates one correctly rounded cosine (about 10 µs)
+// per timestep, so that one edited number cannot stall loading for long.
+const maxTrainTimesteps = 1 << 16
+
 // validate reports the first setting New cannot honour.
 func (c Config) validate() error {
 	if c.BetaSchedule != "squaredcos_cap_v2" {
@@ -85,8 +90,8 @@ func (c Config) validate() error {
 	if c.PredictionType != "epsilon" && c.PredictionType != "sample" {
 		return fmt.Errorf("scheduler: prediction_type %q is not supported (want \"epsilon\" or \"sample\")", c.PredictionType)
 	}
-	if c.NumTrainTimesteps < 2 || c.NumTrainTimesteps > 1<<20 {
-		return fmt.Errorf("scheduler: num_train_timesteps %d is out of range [2, %d]", c.NumTrainTimesteps, 1<<20)
+	if c.NumTrainTimesteps < 2 || c.NumTrainTimesteps > maxTrainTimesteps {
+		return fmt.Errorf("scheduler: num_train_timesteps %d is out of range [2, %d]", c.NumTrainTimesteps, maxTrainTimesteps)
 	}
 	if c.ClipSample && !(c.ClipSampleRange >= 0) {
 		return fmt.Errorf("scheduler: clip_sample_range %v must be a non-negative number when clip_sample is set", c.ClipSampleRange)
