@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/unclip-go/unclip/nn"
-	"github.com/unclip-go/unclip/tensor"
+	"github.com/unclip-go/unclip/nn/nntest"
 )
 
 // allocated runs f and returns the bytes it allocated on the Go heap.
@@ -29,7 +29,7 @@ const loaderAllocLimit = 64 << 20
 // an empty state dict must fail at the first missing weight without a
 // panic and without allocating what the config declares.
 func FuzzTextConfig(f *testing.F) {
-	for _, s := range []string{
+	seeds := []string{
 		`{}`,
 		`{"vocab_size": 514, "hidden_size": 32, "intermediate_size": 37, "projection_dim": 32, "num_hidden_layers": 5, "num_attention_heads": 4, "eos_token_id": 513}`,
 		`{"text_config": {"hidden_size": 768, "num_attention_heads": 12, "num_hidden_layers": 12}}`,
@@ -44,33 +44,10 @@ func FuzzTextConfig(f *testing.F) {
 		`{"hidden_size": 1e3}`,
 		`[]`,
 		`{"text_config": null}`,
-	} {
-		f.Add([]byte(s))
 	}
-	path := filepath.Join(f.TempDir(), "config.json")
-	f.Fuzz(func(t *testing.T, data []byte) {
-		if err := os.WriteFile(path, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := LoadTextConfig(path)
-		if err != nil {
-			if !strings.Contains(err.Error(), "clip:") {
-				t.Fatalf("error without context: %v", err)
-			}
-			return
-		}
-		if err := cfg.Validate(); err != nil {
-			t.Fatalf("loaded config does not validate: %v", err)
-		}
-		n := allocated(func() {
-			_, err = NewTextModel(cfg, nn.NewStateDict(map[string]*tensor.Tensor{}), nn.Target{})
-		})
-		if err == nil || !strings.Contains(err.Error(), "missing tensor") {
-			t.Fatalf("built without weights: %v", err)
-		}
-		if n > loaderAllocLimit {
-			t.Fatalf("building without weights allocated %d MiB", n>>20)
-		}
+	nntest.FuzzConfig(f, seeds, nntest.ConfigFuzz[TextConfig]{
+		Context: "clip:", Load: LoadTextConfig, Validate: TextConfig.Validate,
+		Build: func(c TextConfig, sd *nn.StateDict, t nn.Target) error { _, err := NewTextModel(c, sd, t); return err }, MaxAlloc: loaderAllocLimit,
 	})
 }
 

@@ -1,15 +1,12 @@
 package unet_test
 
 import (
-	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/unclip-go/unclip/models/unet"
 	"github.com/unclip-go/unclip/nn"
-	"github.com/unclip-go/unclip/tensor"
+	"github.com/unclip-go/unclip/nn/nntest"
 )
 
 // tinyDecoder and tinySuperRes are the U-Net configs of the tiny unCLIP
@@ -34,8 +31,7 @@ func FuzzUNetConfig(f *testing.F) {
 	edit := func(base, key, value string) string {
 		return strings.Replace(base, "{", `{"`+key+`": `+value+", ", 1)
 	}
-	f.Add([]byte(tinyDecoder))
-	f.Add([]byte(tinySuperRes))
+	seeds := []string{tinyDecoder, tinySuperRes}
 	for _, c := range []struct{ base, key, value string }{
 		{tinyDecoder, "sample_size", "-32"},
 		{tinyDecoder, "sample_size", "1000000"},
@@ -55,32 +51,11 @@ func FuzzUNetConfig(f *testing.F) {
 		{tinySuperRes, "attn_norm_num_groups", "0"},
 		{tinySuperRes, "add_attention", "false"},
 	} {
-		f.Add([]byte(edit(c.base, c.key, c.value)))
+		seeds = append(seeds, edit(c.base, c.key, c.value))
 	}
-	path := filepath.Join(f.TempDir(), "config.json")
-	f.Fuzz(func(t *testing.T, data []byte) {
-		if err := os.WriteFile(path, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := unet.LoadConfig(path)
-		if err != nil {
-			if !strings.Contains(err.Error(), "unet:") {
-				t.Fatalf("error without context: %v", err)
-			}
-			return
-		}
-		if err := cfg.Validate(); err != nil {
-			t.Fatalf("loaded config does not validate: %v", err)
-		}
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		_, err = unet.New(cfg, nn.NewStateDict(map[string]*tensor.Tensor{}), nn.Target{})
-		runtime.ReadMemStats(&after)
-		if err == nil {
-			t.Fatal("built without weights")
-		}
-		if n := after.TotalAlloc - before.TotalAlloc; n > 256<<20 {
-			t.Fatalf("building without weights allocated %d MiB", n>>20)
-		}
+	nntest.FuzzConfig(f, seeds, nntest.ConfigFuzz[unet.Config]{
+		Context: "unet:", Load: unet.LoadConfig, Validate: unet.Config.Validate,
+		Build:         func(c unet.Config, sd *nn.StateDict, t nn.Target) error { _, err := unet.New(c, sd, t); return err },
+		AnyBuildError: true, MaxAlloc: 256 << 20,
 	})
 }
