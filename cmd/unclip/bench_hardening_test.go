@@ -1,9 +1,7 @@
 package main
 
 import (
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -238,39 +236,8 @@ func TestBenchPipelineDemo(t *testing.T) {
 // binary) and checks that the first SIGINT stops it between ops, as it
 // stops generate, with exit status 130.
 func TestBenchPipelineSignal(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "unclip")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "bench", "pipeline", "-m", "demo", "--device", "cpu", "--stages", "decoder", "--decoder-steps", "1000", "-n", "16")
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(stderr.String(), "built in") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond) // into the decoder's steps
-	sent := time.Now()
-	cmd.Process.Signal(os.Interrupt)
-	stuck := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
-	defer stuck.Stop()
-	err := cmd.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
-		t.Fatalf("exit %v, want status 130; stderr: %s", err, stderr.String())
-	}
-	if d := time.Since(sent); d > 10*time.Second {
-		t.Errorf("took %s to stop", d)
-	}
-	for _, want := range []string{"stopping after the current operation", "interrupted in the decoder stage"} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("stderr %q does not say %q", stderr.String(), want)
-		}
-	}
+	bin := buildBinary(t)
+	interruptRun(t, bin, []string{"bench", "pipeline", "-m", "demo", "--device", "cpu", "--stages", "decoder", "--decoder-steps", "1000", "-n", "16"},
+		"built in", 200*time.Millisecond, os.Interrupt, 130, // settle: into the decoder's steps
+		"stopping after the current operation", "interrupted in the decoder stage")
 }

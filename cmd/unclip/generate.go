@@ -209,13 +209,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		// step graph (no step runs) for its FLOPs.
 		est := request(0, 0, batch)
 		est.DryRun, est.Progress, est.Warn = true, nil, nil
-		ctx, end := cancellable()
-		res, err := p.Generate(ctx, est)
-		end()
+		res, err := generateBatch(p, est, nil)
 		if err != nil {
-			if errors.Is(err, context.Canceled) {
-				return interruptedError(nil)
-			}
 			return err
 		}
 		var sizes []int
@@ -244,14 +239,9 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 				}
 			}
 		}
-		ctx, end := cancellable()
-		res, err := p.Generate(ctx, req)
-		end()
+		res, err := generateBatch(p, req, written)
 		if err != nil {
-			if errors.Is(err, context.Canceled) {
-				return interruptedError(written)
-			}
-			return withWritten(err, written)
+			return err
 		}
 		if f.dryRun {
 			return printDryRun(stdout, p, res.Timings, f.asJSON)
@@ -382,6 +372,21 @@ func withWritten(err error, written []string) error {
 		return err
 	}
 	return fmt.Errorf("%w (already written: %s)", err, strings.Join(written, ", "))
+}
+
+// generateBatch runs req in a phase that the first signal cancels; its
+// error names the files written before it (written).
+func generateBatch(p *unclip.Pipeline, req unclip.Request, written []string) (*unclip.Result, error) {
+	ctx, end := cancellable()
+	defer end()
+	res, err := p.Generate(ctx, req)
+	switch {
+	case errors.Is(err, context.Canceled):
+		return nil, interruptedError(written)
+	case err != nil:
+		return nil, withWritten(err, written)
+	}
+	return res, nil
 }
 
 // interruptedError reports a run stopped by a signal.

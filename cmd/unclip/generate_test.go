@@ -173,6 +173,13 @@ func TestOutputPaths(t *testing.T) {
 		{"a.png", 1, "a.png"},
 		{"a.png", 2, "a-1.png a-2.png"},
 		{"dir/img_%03d.png", 2, "dir/img_001.png dir/img_002.png"},
+		// Only %d and %0Nd are patterns; every other % is literal.
+		{"50%off.png", 1, "50%off.png"},
+		{"x_%s.png", 2, "x_%s-1.png x_%s-2.png"},
+		{"100%.png", 1, "100%.png"},
+		{"a%%d.png", 2, "a%1.png a%2.png"},
+		{"img_%03d_%d.png", 2, "img_001_1.png img_002_2.png"},
+		{"noext", 2, "noext-1 noext-2"},
 	} {
 		if got := strings.Join(outputPaths(c.pattern, c.n), " "); got != c.want {
 			t.Errorf("outputPaths(%q, %d) = %q, want %q", c.pattern, c.n, got, c.want)

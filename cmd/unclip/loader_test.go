@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/unclip-go/unclip/models/unclip"
 )
 
 // cliWithin runs a command line and fails the test if it does not finish
@@ -35,8 +37,6 @@ func cliWithin(t *testing.T, d time.Duration, args ...string) (int, string, stri
 // model with a FIFO, a link to /dev/zero or an oversized file: generate
 // and inspect must fail at once, naming the file.
 func TestLoaderRefusesFilesThatNeverEnd(t *testing.T) {
-	all := []string{"text_encoder", "tokenizer", "prior", "prior_scheduler", "text_proj", "decoder", "decoder_scheduler",
-		"super_res_first", "super_res_last", "super_res_scheduler"}
 	cases := []struct {
 		name, file string
 		make       func(path string) error
@@ -51,7 +51,7 @@ func TestLoaderRefusesFilesThatNeverEnd(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			model := copyModel(t, all...)
+			model := copyWholeModel(t)
 			p := filepath.Join(model, c.file)
 			os.Remove(p)
 			if err := c.make(p); err != nil {
@@ -74,30 +74,24 @@ func TestLoaderRefusesFilesThatNeverEnd(t *testing.T) {
 // TestInspectValidates checks that inspect fails where generate would:
 // a config that does not fit its weights, a missing weight file.
 func TestInspectValidates(t *testing.T) {
-	all := []string{"text_encoder", "tokenizer", "prior", "prior_scheduler", "text_proj", "decoder", "decoder_scheduler",
-		"super_res_first", "super_res_last", "super_res_scheduler"}
 	t.Run("config past its bounds", func(t *testing.T) {
-		model := copyModel(t, all...)
-		p := filepath.Join(model, "decoder", "config.json")
-		data, _ := os.ReadFile(p)
-		os.WriteFile(p, []byte(strings.Replace(string(data), `"layers_per_block": 1`, `"layers_per_block": 1000000000`, 1)), 0o644)
+		model := copyWholeModel(t)
+		replaceInFile(t, filepath.Join(model, "decoder", "config.json"), `"layers_per_block": 1`, `"layers_per_block": 1000000000`)
 		code, stdout, stderr := cliWithin(t, 30*time.Second, "inspect", "-m", model)
 		if code == 0 || !strings.Contains(stderr, "layers_per_block") || stdout != "" {
 			t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
 		}
 	})
 	t.Run("config that does not fit the weights", func(t *testing.T) {
-		model := copyModel(t, all...)
-		p := filepath.Join(model, "prior", "config.json")
-		data, _ := os.ReadFile(p)
-		os.WriteFile(p, []byte(strings.Replace(string(data), `"num_layers": 1`, `"num_layers": 3`, 1)), 0o644)
+		model := copyWholeModel(t)
+		replaceInFile(t, filepath.Join(model, "prior", "config.json"), `"num_layers": 1`, `"num_layers": 3`)
 		code, _, stderr := cliWithin(t, 30*time.Second, "inspect", "-m", model)
 		if code == 0 || !strings.Contains(stderr, "missing tensor") {
 			t.Errorf("exit %d, stderr %q", code, stderr)
 		}
 	})
 	t.Run("missing weights", func(t *testing.T) {
-		model := copyModel(t, all...)
+		model := copyWholeModel(t)
 		os.Remove(filepath.Join(model, "super_res_last", "diffusion_pytorch_model.safetensors"))
 		code, _, stderr := cliWithin(t, 30*time.Second, "inspect", "-m", model)
 		if code == 0 || !strings.Contains(stderr, "super_res_last") {
@@ -165,5 +159,31 @@ func TestVerifyDemoSaysWhyNot(t *testing.T) {
 	code, _, stderr := runCLI("verify", "-m", "demo")
 	if code != 1 || !strings.Contains(stderr, "demo model has none") {
 		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+// copyWholeModel copies every component of the fixture model.
+func copyWholeModel(t *testing.T) string {
+	t.Helper()
+	var names []string
+	for _, c := range unclip.Components {
+		names = append(names, c.Name)
+	}
+	return copyModel(t, names...)
+}
+
+// replaceInFile replaces the first old in the file with new; old must be
+// there.
+func replaceInFile(t *testing.T, path, old, new string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), old) {
+		t.Fatalf("%s does not contain %q", path, old)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(data), old, new, 1)), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

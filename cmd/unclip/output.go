@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"image"
 	"image/jpeg"
 	"io/fs"
 	"os"
@@ -203,13 +202,8 @@ func (o outFile) write(data []byte) error {
 // parameters in a COM segment right after SOI, split over several
 // segments when longer than one can hold.
 func encodeJPEG(rgb []uint8, size int, parameters string) ([]byte, error) {
-	img := image.NewNRGBA(image.Rect(0, 0, size, size))
-	for i := 0; i < size*size; i++ {
-		copy(img.Pix[4*i:4*i+3], rgb[3*i:3*i+3])
-		img.Pix[4*i+3] = 255
-	}
 	var buf bytes.Buffer
-	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 95}); err != nil {
+	if err := jpeg.Encode(&buf, rgbImage(rgb, size), &jpeg.Options{Quality: 95}); err != nil {
 		return nil, err
 	}
 	data := buf.Bytes()

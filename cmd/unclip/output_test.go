@@ -21,25 +21,6 @@ func demoRun(args ...string) []string {
 	return append(base, args...)
 }
 
-func TestOutputPathPatterns(t *testing.T) {
-	for _, c := range []struct {
-		pattern string
-		n       int
-		want    string
-	}{
-		{"50%off.png", 1, "50%off.png"},
-		{"x_%s.png", 2, "x_%s-1.png x_%s-2.png"},
-		{"100%.png", 1, "100%.png"},
-		{"a%%d.png", 2, "a%1.png a%2.png"},
-		{"img_%03d_%d.png", 2, "img_001_1.png img_002_2.png"},
-		{"noext", 2, "noext-1 noext-2"},
-	} {
-		if got := strings.Join(outputPaths(c.pattern, c.n), " "); got != c.want {
-			t.Errorf("outputPaths(%q, %d) = %q, want %q", c.pattern, c.n, got, c.want)
-		}
-	}
-}
-
 // TestGenerateOutputFiles runs generate on the demo model for each -o
 // rule and checks the files written (and not written).
 func TestGenerateOutputFiles(t *testing.T) {

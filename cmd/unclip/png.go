@@ -13,13 +13,8 @@ import (
 // an iTXt chunk "parameters" (UTF-8 text) right after IHDR. Decoders that
 // do not know iTXt, image/png among them, skip it.
 func encodePNG(rgb []uint8, size int, parameters string) ([]byte, error) {
-	img := image.NewNRGBA(image.Rect(0, 0, size, size))
-	for i := 0; i < size*size; i++ {
-		copy(img.Pix[4*i:4*i+3], rgb[3*i:3*i+3])
-		img.Pix[4*i+3] = 255
-	}
 	var buf bytes.Buffer
-	if err := (&png.Encoder{CompressionLevel: png.BestCompression}).Encode(&buf, img); err != nil {
+	if err := (&png.Encoder{CompressionLevel: png.BestCompression}).Encode(&buf, rgbImage(rgb, size)); err != nil {
 		return nil, err
 	}
 	data := buf.Bytes()
@@ -74,4 +69,15 @@ func pngText(data []byte) (map[string]string, error) {
 		p += 12 + n
 	}
 	return out, nil
+}
+
+// rgbImage wraps an 8-bit RGB image (size×size, HWC bytes) as an opaque
+// NRGBA image for the standard library's encoders.
+func rgbImage(rgb []uint8, size int) *image.NRGBA {
+	img := image.NewNRGBA(image.Rect(0, 0, size, size))
+	for i := 0; i < size*size; i++ {
+		copy(img.Pix[4*i:4*i+3], rgb[3*i:3*i+3])
+		img.Pix[4*i+3] = 255
+	}
+	return img
 }

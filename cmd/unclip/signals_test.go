@@ -23,13 +23,7 @@ import (
 // says so, exits 130 or 143 as a shell would report, and leaves no image
 // nor temporary file behind.
 func TestSignalExit(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "unclip")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	for _, c := range []struct {
 		sig  syscall.Signal
 		code int
@@ -39,34 +33,60 @@ func TestSignalExit(t *testing.T) {
 	} {
 		t.Run(c.sig.String(), func(t *testing.T) {
 			dir := t.TempDir()
-			cmd := exec.Command(bin, "generate", "-m", "demo", "-p", "x", "-o", filepath.Join(dir, "img.png"), "--device", "cpu",
-				"--prior-steps", "2", "--decoder-steps", "1000")
-			var stderr syncBuffer
-			cmd.Stderr = &stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			deadline := time.Now().Add(60 * time.Second)
-			for !strings.Contains(stderr.String(), "decoder ") && time.Now().Before(deadline) {
-				time.Sleep(20 * time.Millisecond)
-			}
-			sent := time.Now()
-			cmd.Process.Signal(c.sig)
-			err := cmd.Wait()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != c.code {
-				t.Fatalf("exit %v, want status %d; stderr: %s", err, c.code, stderr.String())
-			}
-			if d := time.Since(sent); d > 10*time.Second {
-				t.Errorf("took %s to stop", d)
-			}
-			for _, want := range []string{"stopping after the current operation", "interrupted; no image written"} {
-				if !strings.Contains(stderr.String(), want) {
-					t.Errorf("stderr %q does not say %q", stderr.String(), want)
-				}
-			}
+			interruptRun(t, bin, []string{"generate", "-m", "demo", "-p", "x", "-o", filepath.Join(dir, "img.png"), "--device", "cpu",
+				"--prior-steps", "2", "--decoder-steps", "1000"}, "decoder ", 0, c.sig, c.code,
+				"stopping after the current operation", "interrupted; no image written")
 			wantEmpty(t, dir)
 		})
+	}
+}
+
+// buildBinary builds the command into a temporary folder (the tests that
+// send it signals need a process of its own).
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "unclip")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// interruptRun starts bin with args, waits until its stderr shows ready
+// and then for settle, sends sig, and checks that the process stops
+// within 10 s with exit status code and says each of want.
+func interruptRun(t *testing.T, bin string, args []string, ready string, settle time.Duration, sig os.Signal, code int, want ...string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(stderr.String(), ready) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(settle)
+	sent := time.Now()
+	cmd.Process.Signal(sig)
+	stuck := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
+	defer stuck.Stop()
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != code {
+		t.Fatalf("exit %v, want status %d; stderr: %s", err, code, stderr.String())
+	}
+	if d := time.Since(sent); d > 10*time.Second {
+		t.Errorf("took %s to stop", d)
+	}
+	for _, w := range want {
+		if !strings.Contains(stderr.String(), w) {
+			t.Errorf("stderr %q does not say %q", stderr.String(), w)
+		}
 	}
 }
 
@@ -116,8 +136,7 @@ func TestInterruptRules(t *testing.T) {
 // TestGenerateNaNWeights poisons one decoder weight with NaN and checks
 // that generate fails naming the decoder instead of writing a black image.
 func TestGenerateNaNWeights(t *testing.T) {
-	model := copyModel(t, "text_encoder", "tokenizer", "prior", "prior_scheduler", "text_proj", "decoder", "decoder_scheduler",
-		"super_res_first", "super_res_last", "super_res_scheduler")
+	model := copyWholeModel(t)
 	matches, _ := filepath.Glob(filepath.Join(model, "decoder", "*.safetensors"))
 	if len(matches) != 1 {
 		t.Fatalf("decoder weight files: %v", matches)
