@@ -10,6 +10,8 @@ import (
 	"runtime"
 
 	"github.com/klauspost/cpuid/v2"
+
+	"github.com/unclip-go/unclip/models/modelfile"
 )
 
 // The FMA peak that "unclip bench peak" measures is kept in the user's
@@ -56,17 +58,11 @@ func loadPeaks() ([]peakRecord, error) {
 	if path == "" {
 		return nil, nil
 	}
-	st, err := os.Stat(path)
+	data, err := modelfile.Read(path, 1<<20) // a few records
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, nil
 	case err != nil:
-		return nil, err
-	case !st.Mode().IsRegular() || st.Size() > 1<<20:
-		return nil, fmt.Errorf("%s is not a regular file of at most 1 MiB", path)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
 		return nil, err
 	}
 	var recs []peakRecord
