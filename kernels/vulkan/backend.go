@@ -94,9 +94,9 @@ type batch struct {
 	ndisp int
 	ops   []*tensor.Node
 
-	qpool    uint64   // timestamp queries (profiling), 0 until needed
+	qpools   []uint64 // timestamp query pools of batchOps dispatches each (profiling), made when needed
 	profiled bool     // timestamps are recorded in this batch
-	names    []string // shader of each dispatch (profiling) // recorded ops (kept alive until the batch finishes; named in errors)
+	names    []string // shader of each dispatch (profiling)
 }
 
 const (
@@ -841,8 +841,8 @@ func (b *Backend) Close() error {
 	b.savePipelineCache()
 	for _, bt := range append(b.idle, b.inflight...) {
 		b.dev.destroyFence(bt.fence)
-		if bt.qpool != 0 {
-			b.dev.destroyQueryPool(bt.qpool)
+		for _, q := range bt.qpools {
+			b.dev.destroyQueryPool(q)
 		}
 		for _, p := range bt.pools {
 			b.dev.destroyPool(p)

@@ -60,15 +60,27 @@ func (b *Backend) beginProfile(bt *batch) error {
 	if !bt.profiled {
 		return nil
 	}
-	if bt.qpool == 0 {
-		p, err := b.dev.createQueryPool(2 * batchOps)
-		if err != nil {
-			return err
+	_, _, err := b.queryPool(bt)
+	return err
+}
+
+// queryPool returns the timestamp query pool and first query of the
+// batch's next dispatch. A batch that holds more than batchOps dispatches
+// (a recorded step graph) uses one pool per batchOps dispatches, each
+// reset in the command buffer before its first use.
+func (b *Backend) queryPool(bt *batch) (uint64, uint32, error) {
+	i := bt.ndisp / batchOps
+	if bt.ndisp%batchOps == 0 {
+		if i == len(bt.qpools) {
+			p, err := b.dev.createQueryPool(2 * batchOps)
+			if err != nil {
+				return 0, 0, err
+			}
+			bt.qpools = append(bt.qpools, p)
 		}
-		bt.qpool = p
+		b.dev.resetQueries(bt.cb, bt.qpools[i], 2*batchOps)
 	}
-	b.dev.resetQueries(bt.cb, bt.qpool, 2*batchOps)
-	return nil
+	return bt.qpools[i], uint32(2 * (bt.ndisp % batchOps)), nil
 }
 
 // collectProfile adds a finished batch's timestamps to the totals.
@@ -76,9 +88,17 @@ func (b *Backend) collectProfile(bt *batch) {
 	if !bt.profiled || len(bt.names) == 0 {
 		return
 	}
-	ts := make([]uint64, 2*len(bt.names))
-	if b.dev.queryResults(bt.qpool, ts) != 0 {
-		return
+	ts := make([]uint64, 0, 2*len(bt.names))
+	for i, q := range bt.qpools {
+		n := min(batchOps, len(bt.names)-i*batchOps)
+		if n <= 0 {
+			break
+		}
+		part := make([]uint64, 2*n)
+		if b.dev.queryResults(q, part) != 0 {
+			return
+		}
+		ts = append(ts, part...)
 	}
 	for i, name := range bt.names {
 		d := (ts[2*i+1] - ts[2*i]) & b.prof.mask

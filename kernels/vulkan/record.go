@@ -155,13 +155,18 @@ func (b *Backend) dispatch(n *tensor.Node, name string, ops []operand, pc *push,
 		pb = pc.bytes()
 	}
 	bt := b.cur
-	for {
-		var qpool uint64
-		if bt.profiled {
-			qpool = bt.qpool
+	var qpool uint64
+	var query uint32
+	if bt.profiled && bt.ndisp > 0 {
+		if qpool, query, err = b.queryPool(bt); err != nil {
+			return err
 		}
+	} else if bt.profiled {
+		qpool = bt.qpools[0] // reset by beginProfile
+	}
+	for {
 		r := b.dev.dispatch(bt.cb, bt.pools[bt.pool], p, bs[:len(ops)], pb, uint32(gx), uint32(gy), uint32(gz), barrier,
-			qpool, uint32(2*bt.ndisp))
+			qpool, query)
 		if r == vk.Success {
 			break
 		}
