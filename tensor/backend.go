@@ -39,10 +39,12 @@ type Backend interface {
 }
 
 // Counters is implemented by backends that record work and submit it in
-// batches (Vulkan): how many submissions and how many host waits (the host
-// blocking until the device finished something) happened so far.
+// batches (Vulkan): how many submissions, how many host waits (the host
+// blocking until the device finished something) and how many kernel
+// dispatches (each replay of a recorded graph counting all of its own)
+// happened so far.
 type Counters interface {
-	Counters() (submits, waits int64)
+	Counters() (submits, waits, dispatches int64)
 }
 
 // MemoryReporter is implemented by backends with a memory of their own:

@@ -212,6 +212,7 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 		WeightBytes   int64   `json:"weight_bytes,omitempty"`
 		AllocPerStep  *int64  `json:"alloc_bytes_per_step,omitempty"`
 		SubmitsPerStp float64 `json:"submits_per_step,omitempty"`
+		DispPerStep   float64 `json:"dispatches_per_step,omitempty"`
 		HostWaits     *int64  `json:"host_waits,omitempty"`
 	}
 	var rows []row
@@ -237,7 +238,8 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 			if recording {
 				w := stats.HostWaits
 				r.SubmitsPerStp, r.HostWaits = float64(stats.Submits)/float64(max(steps, 1)), &w
-				line += fmt.Sprintf("  %.2f submits/step  %d host waits", r.SubmitsPerStp, w)
+				r.DispPerStep = float64(stats.Dispatches) / float64(max(steps, 1))
+				line += fmt.Sprintf("  %.2f submits/step  %.0f dispatches/step  %d host waits", r.SubmitsPerStp, r.DispPerStep, w)
 			}
 		}
 		rows = append(rows, r)

@@ -71,6 +71,7 @@ type Backend struct {
 	outSeq      uint64       // recSeq at the first of them
 	submits     atomic.Int64 // batches submitted (Counters)
 	waits       atomic.Int64 // host waits for the device (Counters)
+	dispatches  atomic.Int64 // dispatches submitted, replays included (Counters)
 	freeMu      sync.Mutex
 	pending     []pendingFree
 }
@@ -695,6 +696,7 @@ func (b *Backend) submitThen(then uint64) error {
 	b.inflight = append(b.inflight, bt)
 	b.recSeq.Add(1)
 	b.submits.Add(1)
+	b.dispatches.Add(int64(bt.ndisp))
 	return nil
 }
 
@@ -731,7 +733,9 @@ func (b *Backend) Memory() (limit, inUse int64) {
 
 // Counters reports how many batches were submitted and how many times the
 // host waited for the device, since the backend was opened.
-func (b *Backend) Counters() (submits, waits int64) { return b.submits.Load(), b.waits.Load() }
+func (b *Backend) Counters() (submits, waits, dispatches int64) {
+	return b.submits.Load(), b.waits.Load(), b.dispatches.Load()
+}
 
 // Hold stops recorded work from being submitted every batchOps dispatches
 // until Flush: a replayed step is submitted as one batch.

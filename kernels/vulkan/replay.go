@@ -114,7 +114,11 @@ func (r *recording) Submit() error {
 	if b.cur != nil {
 		// One submission: the eager work recorded before this run, then
 		// the run, under the eager batch's fence.
-		return b.submitThen(r.bt.cb)
+		if err := b.submitThen(r.bt.cb); err != nil {
+			return err
+		}
+		b.dispatches.Add(int64(r.bt.ndisp))
+		return nil
 	}
 	if res := b.dev.resubmit(r.bt.cb); res != vk.Success {
 		err := fmt.Errorf("%s: vkQueueSubmit of a recorded step: %w", b.name, vkErr(res))
@@ -128,6 +132,7 @@ func (r *recording) Submit() error {
 	}
 	b.outstanding = true
 	b.submits.Add(1)
+	b.dispatches.Add(int64(r.bt.ndisp))
 	// Later batches (and frees) are ordered after this run.
 	b.recSeq.Add(1)
 	return nil

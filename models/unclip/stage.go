@@ -91,6 +91,9 @@ type StageStats struct {
 	// HostWaits its host waits during the whole stage, the final read of
 	// its result included (recording backends only; see tensor.Counters).
 	Submits, HostWaits int64
+	// Dispatches counts the kernel dispatches submitted during the steps
+	// (recording backends only).
+	Dispatches int64
 }
 
 // heapAllocs reads the Go heap's cumulative allocated bytes.
@@ -164,9 +167,9 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 	}
 	row := func(t *tensor.Tensor, i int) *tensor.Tensor { return t.Index(0, i) }
 	counters, _ := dev.(tensor.Counters)
-	var sub0, wait0 int64
+	var sub0, wait0, disp0 int64
 	if counters != nil {
-		sub0, wait0 = counters.Counters()
+		sub0, wait0, disp0 = counters.Counters()
 	}
 	lat := st.lat
 	t0 := time.Now()
@@ -333,9 +336,9 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 	if n > 1 {
 		stats.AllocBytesPerStep = (heapAllocs() - a1) / int64(n-1)
 	}
-	var s1 int64
+	var s1, d1 int64
 	if counters != nil {
-		s1, _ = counters.Counters()
+		s1, _, d1 = counters.Counters()
 	}
 	// The result, read out of the arena; one wait: it must be complete
 	// before the arena and tables are released.
@@ -344,8 +347,8 @@ func (p *Pipeline) runStage(ctx context.Context, req *Request, st *stage) (*tens
 		return nil, stats, fmt.Errorf("%s: %w", st.name, err)
 	}
 	if counters != nil {
-		_, w1 := counters.Counters()
-		stats.Submits, stats.HostWaits = s1-sub0, w1-wait0
+		_, w1, _ := counters.Counters()
+		stats.Submits, stats.HostWaits, stats.Dispatches = s1-sub0, w1-wait0, d1-disp0
 	}
 	if err := checkFinite(st.name, cur.Input(0)); err != nil {
 		freeAll(out)
