@@ -29,6 +29,7 @@ type Backend struct {
 	minAlign uint64 // minStorageBufferOffsetAlignment
 	maxRange uint64 // maxStorageBufferRange
 	maxGroup [3]uint32
+	tiles    tileChoice // kernel tiles: forced, tuned table, built-in rule (tiles.go)
 	// storage16: storageBuffer16BitAccess is enabled, so shaders with
 	// 16-bit operands use their 16-bit-storage variant (see dispatch).
 	storage16 bool

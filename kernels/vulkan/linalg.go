@@ -5,6 +5,7 @@ package vulkan
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/unclip-go/unclip/tensor"
 )
@@ -70,10 +71,104 @@ func (b *Backend) matmulOp(n *tensor.Node) error {
 	if err != nil {
 		return err
 	}
+	if g, ok := gemmLayout(m, k, nn, xs[r-2], xs[r-1], ys[r-2], ys[r-1], ops[1].off, ops[2].off, abs[:], bbs[:]); ok && os.Getenv("UNCLIP_VK_GENERIC") != "1" {
+		// The specialised GEMM.
+		t, err := b.gemmTileFor("matmul", m, nn, k, nb, m, k, nn)
+		if err != nil {
+			return err
+		}
+		var pc push
+		pc.i(m, nn, k).u(flags, ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[4].off).i(g.lda, g.ldb, 0)
+		pc.i(bdim[:]...).i(abs[:]...).i(bbs[:]...)
+		spec := g.spec(t, wdt, 0, ddt, adt, bdt)
+		return b.dispatch(n, "gemm", ops, &pc, ceilDiv(nn, t.BN), ceilDiv(m, t.BM), nb, spec...)
+	}
 	var pc push
 	pc.i(m, nn, k).u(flags, ops[0].off, ops[1].off, ops[2].off, ops[3].off)
 	pc.i(xs[r-2], xs[r-1], ys[r-2], ys[r-1]).i(bdim[:]...).i(abs[:]...).i(bbs[:]...).u(adt, bdt, ops[4].off)
 	return b.dispatch(n, "matmul", ops, &pc, (nn+63)/64, (m+63)/64, nb, dtSpec(wdt, 0, ddt)...)
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// gemmOperands is how gemm.comp reads a and b: which dimension of each is
+// contiguous, their leading strides, and which may be read as vec4s.
+type gemmOperands struct {
+	akc, bkc bool // a contiguous along k (else m), b along k (else n)
+	lda, ldb int
+	vec      uint32 // bit 0: a as vec4s, bit 1: b
+}
+
+// gemmLayout reports whether gemm.comp can read an m×k a and a k×n b with
+// these strides and element offsets (each needs a unit stride), and how.
+func gemmLayout(m, k, n, asm, ask, bsk, bsn int, aoff, boff uint32, abs, bbs []int) (gemmOperands, bool) {
+	var g gemmOperands
+	// A dimension of size 1 can take any stride.
+	if k == 1 {
+		ask = 1
+		bsk = 1
+	}
+	if m == 1 {
+		asm = max(k, 1)
+	}
+	if n == 1 {
+		bsn = max(k, 1)
+	}
+	switch {
+	case ask == 1:
+		g.akc, g.lda = true, asm
+	case asm == 1:
+		g.lda = ask
+	default:
+		return g, false
+	}
+	switch {
+	case bsk == 1:
+		g.bkc, g.ldb = true, bsn
+	case bsn == 1:
+		g.ldb = bsk
+	default:
+		return g, false
+	}
+	if g.lda < 0 || g.ldb < 0 {
+		return g, false
+	}
+	// vec4 loads: the unit-stride size, the leading stride, the offset and
+	// the batch strides all multiples of 4.
+	aligned := func(size, ld int, off uint32, bs []int) bool {
+		if size%4 != 0 || ld%4 != 0 || off%4 != 0 {
+			return false
+		}
+		for _, s := range bs {
+			if s%4 != 0 {
+				return false
+			}
+		}
+		return true
+	}
+	if aligned(map[bool]int{true: k, false: m}[g.akc], g.lda, aoff, abs) {
+		g.vec |= 1
+	}
+	if aligned(map[bool]int{true: k, false: n}[g.bkc], g.ldb, boff, bbs) {
+		g.vec |= 2
+	}
+	return g, true
+}
+
+// spec is gemm.comp's specialization constants for tile t and the
+// operands' dtype codes (w: bias, s: the convolution's input, d: result).
+func (g gemmOperands) spec(t gemmTile, wdt, sdt, ddt, adt, bdt uint32) []uint32 {
+	s := make([]uint32, 16)
+	s[0], s[1], s[2], s[3], s[4] = uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.TM), uint32(t.TN)
+	s[5], s[6], s[7], s[8], s[9] = wdt, sdt, ddt, adt, bdt
+	if g.akc {
+		s[10] = 1
+	}
+	if g.bkc {
+		s[11] = 1
+	}
+	s[12], s[13] = g.vec, uint32(t.threads())
+	return s
 }
 
 // epilogue returns the sources of a matmul or conv2d dispatch — srcs, then

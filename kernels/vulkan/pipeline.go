@@ -26,7 +26,7 @@ type pipeline struct {
 type pipelineKey struct {
 	name string
 	nbuf int
-	spec [8]uint32
+	spec [16]uint32
 }
 
 // getPipeline returns the pipeline of a shader with nbuf storage buffers,

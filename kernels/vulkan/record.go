@@ -123,7 +123,7 @@ func (b *Backend) dispatch(n *tensor.Node, name string, ops []operand, pc *push,
 		return fmt.Errorf("%s: %d buffers", name, len(ops))
 	}
 	shader := name
-	if b.storage16 && len(spec) == 8 && spec[5]|spec[6]|spec[7] != 0 && hasVariant16(name) {
+	if b.storage16 && len(spec) >= 8 && spec[5]|spec[6]|spec[7] != 0 && hasVariant16(name) {
 		// 16-bit operands (dtSpec): the shader's 16-bit-storage variant.
 		shader += "16"
 	}

@@ -1,0 +1,110 @@
+//go:build cgo && !novulkan
+
+package vulkan
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/unclip-go/unclip/tensor"
+	"github.com/unclip-go/unclip/tensor/tensortest"
+)
+
+// gemmTestTiles are the tiles the specialised-GEMM cases run with: the
+// built-in choices, and with UNCLIP_TEST_TILES=all every tuning candidate
+// of bench/device/tiles.txt too. Only the first runs every case by
+// default: lavapipe compiles each pipeline (tile × layout × dtype) in
+// about two seconds.
+var gemmTestTiles = []string{"64x64x16x4x4", "128x128x16x8x8", "32x64x16x4x4"}
+
+var gemmTestTilesAll = []string{
+	"128x128x16x8x8", "64x64x16x4x4", "32x64x16x4x4", "64x32x16x4x4",
+	"128x64x16x8x4", "64x128x32x4x8", "64x64x32x8x8", "32x32x8x4x4",
+}
+
+// TestGEMMTiles runs gemm.comp at every test tile over each operand
+// layout (a along k or m, b along k or n), vec4 and scalar loads, tails in
+// every dimension, batches, 16-bit operands and results, and the epilogue,
+// against the CPU.
+func TestGEMMTiles(t *testing.T) {
+	b := openTest(t)
+	type mmCase struct {
+		name    string
+		m, k, n int
+		aT, bT  bool // a stored (k, m), b stored (n, k)
+		batch   int
+		dt      tensor.DType // of a, b and the result
+		bias    bool
+	}
+	var cases []mmCase
+	for _, sz := range [][3]int{{132, 40, 136}, {33, 17, 45}, {4, 8, 260}, {200, 4, 12}} {
+		for _, l := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
+			cases = append(cases, mmCase{name: fmt.Sprintf("%dx%dx%d/aT=%v/bT=%v", sz[0], sz[1], sz[2], l[0], l[1]),
+				m: sz[0], k: sz[1], n: sz[2], aT: l[0], bT: l[1], batch: 1, dt: tensor.F32})
+		}
+	}
+	cases = append(cases,
+		mmCase{name: "batched-bias", m: 36, k: 24, n: 20, bT: true, batch: 3, dt: tensor.F32, bias: true},
+		mmCase{name: "f16-bT", m: 68, k: 36, n: 72, bT: true, batch: 1, dt: tensor.F16, bias: true},
+		mmCase{name: "f16-odd", m: 9, k: 13, n: 11, batch: 2, dt: tensor.F16},
+		mmCase{name: "bf16", m: 40, k: 32, n: 24, aT: true, batch: 1, dt: tensor.BF16, bias: true},
+	)
+	tiles, all := gemmTestTiles, os.Getenv("UNCLIP_TEST_TILES") == "all"
+	if all {
+		tiles = gemmTestTilesAll
+	}
+	for ti, tile := range tiles {
+		if err := b.ForceTile("matmul", tile); err != nil {
+			t.Logf("tile %s: %v", tile, err)
+			continue
+		}
+		for ci, c := range cases {
+			// Past the first tile, by default: one case in three, every
+			// layout and dtype still covered across the tiles.
+			if ti > 0 && !all && (ci+ti)%3 != 0 {
+				continue
+			}
+			t.Run(tile+"/"+c.name, func(t *testing.T) {
+				as, bs := []int{c.batch, c.m, c.k}, []int{c.batch, c.k, c.n}
+				if c.aT {
+					as = []int{c.batch, c.k, c.m}
+				}
+				if c.bT {
+					bs = []int{c.batch, c.n, c.k}
+				}
+				in := []*tensor.Tensor{tensortest.Rand(31, as...), tensortest.Rand(32, bs...), tensortest.Rand(33, c.n), tensortest.Rand(34, c.batch, c.m, c.n)}
+				tol := 2e-5
+				if c.dt != tensor.F32 {
+					for i := range in {
+						in[i] = in[i].Cast(c.dt)
+					}
+					tol = 1e-2
+				}
+				compareOn(t, b, tol, in, func(x []*tensor.Tensor) *tensor.Tensor {
+					a, w := x[0], x[1]
+					if c.aT {
+						a = a.Transpose(1, 2)
+					}
+					if c.bT {
+						w = w.Transpose(1, 2)
+					}
+					y := tensor.MatMul(a, w)
+					if c.bias {
+						y = tensor.Add(tensor.GELU(tensor.Add(y, x[2])), x[3])
+					}
+					return y
+				})
+			})
+		}
+	}
+	if err := b.ForceTile("matmul", ""); err != nil {
+		t.Fatal(err)
+	}
+	// Tiles the device cannot run, or gemm.comp cannot, are refused.
+	for _, bad := range []string{"128x128x16x2x2", "64x64x6x4x4", "64x64x16x4", "1024x1024x16x4x4"} {
+		if err := b.ForceTile("matmul", bad); err == nil {
+			t.Errorf("ForceTile(%q) accepted", bad)
+		}
+	}
+}
