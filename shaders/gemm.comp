@@ -111,6 +111,13 @@ void main() {
     uint abase = p.aoff;
     uint xbase = p.boff + z * p.C * p.H * p.W;
     const uint khw = KH * KW;
+    const bool PIXFIXED = NT % BN == 0u;
+    int piy0 = 0, pix0 = 0;
+    if (PIXFIXED) {
+        uint q = n0 + t % BN, oy = q / p.OW, ox = q - oy * p.OW;
+        piy0 = int(oy * p.sy) - int(p.py);
+        pix0 = int(ox * p.sx) - int(p.px);
+    }
 #else
     uint z2 = z % p.bdim[2], z1 = (z / p.bdim[2]) % p.bdim[1], z0 = z / (p.bdim[2] * p.bdim[1]);
     uint abase = p.aoff + z0 * p.abs_[0] + z1 * p.abs_[1] + z2 * p.abs_[2];
@@ -155,15 +162,21 @@ void main() {
             vec4 v = vec4(0.0);
             if (e < BK * BN / BV) {
 #ifdef CONV
-                // Consecutive invocations walk output pixels.
+                // Consecutive invocations walk output pixels; when NT is a
+                // multiple of BN each invocation keeps one pixel.
                 uint bk = e / BN, bn = e % BN;
                 uint gk = k0 + bk, gq = n0 + bn;
+                int iy0 = piy0, ix0 = pix0;
+                if (!PIXFIXED) {
+                    uint oy = gq / p.OW, ox = gq - oy * p.OW;
+                    iy0 = int(oy * p.sy) - int(p.py);
+                    ix0 = int(ox * p.sx) - int(p.px);
+                }
                 if (gq < p.N && gk < p.K) {
                     uint c = gk / khw, kk = gk - c * khw;
                     uint ky = kk / KW, kx = kk - ky * KW;
-                    uint oy = gq / p.OW, ox = gq - oy * p.OW;
-                    int iy = int(oy * p.sy + ky) - int(p.py), ix = int(ox * p.sx + kx) - int(p.px);
-                    if (iy >= 0 && iy < int(p.H) && ix >= 0 && ix < int(p.W)) {
+                    int iy = iy0 + int(ky), ix = ix0 + int(kx);
+                    if (uint(iy) < p.H && uint(ix) < p.W) {
                         v.x = ldb_1(xbase + (c * p.H + uint(iy)) * p.W + uint(ix));
                     }
                 }

@@ -85,6 +85,7 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 	kernels := fs.String("kernels", "", "CPU kernels: ref, auto or a variant ("+strings.Join(cpu.KernelVariants(), ", ")+")")
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
 	noPeak := fs.Bool("no-peak", false, "do not measure the FMA peak")
+	tile := fs.String("tile", "", "Vulkan: force the kernel tile of --op (matmul, conv2d: BMxBNxBKxTMxTN such as 128x128x16x8x8; attention: BQxBKV such as 64x32), for tuning sweeps")
 	fs.Usage = func() {
 		stderr := fs.Output()
 		fmt.Fprintln(stderr, "usage: unclip bench kernels [--op OP] [--shape S]... [--threads N] [--reps N] [--json]")
@@ -136,9 +137,21 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if *tile != "" && len(ops) != 1 {
+		return fmt.Errorf("--tile needs a single --op")
+	}
 	dev, err := openDevice(*device, *threads, stderr)
 	if err != nil {
 		return err
+	}
+	if *tile != "" {
+		tiler, ok := dev.(interface{ ForceTile(op, tile string) error })
+		if !ok {
+			return fmt.Errorf("--tile: %s has no kernel tiles (Vulkan devices do)", dev.Name())
+		}
+		if err := tiler.ForceTile(ops[0], *tile); err != nil {
+			return fmt.Errorf("--tile: %w", err)
+		}
 	}
 	isCPU := dev == tensor.CPU()
 	nthr := cpu.Threads()

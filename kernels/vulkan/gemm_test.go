@@ -108,3 +108,59 @@ func TestGEMMTiles(t *testing.T) {
 		}
 	}
 }
+
+// TestGEMMConvTiles runs gemmconv (the implicit-GEMM convolution) at the
+// test tiles: 3×3 with padding, stride 2, 1×1, channel counts with and
+// without vec4 weight loads, 16-bit, bias, activation and residual.
+func TestGEMMConvTiles(t *testing.T) {
+	b := openTest(t)
+	type convCase struct {
+		name                string
+		n, c, h, w, o, k, s int
+		dt                  tensor.DType
+		epi                 bool
+	}
+	cases := []convCase{
+		{"3x3", 2, 8, 9, 11, 12, 3, 1, tensor.F32, true},
+		{"3x3-odd-c", 1, 5, 7, 6, 9, 3, 1, tensor.F32, false},
+		{"3x3-stride2", 1, 4, 12, 9, 8, 3, 2, tensor.F32, true},
+		{"1x1", 2, 16, 6, 7, 20, 1, 1, tensor.F32, true},
+		{"3x3-f16", 1, 8, 10, 10, 16, 3, 1, tensor.F16, true},
+		{"3x3-bf16-odd", 1, 3, 5, 9, 7, 3, 1, tensor.BF16, false},
+	}
+	tiles, all := gemmTestTiles, os.Getenv("UNCLIP_TEST_TILES") == "all"
+	if all {
+		tiles = gemmTestTilesAll
+	}
+	defer b.ForceTile("conv2d", "")
+	for ti, tile := range tiles {
+		if err := b.ForceTile("conv2d", tile); err != nil {
+			t.Logf("tile %s: %v", tile, err)
+			continue
+		}
+		for ci, c := range cases {
+			if ti > 0 && !all && (ci+ti)%3 != 0 {
+				continue
+			}
+			t.Run(tile+"/"+c.name, func(t *testing.T) {
+				oh := (c.h+2*(c.k/2)-c.k)/c.s + 1
+				ow := (c.w+2*(c.k/2)-c.k)/c.s + 1
+				in := []*tensor.Tensor{tensortest.Rand(41, c.n, c.c, c.h, c.w), tensortest.Rand(42, c.o, c.c, c.k, c.k),
+					tensortest.Rand(43, c.o), tensortest.Rand(44, c.n, c.o, oh, ow)}
+				tol := 2e-5
+				if c.dt != tensor.F32 {
+					for i := range in {
+						in[i] = in[i].Cast(c.dt)
+					}
+					tol = 1e-2
+				}
+				compareOn(t, b, tol, in, func(x []*tensor.Tensor) *tensor.Tensor {
+					if !c.epi {
+						return tensor.Conv2d(x[0], x[1], nil, c.s, c.k/2)
+					}
+					return tensor.Add(tensor.SiLU(tensor.Conv2d(x[0], x[1], x[2], c.s, c.k/2)), x[3])
+				})
+			})
+		}
+	}
+}

@@ -237,6 +237,55 @@ func (b *Backend) conv2dOp(n *tensor.Node) error {
 	if bsz > int(b.maxGroup[2]) {
 		return fmt.Errorf("batch of %d images exceeds the device's %d workgroups in z", bsz, b.maxGroup[2])
 	}
+	if os.Getenv("UNCLIP_VK_GENERIC") == "1" {
+		return b.conv2dGeneric(n, x, w, bias, sdt, wdt, bdt, ddt)
+	}
+	// The specialised GEMM over the implicit im2col matrix: a = w (O×R),
+	// b = x̂ (R×OH·OW), bias per row.
+	srcs, flags, err := epilogue(n, []*tensor.Tensor{w, x}, bias)
+	if err != nil {
+		return err
+	}
+	if flags&epBias != 0 {
+		flags = flags&^epBias | epBiasRow
+	}
+	r := c * kh * kw
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ops, err := b.operands(n.Dst, srcs...)
+	if err != nil {
+		return err
+	}
+	t, err := b.gemmTileFor("conv2d", o, oh*ow, r, bsz, bsz, c, h, wd)
+	if err != nil {
+		return err
+	}
+	g := gemmOperands{akc: true, lda: r}
+	if r%4 == 0 && ops[1].off%4 == 0 {
+		g.vec = 1
+	}
+	var pc push
+	pc.i(o, oh*ow, r).u(flags, ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[4].off).i(r, c, h)
+	pc.i(wd, ow, n.Int[0], n.Int[1], n.Int[2], n.Int[3])
+	spec := g.spec(t, bdt, 0, ddt, wdt, sdt)
+	spec[14], spec[15] = uint32(kh), uint32(kw)
+	return b.dispatch(n, "gemmconv", ops, &pc, ceilDiv(oh*ow, t.BN), ceilDiv(o, t.BM), bsz, spec...)
+}
+
+// The shaders' epilogue flags (common.glsl, gemm.comp).
+const (
+	epBias    = 1 // bias per column
+	epBiasRow = 4 // bias per row (gemm.comp)
+)
+
+// conv2dGeneric records the convolution on conv2d.comp, the strided
+// shader gemm.comp replaced (UNCLIP_VK_GENERIC=1 selects it, for
+// comparisons).
+func (b *Backend) conv2dGeneric(n *tensor.Node, x, w, bias *tensor.Tensor, sdt, wdt, bdt, ddt uint32) error {
+	xs, ws, ds := x.Shape(), w.Shape(), n.Dst.Shape()
+	bsz, c, h, wd := xs[0], xs[1], xs[2], xs[3]
+	o, kh, kw := ws[0], ws[2], ws[3]
+	oh, ow := ds[2], ds[3]
 	srcs, flags, err := epilogue(n, []*tensor.Tensor{x, w}, bias)
 	if err != nil {
 		return err

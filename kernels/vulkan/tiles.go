@@ -163,14 +163,16 @@ func (t *tuneTable) lookup(op string, dims ...int) string {
 // CLIP's 77 tokens) so that more workgroups run.
 func defaultGEMMTile(m, n, k, batch int) gemmTile {
 	switch work := m * n * batch; {
-	case m >= 128 && n >= 128 && work >= 1<<20:
+	case m >= 128 && n >= 128 && work >= 1<<19:
 		return gemmTile{128, 128, 16, 8, 8}
-	case m <= 32:
+	case m >= 64 && n >= 64:
+		return gemmTile{64, 64, 16, 8, 8}
+	case m < 64 && n >= 64:
 		return gemmTile{32, 64, 16, 4, 4}
-	case n <= 32:
+	case n < 64 && m >= 64:
 		return gemmTile{64, 32, 16, 4, 4}
 	default:
-		return gemmTile{64, 64, 16, 4, 4}
+		return gemmTile{32, 32, 8, 4, 4}
 	}
 }
 
