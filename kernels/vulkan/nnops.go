@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"unsafe"
 
 	"github.com/unclip-go/unclip/tensor"
@@ -144,48 +145,208 @@ func (b *Backend) attentionOp(n *tensor.Node) error {
 	if err != nil {
 		return err
 	}
-	qkv, sdt, err := sameFloat(true, n.Src[0], n.Src[1], n.Src[2])
+	srcs := []*tensor.Tensor{n.Src[0], n.Src[1], n.Src[2]}
+	prefix := len(n.Src) > 5 && n.Src[4] != nil
+	if prefix {
+		srcs = append(srcs, n.Src[4], n.Src[5])
+	}
+	// Views stay views: only a dtype mix or a non-unit stride along d
+	// makes a copy.
+	qkv, sdt, err := sameFloat(false, srcs...)
 	if err != nil {
 		return err
+	}
+	for i, t := range qkv {
+		if t.Strides()[3] != 1 && t.Dim(3) > 1 {
+			if qkv[i] = t.Contiguous(); qkv[i].Err() != nil {
+				return qkv[i].Err()
+			}
+		}
+	}
+	if os.Getenv("UNCLIP_VK_GENERIC") != "1" {
+		if ok, err := b.flashAttention(n, qkv, sdt, ddt); ok || err != nil {
+			return err
+		}
+	}
+	return b.attentionFallback(n, qkv, sdt, ddt)
+}
+
+// flashAttention records flash.comp (see there) when the head size, the
+// tile and the operands' strides allow; ok is false when they do not.
+func (b *Backend) flashAttention(n *tensor.Node, qkv []*tensor.Tensor, sdt, ddt uint32) (ok bool, err error) {
+	q, k, v := qkv[0], qkv[1], qkv[2]
+	bsz, h, lq, d := q.Dim(0), q.Dim(1), q.Dim(2), q.Dim(3)
+	lk, dv := k.Dim(2), v.Dim(3)
+	var kp, vp *tensor.Tensor
+	lp := 0
+	if len(qkv) > 3 {
+		kp, vp = qkv[3], qkv[4]
+		lp = kp.Dim(2)
+	}
+	causal := n.Int[0] == 1
+	if causal && lp > 0 {
+		return false, errors.New("causal attention with prefix keys")
+	}
+	// k and v share strides (as kp and vp do): one set of push constants.
+	kvs := [3]int{k.Strides()[0], k.Strides()[1], k.Strides()[2]}
+	if kvs != [3]int{v.Strides()[0], v.Strides()[1], v.Strides()[2]} {
+		return false, nil
+	}
+	var kvps [3]int
+	if kp != nil {
+		kvps = [3]int{kp.Strides()[0], kp.Strides()[1], kp.Strides()[2]}
+		if kvps != [3]int{vp.Strides()[0], vp.Strides()[1], vp.Strides()[2]} {
+			return false, nil
+		}
+	}
+	t, md, ok := b.flashTile(max(d, dv))
+	if !ok || bsz*h > int(b.maxGroup[1]) {
+		return false, nil
+	}
+	var flags uint32
+	if causal {
+		flags |= 1
+	}
+	bias := q
+	var bst [4]int
+	if n.Src[3] != nil {
+		if bias, err = view32(n.Src[3]); err != nil {
+			return false, err
+		}
+		copy(bst[:], bias.Strides())
+		flags |= 2
+		if lp > 0 && bias.Dim(3) == lp && lp != lp+lk {
+			flags |= 4 // a bias over the prefix keys alone
+		}
+	}
+	// The result: (B, H, Lq, Dv), or (B, Lq, H·Dv) with the heads merged.
+	os := [3]int{h * lq * dv, lq * dv, dv}
+	if n.Int[1] == 1 {
+		os = [3]int{lq * h * dv, dv, h * dv}
+	}
+	if kp == nil {
+		kp, vp = k, v
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ops, err := b.operands(n.Dst, q, k, v, bias, kp, vp)
+	if err != nil {
+		return false, err
+	}
+	var pc push
+	pc.i(h, lq, lk, lp, d, dv).u(flags).f(n.Float[0])
+	pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[5].off, ops[6].off, ops[4].off, 0)
+	pc.i(q.Strides()[0], q.Strides()[1], q.Strides()[2]).i(kvs[:]...).i(kvps[:]...).i(os[:]...).i(bst[:]...)
+	spec := dtSpec(0, sdt, ddt, uint32(t.BQ), uint32(t.BKV), uint32(md), uint32(t.threads()))
+	return true, b.dispatch(n, "flash", ops, &pc, ceilDiv(lq, t.BQ), bsz*h, 1, spec...)
+}
+
+// flashTile picks flash.comp's tile and head-size bound for heads of up
+// to hd values: a forced or tuned tile, else 32×32; ok is false when no
+// tile fits the device (its shared memory) or hd exceeds 128.
+func (b *Backend) flashTile(hd int) (attnTile, int, bool) {
+	md := 16
+	for md < hd {
+		md *= 2
+	}
+	if md > 128 {
+		return attnTile{}, 0, false
+	}
+	cands := []attnTile{{32, 32}}
+	s := b.tiles.forced["attention"]
+	if s == "" {
+		if table, err := b.tuned(); err == nil {
+			s = table.lookup("attention", hd)
+		}
+	}
+	if s != "" {
+		if t, err := parseAttnTile(s); err == nil {
+			cands = append([]attnTile{t}, cands...)
+		}
+	}
+	for _, t := range cands {
+		m := max(md, t.BKV)
+		if b.fits(t.threads(), t.sharedBytes(m)) {
+			return t, m, true
+		}
+	}
+	return attnTile{}, 0, false
+}
+
+// attentionFallback runs the attention on attention_tile.comp or
+// attention.comp, which read dense (B·H, L, D) operands and write dense
+// (B, H, Lq, Dv): prefix keys are concatenated and merged heads copied
+// into place.
+func (b *Backend) attentionFallback(n *tensor.Node, qkv []*tensor.Tensor, sdt, ddt uint32) error {
+	for i := range qkv {
+		qkv[i] = qkv[i].Contiguous()
 	}
 	q, k, v := qkv[0], qkv[1], qkv[2]
 	bsz, h, lq, d := q.Dim(0), q.Dim(1), q.Dim(2), q.Dim(3)
 	lk, dv := k.Dim(2), v.Dim(3)
+	var bias *tensor.Tensor
+	if n.Src[3] != nil {
+		var err error
+		if bias, err = view32(n.Src[3]); err != nil {
+			return err
+		}
+	}
+	if len(qkv) > 3 {
+		lp := qkv[3].Dim(2)
+		k = tensor.Concat(2, qkv[3], k)
+		v = tensor.Concat(2, qkv[4], v)
+		if bias != nil && bias.Dim(3) == lp {
+			bias = tensor.Concat(3, bias.Contiguous(), tensor.ZerosOn(b, tensor.F32, bias.Dim(0), bias.Dim(1), bias.Dim(2), lk))
+		}
+		lk += lp
+	}
+	dst := n.Dst
+	if n.Int[1] == 1 {
+		dst = tensor.New(b, n.Dst.DType(), bsz, h, lq, dv)
+	}
+	for _, t := range []*tensor.Tensor{k, v, bias, dst} {
+		if t != nil && t.Err() != nil {
+			return t.Err()
+		}
+	}
 	if d > maxHeadDim || dv > maxHeadDim {
 		return fmt.Errorf("attention head size %d/%d exceeds %d", d, dv, maxHeadDim)
 	}
-	bias, hasBias := q, 0
+	biasT, hasBias := q, 0
 	var bst [4]int
-	if n.Src[3] != nil {
-		t, err := view32(n.Src[3])
+	if bias != nil {
+		biasT, hasBias = bias, 1
+		copy(bst[:], bias.Strides())
+	}
+	err := func() error {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		ops, err := b.operands(dst, q, k, v, biasT)
 		if err != nil {
 			return err
 		}
-		bias, hasBias = t, 1
-		copy(bst[:], t.Strides())
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ops, err := b.operands(n.Dst, q, k, v, bias)
-	if err != nil {
+		var pc push
+		if md := max(d, dv); md <= 64 && bsz*h <= int(b.maxGroup[1]) && b.phys.info.MaxSharedMem >= tileAttentionShared {
+			// Small heads: one invocation per query, key tiles shared by 64
+			// queries.
+			spec := uint32(16)
+			for int(spec) < md {
+				spec *= 2
+			}
+			pc.i(h, lq, lk, d, dv).f(n.Float[0]).i(n.Int[0], hasBias)
+			pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[4].off).i(bst[:]...)
+			return b.dispatch(n, "attention_tile", ops, &pc, (lq+63)/64, bsz*h, 1, dtSpec(0, sdt, ddt, spec)...)
+		}
+		pc.i(bsz*h*lq, h, lq, lk, d, dv).f(n.Float[0]).i(n.Int[0], hasBias)
+		pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[4].off).i(bst[:]...)
+		gx, gy := b.groups(bsz*h*lq, 1)
+		return b.dispatch(n, "attention", ops, &pc, gx, gy, 1, dtSpec(0, sdt, ddt)...)
+	}()
+	if err != nil || dst == n.Dst {
 		return err
 	}
-	var pc push
-	if md := max(d, dv); md <= 64 && bsz*h <= int(b.maxGroup[1]) && b.phys.info.MaxSharedMem >= tileAttentionShared {
-		// Small heads: one invocation per query, key tiles shared by 64
-		// queries.
-		spec := uint32(16)
-		for int(spec) < md {
-			spec *= 2
-		}
-		pc.i(h, lq, lk, d, dv).f(n.Float[0]).i(n.Int[0], hasBias)
-		pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[4].off).i(bst[:]...)
-		return b.dispatch(n, "attention_tile", ops, &pc, (lq+63)/64, bsz*h, 1, dtSpec(0, sdt, ddt, spec)...)
-	}
-	pc.i(bsz*h*lq, h, lq, lk, d, dv).f(n.Float[0]).i(n.Int[0], hasBias)
-	pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[4].off).i(bst[:]...)
-	gx, gy := b.groups(bsz*h*lq, 1)
-	return b.dispatch(n, "attention", ops, &pc, gx, gy, 1, dtSpec(0, sdt, ddt)...)
+	// Merge the heads: (B, H, Lq, Dv) → (B, Lq, H, Dv).
+	return b.copyOp(n, n.Dst.Reshape(bsz, lq, h, dv), dst.Permute(0, 2, 1, 3))
 }
 
 // errBadID is reported when an embedding id was out of range.

@@ -70,6 +70,16 @@ type attnTile struct{ BQ, BKV int }
 
 func (t attnTile) String() string { return fmt.Sprintf("%dx%d", t.BQ, t.BKV) }
 
+// threads is flash.comp's workgroup size: 4×4 scores per invocation.
+func (t attnTile) threads() int { return (t.BQ / 4) * (t.BKV / 4) }
+
+// sharedBytes is flash.comp's shared memory with head-size bound md: the
+// query block, the key and value blocks, the scores and three per-row
+// values.
+func (t attnTile) sharedBytes(md int) int {
+	return 4 * (t.BQ*md + 2*t.BKV*md + t.BQ*t.BKV + 3*t.BQ)
+}
+
 func parseAttnTile(s string) (attnTile, error) {
 	f := strings.Split(s, "x")
 	if len(f) != 2 {
