@@ -47,22 +47,19 @@ uint f32ToF16(float f) {
     return sign | r;
 }
 
+// f16ToF32 widens with integer operations and one exact multiply, no
+// branches or loops (lavapipe's unpackHalf2x16 is several times slower than
+// a float32 load): normal values rebias the exponent, subnormal ones are
+// m·2⁻²⁴ (a normal float32, so no denormal arithmetic is involved), and
+// ±Inf and NaN keep their payload.
 float f16ToF32(uint h) {
-    uint sign = (h & 0x8000u) << 16;
-    uint e = (h >> 10) & 0x1fu;
-    uint mant = h & 0x3ffu;
-    if (e == 0x1fu) return uintBitsToFloat(sign | 0x7f800000u | (mant << 13));
-    if (e == 0u) {
-        if (mant == 0u) return uintBitsToFloat(sign);
-        uint ee = 127u - 15u + 1u;
-        while ((mant & 0x400u) == 0u) {
-            mant <<= 1;
-            ee--;
-        }
-        mant &= 0x3ffu;
-        return uintBitsToFloat(sign | (ee << 23) | (mant << 13));
-    }
-    return uintBitsToFloat(sign | ((e + 127u - 15u) << 23) | (mant << 13));
+    uint e = h & 0x7c00u;
+    uint bits = ((h & 0x8000u) << 16) | ((h & 0x7fffu) << 13);
+    float normal = uintBitsToFloat(bits + 0x38000000u);
+    float sub = float(h & 0x3ffu) * 5.9604644775390625e-8;
+    sub = (h & 0x8000u) != 0u ? -sub : sub;
+    float special = uintBitsToFloat(bits | 0x7f800000u);
+    return e == 0u ? sub : (e == 0x7c00u ? special : normal);
 }
 
 uint f32ToBF16(float f) {

@@ -51,7 +51,7 @@ layout(push_constant) uniform P {
     float NAME(uint i) {                                                      \
         if (SDT == DT_F32) return uintBitsToFloat(S[i]);                      \
         uint h = (S[i >> 1] >> ((i & 1u) * 16u)) & 0xffffu;                   \
-        return SDT == DT_F16 ? unpackHalf2x16(h).x : uintBitsToFloat(h << 16); \
+        return SDT == DT_F16 ? f16ToF32(h) : uintBitsToFloat(h << 16); \
     }
 LOADER(ldQ, SQ)
 LOADER(ldK, SK)

@@ -17,7 +17,7 @@
 // Global loads are vec4s (VEC = 1: 4 elements of the unit-stride dimension,
 // the host checks that sizes, strides and offsets allow it) or scalars with
 // bounds checks (VEC = 0). 16-bit operands are widened as they are loaded
-// (unpackHalf2x16, or a shift for bf16); accumulation is float32 fma.
+// (integer operations, or a shift for bf16); accumulation is float32 fma.
 // The result is stored as DDT, 16-bit pairs packed into one 32-bit store.
 #include "common.glsl"
 //!variant gemm16 STORAGE16
@@ -81,12 +81,12 @@ shared vec4 Bs[BK][BN / 4u];
     float X##1(uint i) {                                                             \
         if (DT == DT_F32) return uintBitsToFloat(S1[i]);                             \
         uint h = (S1[i >> 1] >> ((i & 1u) * 16u)) & 0xffffu;                         \
-        return DT == DT_F16 ? unpackHalf2x16(h).x : uintBitsToFloat(h << 16);        \
+        return DT == DT_F16 ? f16ToF32(h) : uintBitsToFloat(h << 16);        \
     }                                                                                \
     vec4 X##4(uint i) { /* i is a multiple of 4 */                                   \
         if (DT == DT_F32) return uintBitsToFloat(S4[i >> 2]);                        \
         uvec2 w = S2[i >> 2];                                                        \
-        if (DT == DT_F16) return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y));     \
+        if (DT == DT_F16) return vec4(f16ToF32(w.x & 0xffffu), f16ToF32(w.x >> 16), f16ToF32(w.y & 0xffffu), f16ToF32(w.y >> 16));     \
         return uintBitsToFloat(uvec4(w.x << 16, w.x & 0xffff0000u, w.y << 16, w.y & 0xffff0000u)); \
     }
 LOADERS(lda_, SA, SA2, SA4, ADT)

@@ -57,3 +57,16 @@ func BenchmarkAttention(b *testing.B) {
 	k := tensortest.Rand(2, 1, 2, 1024, 64).To(dev)
 	benchOp(b, 2*2*1024*1024*(64+64), func() *tensor.Tensor { return tensor.Attention(q, k, k, nil, 0.125, false) })
 }
+
+// BenchmarkConv3x3Dtype compares the convolution's storage types on the
+// same shape (fp32 accumulation throughout).
+func BenchmarkConv3x3Dtype(b *testing.B) {
+	dev := benchDevice(b)
+	for _, dt := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16} {
+		b.Run(dt.String(), func(b *testing.B) {
+			x := tensortest.Rand(1, 1, 64, 32, 32).Cast(dt).To(dev)
+			w := tensortest.Rand(2, 64, 64, 3, 3).Cast(dt).To(dev)
+			benchOp(b, 2*64*64*9*32*32, func() *tensor.Tensor { return tensor.Conv2d(x, w, nil, 1, 1) })
+		})
+	}
+}

@@ -3,6 +3,8 @@
 package vulkan
 
 import (
+	"encoding/binary"
+	"math"
 	"testing"
 
 	"github.com/unclip-go/unclip/tensor"
@@ -91,5 +93,57 @@ func TestF16NoConversions(t *testing.T) {
 	}
 	if err := a.Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestF16AllValues widens every binary16 bit pattern on the device (the
+// shaders' f16ToF32, used by every 16-bit load) and compares the float32
+// bits with the CPU's tensor.F16ToF32: subnormals, ±0, ±Inf and NaN
+// payloads included; then through the GEMM's vec4 and scalar loads.
+func TestF16AllValues(t *testing.T) {
+	b := openTest(t)
+	raw := make([]byte, 2*65536)
+	for i := 0; i < 65536; i++ {
+		binary.LittleEndian.PutUint16(raw[2*i:], uint16(i))
+	}
+	x := tensor.FromBytes(tensor.F16, raw, 65536)
+	got, err := x.To(b).Cast(tensor.F32).Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := 0
+	for i, g := range got {
+		want := tensor.F16ToF32(uint16(i))
+		if math.Float32bits(g) != math.Float32bits(want) {
+			if bad++; bad <= 5 {
+				t.Errorf("%#04x: got %#08x, want %#08x", i, math.Float32bits(g), math.Float32bits(want))
+			}
+		}
+	}
+	// The GEMM widens its operands itself: finite values times 1 (vec4
+	// loads: K = 4; scalar loads: K = 1).
+	var fin []byte
+	for i := 0; i < 65536; i++ {
+		if uint16(i)&0x7c00 != 0x7c00 {
+			fin = binary.LittleEndian.AppendUint16(fin, uint16(i))
+		}
+	}
+	n := len(fin) / 2 / 4 * 4
+	a := tensor.FromBytes(tensor.F16, fin[:2*n], n/4, 4)
+	one := tensor.FromFloat32([]float32{1, 0, 0, 0}, 4, 1)
+	y, err := tensor.MatMul(a.To(b), one.To(b)).Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r, g := range y {
+		want := tensor.F16ToF32(binary.LittleEndian.Uint16(fin[8*r:]))
+		if math.Float32bits(g) != math.Float32bits(want) && !(g == 0 && want == 0) {
+			if bad++; bad <= 5 {
+				t.Errorf("gemm row %d: got %v, want %v", r, g, want)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d values differ", bad)
 	}
 }
