@@ -20,31 +20,24 @@ uint groupIndex() { return gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupI
 // tensor.F32ToF16 / F16ToF32 / F32ToBF16 bit for bit.
 
 uint f32ToF16(float f) {
-    uint b = floatBitsToUint(f);
-    uint sign = (b >> 16) & 0x8000u;
-    int e8 = int((b >> 23) & 0xffu);
-    uint mant = b & 0x7fffffu;
-    if (e8 == 0xff) {
-        if (mant != 0u) return sign | 0x7e00u | (mant >> 13);
-        return sign | 0x7c00u;
+    // Three cases, each a few integer operations (F. Giesen's
+    // float_to_half_fast3_rtne): overflow, Inf and NaN; results that are
+    // subnormal in binary16, rounded by one float32 addition (round to
+    // nearest even, exact whether or not the device flushes float32
+    // denormals, which all round to ±0 anyway); and normal results, rounded
+    // with integer arithmetic.
+    uint x = floatBitsToUint(f);
+    uint sign = (x >> 16) & 0x8000u;
+    x &= 0x7fffffffu;
+    uint o;
+    if (x >= 0x47800000u) {
+        o = x > 0x7f800000u ? (0x7e00u | ((x & 0x7fffffu) >> 13)) : 0x7c00u;
+    } else if (x < 0x38800000u) {
+        o = floatBitsToUint(uintBitsToFloat(x) + 0.5) - 0x3f000000u;
+    } else {
+        o = (x + 0xc8000fffu + ((x >> 13) & 1u)) >> 13;
     }
-    if (e8 == 0 && mant == 0u) return sign;
-    int e = e8 - 127 + 15;
-    if (e >= 0x1f) return sign | 0x7c00u;
-    if (e <= 0) {
-        if (e < -10) return sign;
-        uint m = mant | 0x800000u;
-        uint shift = uint(14 - e);
-        uint half_ = 1u << (shift - 1u);
-        uint r = m >> shift;
-        uint rem = m & ((1u << shift) - 1u);
-        if (rem > half_ || (rem == half_ && (r & 1u) == 1u)) r++;
-        return sign | r;
-    }
-    uint r = (uint(e) << 10) | (mant >> 13);
-    uint rem = mant & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (r & 1u) == 1u)) r++;
-    return sign | r;
+    return sign | o;
 }
 
 // f16ToF32 widens with integer operations and one exact multiply, no

@@ -147,3 +147,41 @@ func TestF16AllValues(t *testing.T) {
 		t.Errorf("%d values differ", bad)
 	}
 }
+
+// TestF16Rounding narrows float32 values on the device (every op's 16-bit
+// store goes through the shaders' f32ToF16) and compares the bits with the
+// CPU's tensor.F32ToF16: ties, the subnormal range, overflow, ±Inf, NaN
+// payloads and a sweep of exponents.
+func TestF16Rounding(t *testing.T) {
+	b := openTest(t)
+	var vals []float32
+	for e := -30; e <= 17; e++ {
+		base := math.Ldexp(1, e)
+		for _, m := range []float64{1, 1.0009765625, 1.00048828125, 1.00146484375, 1.5, 1.99951171875, 1.999755859375, 1.9998779296875} {
+			vals = append(vals, float32(base*m), -float32(base*m))
+		}
+	}
+	for i := uint32(0); i < 1<<16; i++ {
+		// Every mantissa pattern of the low bits around one binade and the
+		// subnormal binades.
+		vals = append(vals, math.Float32frombits(0x3f800000|i<<7), math.Float32frombits(0x33000000+i*97), math.Float32frombits(0x38000000+i*13))
+	}
+	vals = append(vals, 0, float32(math.Copysign(0, -1)), 65504, 65519.99, 65520, 1e10, float32(math.Inf(1)), float32(math.Inf(-1)),
+		math.Float32frombits(0x7fc00001), math.Float32frombits(0xffa12345), math.Float32frombits(1), math.Float32frombits(0x80000001))
+	got, err := tensor.FromFloat32(vals, len(vals)).To(b).Cast(tensor.F16).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := 0
+	for i, v := range vals {
+		g, w := binary.LittleEndian.Uint16(got[2*i:]), tensor.F32ToF16(v)
+		if g != w {
+			if bad++; bad <= 5 {
+				t.Errorf("%v (%#08x): got %#04x, want %#04x", v, math.Float32bits(v), g, w)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d values differ", bad, len(vals))
+	}
+}
