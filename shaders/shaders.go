@@ -7,8 +7,26 @@
 //	go generate ./shaders
 //
 // (Debian package glslc). A test fails when a committed .spv differs from
-// what glslc makes of its source. This package must not import any other
-// package of the module.
+// what glslc makes of its source, and another runs spirv-val (Debian
+// package spirv-tools) on every .spv. This package must not import any
+// other package of the module.
+//
+// The VK_KHR_cooperative_matrix build of the cooperative-matrix GEMM
+// (gemm_coopmat_khr, a variant line ending in "@glslang") needs glslang 13
+// or newer, which Debian 12 does not ship (its glslc compiles only the
+// VK_NV_cooperative_matrix build, gemm_coopmat). To regenerate it, build
+// glslangValidator from https://github.com/KhronosGroup/glslang (cmake
+// with -DENABLE_OPT=OFF -DENABLE_HLSL=OFF -DBUILD_EXTERNAL=OFF, then
+// "make glslang-standalone"; the committed file was made by glslang
+// 16.5.0) and run
+//
+//	UNCLIP_GLSLANG=/path/to/glslang go generate ./shaders
+//
+// Without UNCLIP_GLSLANG, go generate keeps the committed file and the
+// staleness test checks only that it exists. Debian 12's spirv-val
+// (SPIRV-Tools 2022.4) predates the KHR opcodes; a spirv-val built from
+// https://github.com/KhronosGroup/SPIRV-Tools ("make spirv-val") validates
+// it: put it first in PATH when running go test ./shaders.
 package shaders
 
 //go:generate go run ./gen

@@ -23,7 +23,19 @@ func main() {
 		os.Exit(1)
 	}
 	failed := false
+	glslang := os.Getenv(glslc.GlslangEnv)
 	for _, t := range targets {
+		if t.Glslang {
+			if glslang == "" {
+				fmt.Fprintf(os.Stderr, "gen: %s.spv kept: it needs glslangValidator 13+ (set %s)\n", t.Name, glslc.GlslangEnv)
+				continue
+			}
+			if err := glslc.CompileGlslang(glslang, t.Src, t.Name+".spv", t.Defines...); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				failed = true
+			}
+			continue
+		}
 		if err := glslc.Compile(path, t.Src, t.Name+".spv", t.Defines...); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			failed = true

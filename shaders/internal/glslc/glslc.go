@@ -36,10 +36,38 @@ func Sources(dir string) ([]string, error) {
 }
 
 // Target is one SPIR-V file: Name.spv, compiled from Src with Defines.
+// Glslang marks a variant that Debian's glslc cannot compile (a variant
+// line ending in "@glslang", such as the VK_KHR_cooperative_matrix build):
+// it is compiled by a newer glslangValidator, named by the environment
+// variable UNCLIP_GLSLANG (see CompileGlslang).
 type Target struct {
 	Src     string
 	Name    string
 	Defines []string
+	Glslang bool
+}
+
+// GlslangEnv names the glslangValidator (version 13 or newer, built from
+// https://github.com/KhronosGroup/glslang) that compiles @glslang variants.
+const GlslangEnv = "UNCLIP_GLSLANG"
+
+// GlslangTargetEnv is the Vulkan version @glslang variants are compiled
+// for (cooperative matrices need SPIR-V 1.6 types).
+const GlslangTargetEnv = "vulkan1.3"
+
+// CompileGlslang compiles an @glslang variant with glslangValidator (the
+// executable's path); it is not optimised (glslang alone has no optimiser).
+func CompileGlslang(glslang, src, out string, defines ...string) error {
+	args := []string{"-V", "--target-env", GlslangTargetEnv, "-I" + filepath.Dir(src)}
+	for _, d := range defines {
+		args = append(args, "-D"+d)
+	}
+	args = append(args, "-o", out, src)
+	cmd := exec.Command(glslang, args...)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("glslangValidator %s %v: %v\n%s", filepath.Base(src), defines, err, strings.TrimSpace(string(msg)))
+	}
+	return nil
 }
 
 // VariantPrefix starts a line of a .comp that declares another SPIR-V
@@ -72,7 +100,11 @@ func Targets(dir string) ([]Target, error) {
 				f.Close()
 				return nil, fmt.Errorf("%s: empty variant line", src)
 			}
-			ts = append(ts, Target{Src: src, Name: fs[0], Defines: fs[1:]})
+			t := Target{Src: src, Name: fs[0], Defines: fs[1:]}
+			if n := len(t.Defines); n > 0 && t.Defines[n-1] == "@glslang" {
+				t.Defines, t.Glslang = t.Defines[:n-1], true
+			}
+			ts = append(ts, t)
 		}
 		err = sc.Err()
 		f.Close()
