@@ -98,7 +98,7 @@ const (
 	OpLayerNorm                     // over the last dim; Src[1] weight, Src[2] bias (optional); Float[0] eps
 	OpGroupNorm                     // Src[0] (N,C,*): Int[0] groups, Int[1] 1 = apply SiLU after; Float[0] eps
 	OpSoftmax                       // over the last dim
-	OpAttention                     // Dst(B,H,Lq,Dv) = softmax(Q·Kᵀ·Float[0] + Src[3]) · V; Int[0] 1 = causal
+	OpAttention                     // Dst(B,H,Lq,Dv) = softmax(Q·Kᵀ·Float[0] + Src[3]) · V; Int[0] 1 = causal; Src[4], Src[5] prefix K, V; Int[1] 1 = Dst (B,Lq,H·Dv) (MultiHeadAttention)
 	OpEmbedding                     // Dst[..., D] = Src[0][Src[1][...], :]
 	OpConv2d                        // Src[0] (N,C,H,W), Src[1] (O,C,KH,KW), Src[2] bias; Int[0..1] stride, Int[2..3] padding; then the epilogue
 	OpAvgPool2d                     // Int[0] kernel = stride

@@ -14,10 +14,13 @@ func (n *Node) FLOPs() int64 {
 		w := n.Src[1].shape // (O, C/groups, KH, KW)
 		return 2 * out * int64(w[1]) * int64(w[2]) * int64(w[3])
 	case OpAttention:
-		q, k := n.Src[0].shape, n.Src[1].shape // (B, H, Lq, D), (B, H, Lk, D)
+		q, k, v := n.Src[0].shape, n.Src[1].shape, n.Src[2].shape // (B, H, Lq, D), (B, H, Lk, D), (B, H, Lk, Dv)
 		lk, dk := int64(k[len(k)-2]), int64(q[len(q)-1])
+		if len(n.Src) > 4 && n.Src[4] != nil {
+			lk += int64(n.Src[4].shape[2]) // prefix keys
+		}
 		rows := int64(numel(q[:len(q)-1]))
-		dv := int64(n.Dst.shape[len(n.Dst.shape)-1])
+		dv := int64(v[len(v)-1])
 		return 2 * rows * lk * (dk + dv)
 	}
 	return out

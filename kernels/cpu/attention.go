@@ -8,7 +8,9 @@ import (
 )
 
 // attentionOp computes softmax(q·kᵀ·scale + bias)·v one query row at a time,
-// materialising one row of Lk scores.
+// materialising one row of scores: the reference for OpAttention, prefix
+// keys and values (Src[4], Src[5], attended before k and v), a bias over
+// the prefix keys alone and merged heads (Int[1]) included.
 func attentionOp(n *tensor.Node) error {
 	if n.Dst.DType() != tensor.F32 {
 		return fmt.Errorf("cpu: attention into %v", n.Dst.DType())
@@ -22,36 +24,58 @@ func attentionOp(n *tensor.Node) error {
 	y := out(n.Dst)
 	bsz, h, lq, d := q.shape[0], q.shape[1], q.shape[2], q.shape[3]
 	lk, dv := k.shape[2], v.shape[3]
+	var kpd, vpd []float32
+	lp := 0
+	if len(n.Src) > 5 && n.Src[4] != nil {
+		kp, vp := f32(n.Src[4]), f32(n.Src[5])
+		lp = kp.shape[2]
+		kpd, vpd = kp.dense(), vp.dense()
+	}
+	prefixBias := hasBias && lp > 0 && bias.shape[3] == lp && lp != lp+lk
+	merged := n.Int[1] == 1
 	scale := n.Float[0]
 	causal := n.Int[0] == 1
 	qd, kd, vd := q.dense(), k.dense(), v.dense()
-	parallelFor(bsz*h*lq, bsz*h*lq*lk*(d+dv), func(lo, hi int) {
-		s := make([]float32, lk)
-		p := make([]float32, lk)
+	// key returns the key and value rows of key j (prefix keys first).
+	key := func(bh, j int) (kr, vr []float32) {
+		if j < lp {
+			return kpd[(bh*lp+j)*d : (bh*lp+j+1)*d], vpd[(bh*lp+j)*dv : (bh*lp+j+1)*dv]
+		}
+		j -= lp
+		return kd[(bh*lk+j)*d : (bh*lk+j+1)*d], vd[(bh*lk+j)*dv : (bh*lk+j+1)*dv]
+	}
+	nk := lp + lk
+	parallelFor(bsz*h*lq, bsz*h*lq*nk*(d+dv), func(lo, hi int) {
+		s := make([]float32, nk)
+		p := make([]float32, nk)
 		for r := lo; r < hi; r++ {
 			bh, i := r/lq, r%lq
 			b, hh := bh/h, bh%h
 			qr := qd[r*d : r*d+d]
-			for j := 0; j < lk; j++ {
+			for j := 0; j < nk; j++ {
 				if causal && j > i {
 					s[j] = float32(math.Inf(-1))
 					continue
 				}
-				kr := kd[(bh*lk+j)*d : (bh*lk+j)*d+d]
+				kr, _ := key(bh, j)
 				s[j] = dot(qr, kr) * scale
-				if hasBias {
+				if hasBias && (!prefixBias || j < lp) {
 					s[j] += bias.d[bias.off+b*bias.strides[0]+hh*bias.strides[1]+i*bias.strides[2]+j*bias.strides[3]]
 				}
 			}
 			softmaxRow(p, s)
-			yr := y[r*dv : r*dv+dv]
+			o := r * dv
+			if merged {
+				o = ((b*lq+i)*h + hh) * dv
+			}
+			yr := y[o : o+dv]
 			clear(yr)
-			for j := 0; j < lk; j++ {
+			for j := 0; j < nk; j++ {
 				pj := p[j]
 				if pj == 0 {
 					continue
 				}
-				vr := vd[(bh*lk+j)*dv : (bh*lk+j)*dv+dv]
+				_, vr := key(bh, j)
 				for c, x := range vr {
 					yr[c] += pj * x
 				}

@@ -22,17 +22,26 @@ import (
 // KB×W score block per goroutine exists, whatever the sequence lengths.
 //
 // Shapes: q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv), bias
-// broadcast to (B, H, Lq, Lk) or absent; Dst (B, H, Lq, Dv). Any strides.
+// broadcast to (B, H, Lq, Lp+Lk), or to (B, H, Lq, Lp) over the prefix keys
+// alone, or absent; prefix keys and values kp (B, H, Lp, D), vp (B, H, Lp,
+// Dv) attended before k and v (their own key blocks, packed like k's);
+// Dst (B, H, Lq, Dv), or (B, Lq, H·Dv) with Int[1] set. Any strides.
 func attentionFast(n *tensor.Node, mk *microKernel) error {
 	q, k, v := n.Src[0], n.Src[1], n.Src[2]
 	y := out(n.Dst)
 	qsh := q.Shape()
 	bsz, h, lq, d := qsh[0], qsh[1], qsh[2], qsh[3]
 	lk, dv := k.Dim(2), v.Dim(3)
+	var kp, vp *tensor.Tensor
+	lp := 0
+	if len(n.Src) > 5 && n.Src[4] != nil {
+		kp, vp = n.Src[4], n.Src[5]
+		lp = kp.Dim(2)
+	}
 	if len(y) == 0 {
 		return nil
 	}
-	if lk == 0 {
+	if lk+lp == 0 {
 		clear(y)
 		return nil
 	}
@@ -41,6 +50,8 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 	if hasBias {
 		bias = f32(n.Src[3])
 	}
+	prefixBias := hasBias && lp > 0 && bias.shape[3] == lp && lp != lp+lk
+	merged := n.Int[1] == 1
 	scale := n.Float[0]
 	causal := n.Int[0] == 1
 	qst, kst, vst := q.Strides(), k.Strides(), v.Strides()
@@ -48,6 +59,13 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 	ko, vo, qo := matOperand(k), matOperand(v), matOperand(q)
 	vo.rs, vo.cs = vst[3], vst[2]
 	qo.rs, qo.cs = qst[3], qst[2]
+	var kpo, vpo operand
+	var kpst, vpst []int
+	if kp != nil {
+		kpst, vpst = kp.Strides(), vp.Strides()
+		kpo, vpo = matOperand(kp), matOperand(vp)
+		vpo.rs, vpo.cs = vpst[3], vpst[2]
+	}
 
 	mr, w := mk.mr, mk.nr
 	pv := mk // the kernel of Oᵀ += Vᵀ·Pᵀ (Dv rows)
@@ -55,13 +73,25 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 		pv = a
 	}
 	kbMax := ceilDiv(256, mr) * mr
-	nKB := ceilDiv(lk, kbMax)
+	// Key blocks: the prefix keys' first, then k's; none straddles the two.
+	type keyBlock struct {
+		prefix     bool
+		j0, kb, g0 int
+	} // source, first key in it, keys, first key overall
+	var blocks []keyBlock
+	for j0 := 0; j0 < lp; j0 += kbMax {
+		blocks = append(blocks, keyBlock{true, j0, min(kbMax, lp-j0), j0})
+	}
+	for j0 := 0; j0 < lk; j0 += kbMax {
+		blocks = append(blocks, keyBlock{false, j0, min(kbMax, lk-j0), lp + j0})
+	}
+	nKB := len(blocks)
 	kpSize := kbMax * d // one packed K block
 	vpSize := ceilDiv(dv, pv.mr) * pv.mr * kbMax
 	bh := bsz * h
 	nQB := ceilDiv(lq, w)
 	threads := Threads()
-	if 2*bh*lq*lk*(d+dv) < serialFlops {
+	if 2*bh*lq*(lp+lk)*(d+dv) < serialFlops {
 		threads = 1
 	}
 	chunks := 1
@@ -89,7 +119,7 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 		}()
 		m, l, corr := ml[:w], ml[w:2*w], ml[2*w:]
 		// Keys a causal task can see: up to its last query.
-		lkT := lk
+		lkT := lp + lk
 		if causal {
 			lkT = min(lk, q1*w)
 		}
@@ -97,11 +127,21 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 		ka.off = k.Offset() + b*kst[0] + hh*kst[1]
 		va.off = v.Offset() + b*vst[0] + hh*vst[1]
 		qa.off = q.Offset() + b*qst[0] + hh*qst[1]
-		for jb := 0; jb*kbMax < lkT; jb++ {
-			j0 := jb * kbMax
-			kb := min(kbMax, lk-j0)
-			ka.packA(kpack[jb*kpSize:], j0, kb, 0, d, mr)
-			va.packA(vpack[jb*vpSize:], 0, dv, j0, kb, pv.mr)
+		kpa, vpa := kpo, vpo
+		if kp != nil {
+			kpa.off = kp.Offset() + b*kpst[0] + hh*kpst[1]
+			vpa.off = vp.Offset() + b*vpst[0] + hh*vpst[1]
+		}
+		for jb, blk := range blocks {
+			if blk.g0 >= lkT {
+				break
+			}
+			src, vsrc := ka, va
+			if blk.prefix {
+				src, vsrc = kpa, vpa
+			}
+			src.packA(kpack[jb*kpSize:], blk.j0, blk.kb, 0, d, mr)
+			vsrc.packA(vpack[jb*vpSize:], 0, dv, blk.j0, blk.kb, pv.mr)
 		}
 		for qi := q0; qi < q1; qi++ {
 			i0 := qi * w
@@ -114,15 +154,14 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 			for c := range m {
 				m[c], l[c] = floor, 0
 			}
-			for jb := 0; jb*kbMax < lk; jb++ {
-				j0 := jb * kbMax
+			for jb, blk := range blocks {
+				j0, kb := blk.g0, blk.kb // j0: the block's first key overall
 				if causal && j0 > i0+rows-1 {
 					break
 				}
-				kb := min(kbMax, lk-j0)
 				s := st[:kb*w]
 				mk.block(kb, w, d, kpack[jb*kpSize:], qpack, s, w, false, nil, nil)
-				if hasBias {
+				if hasBias && (!prefixBias || blk.prefix) {
 					bs := bias.strides
 					for c := 0; c < rows; c++ {
 						bo := bias.off + b*bs[0] + hh*bs[1] + (i0+c)*bs[2] + j0*bs[3]
@@ -150,7 +189,11 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 				pv.block(dv, w, kb, vpack[jb*vpSize:], s, ot, w, true, nil, nil)
 			}
 			for c := 0; c < rows; c++ {
-				yr := y[(hi*lq+i0+c)*dv : (hi*lq+i0+c+1)*dv]
+				o := (hi*lq + i0 + c) * dv
+				if merged {
+					o = ((b*lq+i0+c)*h + hh) * dv
+				}
+				yr := y[o : o+dv]
 				if m[c] <= floor || l[c] == 0 {
 					clear(yr) // every key masked
 					continue

@@ -94,3 +94,113 @@ func TestAttentionFast(t *testing.T) {
 		}
 	}
 }
+
+// TestMultiHeadAttention checks the node fields of tensor.MultiHeadAttention
+// — prefix keys and values, a bias over the prefix keys alone, merged
+// heads, strided (B, L, H, D) views — on the reference kernel and the
+// blocked one with every micro-kernel, against tensor.Attention on the
+// explicitly concatenated keys, the zero-padded bias and the permuted
+// result computed the old way.
+func TestMultiHeadAttention(t *testing.T) {
+	defer SetThreads(Threads())
+	rng := rand.New(rand.NewPCG(21, 22))
+	type cse struct {
+		b, h, lq, lk, lp, d, dv int
+		bias                    string // "", "all", "prefix"
+		merged, strided         bool
+	}
+	cases := []cse{
+		{b: 2, h: 3, lq: 17, lk: 17, lp: 5, d: 8, dv: 8, bias: "prefix", merged: true, strided: true},
+		{b: 1, h: 2, lq: 33, lk: 300, lp: 77, d: 16, dv: 12, bias: "all", merged: true},
+		{b: 2, h: 2, lq: 9, lk: 7, lp: 0, d: 5, dv: 6, merged: true, strided: true},
+		{b: 1, h: 2, lq: 65, lk: 64, lp: 270, d: 32, dv: 32, bias: "prefix"},
+		{b: 2, h: 1, lq: 1, lk: 1, lp: 1, d: 4, dv: 4, bias: "prefix", merged: true},
+	}
+	for _, c := range cases {
+		mk4 := func(l, d int) *tensor.Tensor {
+			if c.strided {
+				return tensor.FromFloat32(randSlice(rng, c.b*l*c.h*d), c.b, l, c.h, d).Permute(0, 2, 1, 3)
+			}
+			return tensor.FromFloat32(randSlice(rng, c.b*c.h*l*d), c.b, c.h, l, d)
+		}
+		q, k, v := mk4(c.lq, c.d), mk4(c.lk, c.d), mk4(c.lk, c.dv)
+		var kp, vp *tensor.Tensor
+		if c.lp > 0 {
+			kp, vp = mk4(c.lp, c.d), mk4(c.lp, c.dv)
+		}
+		var bias, fullBias *tensor.Tensor
+		switch c.bias {
+		case "all":
+			bias = tensor.FromFloat32(randSlice(rng, c.b*c.lq*(c.lp+c.lk)), c.b, 1, c.lq, c.lp+c.lk)
+			fullBias = bias
+		case "prefix":
+			// The text mask of the decoder: (B, 1, 1, Lp), −Inf on some keys.
+			mv := randSlice(rng, c.b*c.lp)
+			for i := range mv {
+				if i%4 == 3 {
+					mv[i] = float32(math.Inf(-1))
+				}
+			}
+			bias = tensor.FromFloat32(mv, c.b, 1, 1, c.lp)
+			fullBias = tensor.Concat(3, bias, tensor.Zeros(c.b, 1, 1, c.lk))
+		}
+		scale := float32(0.37)
+		// The old way: concatenated keys, a zero-padded bias, merged after.
+		kc, vc := k, v
+		if kp != nil {
+			kc, vc = tensor.Concat(2, kp.Contiguous(), k.Contiguous()), tensor.Concat(2, vp.Contiguous(), v.Contiguous())
+		}
+		ref := attentionNode(q.Contiguous(), kc, vc, fullBias, scale, false)
+		if err := attentionOp(ref); err != nil {
+			t.Fatal(err)
+		}
+		wantT := ref.Dst
+		if c.merged {
+			wantT = wantT.Permute(0, 2, 1, 3).Contiguous()
+		}
+		want := wantT.MustFloat32s()
+		// node builds the node as MultiHeadAttention does, unexecuted.
+		node := func() *tensor.Node {
+			src := []*tensor.Tensor{q, k, v, nil}
+			if bias != nil {
+				lb := c.lp + c.lk
+				if c.bias == "prefix" {
+					lb = c.lp
+				}
+				src[3] = bias.Expand(c.b, c.h, c.lq, lb)
+			}
+			if kp != nil {
+				src = append(src, kp, vp)
+			}
+			shape := []int{c.b, c.h, c.lq, c.dv}
+			if c.merged {
+				shape = []int{c.b, c.lq, c.h * c.dv}
+			}
+			n := &tensor.Node{Op: tensor.OpAttention, Dst: tensor.New(tensor.CPU(), tensor.F32, shape...), Src: src}
+			n.Float[0] = scale
+			if c.merged {
+				n.Int[1] = 1
+			}
+			return n
+		}
+		name := fmt.Sprintf("%+v", c)
+		n := node()
+		if err := attentionOp(n); err != nil {
+			t.Fatal(err)
+		}
+		checkClose(t, name+"/ref", n.Dst.MustFloat32s(), want, 1e-6*math.Sqrt(float64(c.d*(c.lk+c.lp))))
+		for _, mk := range usableKernels() {
+			for _, th := range []int{1, 2} {
+				SetThreads(th)
+				n := node()
+				if err := attentionFast(n, mk); err != nil {
+					t.Fatal(err)
+				}
+				checkClose(t, fmt.Sprintf("%s/%s/%dthr", name, mk.name, th), n.Dst.MustFloat32s(), want, 2e-6*math.Sqrt(float64(c.d*(c.lk+c.lp))))
+			}
+		}
+		// Through the public op, on the kernels in use.
+		got := tensor.MultiHeadAttention(q, k, v, tensor.AttentionOptions{Scale: scale, Bias: bias, PrefixK: kp, PrefixV: vp, MergeHeads: c.merged}).MustFloat32s()
+		checkClose(t, name+"/op", got, want, 2e-6*math.Sqrt(float64(c.d*(c.lk+c.lp))))
+	}
+}
