@@ -168,14 +168,23 @@ void main() {
             float corr = rowC[4u * tr + r];
             [[unroll]] for (uint c = 0u; c < OC; c++) acc[r][c] *= corr;
         }
+        // The block's P·V on its own, then added (a two-level sum, as the
+        // softmax sums).
+        float part[4][OC];
+        [[unroll]] for (uint r = 0u; r < 4u; r++) {
+            [[unroll]] for (uint c = 0u; c < OC; c++) part[r][c] = 0.0;
+        }
         for (uint u = 0u; u < BKV; u++) {
             vec4 pr = St[u][tr];
             [[unroll]] for (uint g = 0u; g < OC / 4u; g++) {
                 vec4 vv = Vs[u][tc + NK * g];
                 [[unroll]] for (uint r = 0u; r < 4u; r++) {
-                    [[unroll]] for (uint e = 0u; e < 4u; e++) acc[r][4u * g + e] = fma(pr[r], vv[e], acc[r][4u * g + e]);
+                    [[unroll]] for (uint e = 0u; e < 4u; e++) part[r][4u * g + e] = fma(pr[r], vv[e], part[r][4u * g + e]);
                 }
             }
+        }
+        [[unroll]] for (uint r = 0u; r < 4u; r++) {
+            [[unroll]] for (uint c = 0u; c < OC; c++) acc[r][c] += part[r][c];
         }
     }
     barrier();

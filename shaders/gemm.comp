@@ -17,7 +17,8 @@
 // Global loads are vec4s (VEC = 1: 4 elements of the unit-stride dimension,
 // the host checks that sizes, strides and offsets allow it) or scalars with
 // bounds checks (VEC = 0). 16-bit operands are widened as they are loaded
-// (integer operations, or a shift for bf16); accumulation is float32 fma.
+// (integer operations, or a shift for bf16); accumulation is float32 fma,
+// each BK-deep slice summed on its own and then added to the total.
 // The result is stored as DDT, 16-bit pairs packed into one 32-bit store.
 #include "common.glsl"
 //!variant gemm16 STORAGE16
@@ -240,15 +241,26 @@ void main() {
 #endif
         }
         barrier();
+        // Two-level sum: each slice is summed on its own, then added to
+        // the total, so float32 rounding error grows with the slice depth
+        // and the number of slices rather than with K (the CPU kernels'
+        // KC blocks do the same).
+        float part[TM][TN];
+        [[unroll]] for (uint i = 0u; i < TM; i++) {
+            [[unroll]] for (uint j = 0u; j < TN; j++) part[i][j] = 0.0;
+        }
         [[unroll]] for (uint k = 0u; k < BK; k++) {
             vec4 av[GM], bv[GN];
             [[unroll]] for (uint g = 0u; g < GM; g++) av[g] = As[k][g * NTM + tm];
             [[unroll]] for (uint g = 0u; g < GN; g++) bv[g] = Bs[k][g * NTN + tn];
             [[unroll]] for (uint i = 0u; i < TM; i++) {
                 [[unroll]] for (uint j = 0u; j < TN; j++) {
-                    acc[i][j] = fma(av[i >> 2][i & 3u], bv[j >> 2][j & 3u], acc[i][j]);
+                    part[i][j] = fma(av[i >> 2][i & 3u], bv[j >> 2][j & 3u], part[i][j]);
                 }
             }
+        }
+        [[unroll]] for (uint i = 0u; i < TM; i++) {
+            [[unroll]] for (uint j = 0u; j < TN; j++) acc[i][j] += part[i][j];
         }
     }
 
