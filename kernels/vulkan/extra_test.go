@@ -199,8 +199,31 @@ func TestProfile(t *testing.T) {
 		}
 		t.Logf("%-10s %4d calls %v", s.Name, s.Calls, s.Time)
 	}
-	if calls["matmul"] < 4 || calls["unary"] < 3 {
-		t.Errorf("calls %v, want ≥ 4 matmul and ≥ 3 unary", calls)
+	if calls["gemm"] < 4 || calls["unary"] < 3 {
+		t.Errorf("calls %v, want ≥ 4 gemm and ≥ 3 unary", calls)
+	}
+	// A held batch (a replayed step) holds more than one query pool's
+	// worth of dispatches: every one is timed (this wrote past the pool
+	// and crashed once).
+	b.Hold()
+	z := tensortest.Rand(17, 8, 8).To(b)
+	for i := 0; i < 3*batchOps; i++ {
+		z = tensor.SiLU(z)
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := z.Float32s(); err != nil {
+		t.Fatal(err)
+	}
+	stats, err = b.Profile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range stats {
+		if s.Name == "unary" && s.Calls < 3+3*batchOps {
+			t.Errorf("unary: %d calls timed, want %d", s.Calls, 3+3*batchOps)
+		}
 	}
 }
 

@@ -65,28 +65,47 @@ func (b *Backend) matmulOp(n *tensor.Node) error {
 	if err != nil {
 		return err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ops, err := b.operands(n.Dst, srcs...)
-	if err != nil {
-		return err
-	}
-	if g, ok := gemmLayout(m, k, nn, xs[r-2], xs[r-1], ys[r-2], ys[r-1], ops[1].off, ops[2].off, abs[:], bbs[:]); ok && os.Getenv("UNCLIP_VK_GENERIC") != "1" {
+	if g, ok := gemmLayout(m, k, nn, xs[r-2], xs[r-1], ys[r-2], ys[r-1]); ok && os.Getenv("UNCLIP_VK_GENERIC") != "1" {
 		// The specialised GEMM.
-		t, err := b.gemmTileFor("matmul", m, nn, k, nb, m, k, nn)
-		if err != nil {
-			return err
-		}
-		var pc push
-		pc.i(m, nn, k).u(flags, ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[4].off).i(g.lda, g.ldb, 0)
-		pc.i(bdim[:]...).i(abs[:]...).i(bbs[:]...)
-		spec := g.spec(t, wdt, 0, ddt, adt, bdt)
-		return b.dispatch(n, "gemm", ops, &pc, ceilDiv(nn, t.BN), ceilDiv(m, t.BM), nb, spec...)
+		return b.launch(n, launch{
+			shader: "gemm", dst: n.Dst, srcs: srcs,
+			setup: func(l *launch, off []uint32) error {
+				// vec4 loads need aligned offsets; the tile reads the
+				// tuned table and forced tiles (b.mu).
+				g.loads(m, k, nn, off[1], off[2], abs[:], bbs[:])
+				t, err := b.gemmTileFor("matmul", m, nn, k, nb, m, k, nn)
+				if err != nil {
+					return err
+				}
+				l.grid = [3]int{ceilDiv(nn, t.BN), ceilDiv(m, t.BM), nb}
+				l.spec = g.spec(t, wdt, 0, ddt, adt, bdt)
+				return nil
+			},
+			push: func(off []uint32) any {
+				pc := gemmPush{M: uint32(m), N: uint32(nn), K: uint32(k), Flags: flags,
+					Doff: off[0], Aoff: off[1], Boff: off[2], Biasoff: off[3], Resoff: off[4], Lda: uint32(g.lda), Ldb: uint32(g.ldb)}
+				setInts(pc.Bdim[:], bdim[:])
+				setInts(pc.Abs[:], abs[:])
+				setInts(pc.Bbs[:], bbs[:])
+				return pc
+			},
+		})
 	}
-	var pc push
-	pc.i(m, nn, k).u(flags, ops[0].off, ops[1].off, ops[2].off, ops[3].off)
-	pc.i(xs[r-2], xs[r-1], ys[r-2], ys[r-1]).i(bdim[:]...).i(abs[:]...).i(bbs[:]...).u(adt, bdt, ops[4].off)
-	return b.dispatch(n, "matmul", ops, &pc, (nn+63)/64, (m+63)/64, nb, dtSpec(wdt, 0, ddt)...)
+	return b.launch(n, launch{
+		shader: "matmul", dst: n.Dst, srcs: srcs,
+		push: func(off []uint32) any {
+			pc := matmulPush{M: uint32(m), N: uint32(nn), K: uint32(k), Flags: flags,
+				Doff: off[0], Aoff: off[1], Boff: off[2], Biasoff: off[3],
+				Asm: uint32(xs[r-2]), Ask: uint32(xs[r-1]), Bsk: uint32(ys[r-2]), Bsn: uint32(ys[r-1]),
+				Adt: adt, Bdt: bdt, Resoff: off[4]}
+			setInts(pc.Bdim[:], bdim[:])
+			setInts(pc.Abs[:], abs[:])
+			setInts(pc.Bbs[:], bbs[:])
+			return pc
+		},
+		grid: [3]int{(nn + 63) / 64, (m + 63) / 64, nb},
+		spec: dtSpec(wdt, 0, ddt),
+	})
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
@@ -100,8 +119,9 @@ type gemmOperands struct {
 }
 
 // gemmLayout reports whether gemm.comp can read an m×k a and a k×n b with
-// these strides and element offsets (each needs a unit stride), and how.
-func gemmLayout(m, k, n, asm, ask, bsk, bsn int, aoff, boff uint32, abs, bbs []int) (gemmOperands, bool) {
+// these strides (each needs a unit stride), and how; loads then decides
+// the vec4 loads, which depend on the operands' element offsets too.
+func gemmLayout(m, k, n, asm, ask, bsk, bsn int) (gemmOperands, bool) {
 	var g gemmOperands
 	// A dimension of size 1 can take any stride.
 	if k == 1 {
@@ -133,6 +153,13 @@ func gemmLayout(m, k, n, asm, ask, bsk, bsn int, aoff, boff uint32, abs, bbs []i
 	if g.lda < 0 || g.ldb < 0 {
 		return g, false
 	}
+	return g, true
+}
+
+// loads sets g.vec for a and b at element offsets aoff and boff with batch
+// strides abs and bbs.
+func (g *gemmOperands) loads(m, k, n int, aoff, boff uint32, abs, bbs []int) {
+	g.vec = 0
 	// vec4 loads: the unit-stride size, the leading stride, the offset and
 	// the batch strides all multiples of 4.
 	aligned := func(size, ld int, off uint32, bs []int) bool {
@@ -152,7 +179,6 @@ func gemmLayout(m, k, n, asm, ask, bsk, bsn int, aoff, boff uint32, abs, bbs []i
 	if aligned(map[bool]int{true: k, false: n}[g.bkc], g.ldb, boff, bbs) {
 		g.vec |= 2
 	}
-	return g, true
 }
 
 // spec is gemm.comp's specialization constants for tile t and the
@@ -250,26 +276,31 @@ func (b *Backend) conv2dOp(n *tensor.Node) error {
 		flags = flags&^epBias | epBiasRow
 	}
 	r := c * kh * kw
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ops, err := b.operands(n.Dst, srcs...)
-	if err != nil {
-		return err
-	}
-	t, err := b.gemmTileFor("conv2d", o, oh*ow, r, bsz, bsz, c, h, wd)
-	if err != nil {
-		return err
-	}
-	g := gemmOperands{akc: true, lda: r}
-	if r%4 == 0 && ops[1].off%4 == 0 {
-		g.vec = 1
-	}
-	var pc push
-	pc.i(o, oh*ow, r).u(flags, ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[4].off).i(r, c, h)
-	pc.i(wd, ow, n.Int[0], n.Int[1], n.Int[2], n.Int[3])
-	spec := g.spec(t, bdt, 0, ddt, wdt, sdt)
-	spec[14], spec[15] = uint32(kh), uint32(kw)
-	return b.dispatch(n, "gemmconv", ops, &pc, ceilDiv(oh*ow, t.BN), ceilDiv(o, t.BM), bsz, spec...)
+	return b.launch(n, launch{
+		shader: "gemmconv", dst: n.Dst, srcs: srcs,
+		setup: func(l *launch, off []uint32) error {
+			// The tile reads the tuned table and forced tiles (b.mu); vec4
+			// loads of w need an aligned offset.
+			t, err := b.gemmTileFor("conv2d", o, oh*ow, r, bsz, bsz, c, h, wd)
+			if err != nil {
+				return err
+			}
+			g := gemmOperands{akc: true, lda: r}
+			if r%4 == 0 && off[1]%4 == 0 {
+				g.vec = 1
+			}
+			l.grid = [3]int{ceilDiv(oh*ow, t.BN), ceilDiv(o, t.BM), bsz}
+			l.spec = g.spec(t, bdt, 0, ddt, wdt, sdt)
+			l.spec[14], l.spec[15] = uint32(kh), uint32(kw)
+			return nil
+		},
+		push: func(off []uint32) any {
+			return gemmConvPush{M: uint32(o), N: uint32(oh * ow), K: uint32(r), Flags: flags,
+				Doff: off[0], Aoff: off[1], Boff: off[2], Biasoff: off[3], Resoff: off[4],
+				Lda: uint32(r), C: uint32(c), H: uint32(h), W: uint32(wd), OW: uint32(ow),
+				Sy: uint32(n.Int[0]), Sx: uint32(n.Int[1]), Py: uint32(n.Int[2]), Px: uint32(n.Int[3])}
+		},
+	})
 }
 
 // The shaders' epilogue flags (common.glsl, gemm.comp).
@@ -290,16 +321,17 @@ func (b *Backend) conv2dGeneric(n *tensor.Node, x, w, bias *tensor.Tensor, sdt, 
 	if err != nil {
 		return err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ops, err := b.operands(n.Dst, srcs...)
-	if err != nil {
-		return err
-	}
-	var pc push
-	pc.i(o, c*kh*kw, oh*ow).u(flags).i(c, h, wd, ow, n.Int[0], n.Int[1], n.Int[2], n.Int[3])
-	pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, wdt, ops[4].off)
-	return b.dispatch(n, "conv2d", ops, &pc, (oh*ow+63)/64, (o+63)/64, bsz, dtSpec(bdt, sdt, ddt, uint32(kh), uint32(kw))...)
+	return b.launch(n, launch{
+		shader: "conv2d", dst: n.Dst, srcs: srcs,
+		push: func(off []uint32) any {
+			return conv2dPush{O: uint32(o), R: uint32(c * kh * kw), Q: uint32(oh * ow), Flags: flags,
+				C: uint32(c), H: uint32(h), W: uint32(wd), OW: uint32(ow),
+				Sy: uint32(n.Int[0]), Sx: uint32(n.Int[1]), Py: uint32(n.Int[2]), Px: uint32(n.Int[3]),
+				Doff: off[0], Xoff: off[1], Woff: off[2], Biasoff: off[3], Wdt: wdt, Resoff: off[4]}
+		},
+		grid: [3]int{(oh*ow + 63) / 64, (o + 63) / 64, bsz},
+		spec: dtSpec(bdt, sdt, ddt, uint32(kh), uint32(kw)),
+	})
 }
 
 // floatCode is the shader dtype code of a float operand.

@@ -60,16 +60,15 @@ func (b *Backend) layerNormOp(n *tensor.Node) error {
 		bias = params[1]
 	}
 	rows, c := rowsOf(x)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ops, err := b.operands(n.Dst, x, w, bias)
-	if err != nil {
-		return err
-	}
-	var pc push
-	pc.i(rows, c, hasBias).f(n.Float[0]).u(ops[0].off, ops[1].off, ops[2].off, ops[3].off)
-	gx, gy := b.groups(rows, 1)
-	return b.dispatch(n, "layernorm", ops, &pc, gx, gy, 1, dtSpec(wdt, sdt, ddt, reductionWG(c))...)
+	return b.launch(n, launch{
+		shader: "layernorm", dst: n.Dst, srcs: []*tensor.Tensor{x, w, bias},
+		push: func(off []uint32) any {
+			return layernormPush{Rows: uint32(rows), C: uint32(c), HasBias: uint32(hasBias), Eps: n.Float[0],
+				Doff: off[0], Xoff: off[1], Woff: off[2], Boff: off[3]}
+		},
+		grid: b.linear(rows, 1),
+		spec: dtSpec(wdt, sdt, ddt, reductionWG(c)),
+	})
 }
 
 func (b *Backend) groupNormOp(n *tensor.Node) error {
@@ -96,16 +95,15 @@ func (b *Backend) groupNormOp(n *tensor.Node) error {
 	if g <= 0 || c%g != 0 {
 		return fmt.Errorf("groupnorm: %d channels in %d groups", c, g)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ops, err := b.operands(n.Dst, x, w, bias)
-	if err != nil {
-		return err
-	}
-	var pc push
-	pc.i(bsz*g, g, c/g, hw, n.Int[1]).f(n.Float[0]).u(ops[0].off, ops[1].off, ops[2].off, ops[3].off)
-	gx, gy := b.groups(bsz*g, 1)
-	return b.dispatch(n, "groupnorm", ops, &pc, gx, gy, 1, dtSpec(wdt, sdt, ddt, reductionWG(c/g*hw))...)
+	return b.launch(n, launch{
+		shader: "groupnorm", dst: n.Dst, srcs: []*tensor.Tensor{x, w, bias},
+		push: func(off []uint32) any {
+			return groupnormPush{Total: uint32(bsz * g), G: uint32(g), CG: uint32(c / g), HW: uint32(hw), Silu: uint32(n.Int[1]),
+				Eps: n.Float[0], Doff: off[0], Xoff: off[1], Woff: off[2], Boff: off[3]}
+		},
+		grid: b.linear(bsz*g, 1),
+		spec: dtSpec(wdt, sdt, ddt, reductionWG(c/g*hw)),
+	})
 }
 
 func (b *Backend) softmaxOp(n *tensor.Node) error {
@@ -121,16 +119,14 @@ func (b *Backend) softmaxOp(n *tensor.Node) error {
 	if rows == 0 {
 		return nil
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ops, err := b.operands(n.Dst, x)
-	if err != nil {
-		return err
-	}
-	var pc push
-	pc.i(rows, c).u(ops[0].off, ops[1].off)
-	gx, gy := b.groups(rows, 1)
-	return b.dispatch(n, "softmax", ops, &pc, gx, gy, 1, dtSpec(0, sdt, ddt, reductionWG(c))...)
+	return b.launch(n, launch{
+		shader: "softmax", dst: n.Dst, srcs: []*tensor.Tensor{x},
+		push: func(off []uint32) any {
+			return softmaxPush{Rows: uint32(rows), C: uint32(c), Doff: off[0], Xoff: off[1]}
+		},
+		grid: b.linear(rows, 1),
+		spec: dtSpec(0, sdt, ddt, reductionWG(c)),
+	})
 }
 
 // tileAttentionShared is the shared memory attention_tile.comp needs at
@@ -227,18 +223,22 @@ func (b *Backend) flashAttention(n *tensor.Node, qkv []*tensor.Tensor, sdt, ddt 
 	if kp == nil {
 		kp, vp = k, v
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ops, err := b.operands(n.Dst, q, k, v, bias, kp, vp)
-	if err != nil {
-		return false, err
-	}
-	var pc push
-	pc.i(h, lq, lk, lp, d, dv).u(flags).f(n.Float[0])
-	pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[5].off, ops[6].off, ops[4].off, 0)
-	pc.i(q.Strides()[0], q.Strides()[1], q.Strides()[2]).i(kvs[:]...).i(kvps[:]...).i(os[:]...).i(bst[:]...)
-	spec := dtSpec(0, sdt, ddt, uint32(t.BQ), uint32(t.BKV), uint32(md), uint32(t.threads()))
-	return true, b.dispatch(n, "flash", ops, &pc, ceilDiv(lq, t.BQ), bsz*h, 1, spec...)
+	return true, b.launch(n, launch{
+		shader: "flash", dst: n.Dst, srcs: []*tensor.Tensor{q, k, v, bias, kp, vp},
+		push: func(off []uint32) any {
+			pc := flashPush{H: uint32(h), Lq: uint32(lq), Lk: uint32(lk), Lp: uint32(lp), D: uint32(d), Dv: uint32(dv),
+				Flags: flags, Scale: n.Float[0],
+				Ooff: off[0], Qoff: off[1], Koff: off[2], Voff: off[3], Kpoff: off[5], Vpoff: off[6], Biasoff: off[4]}
+			setInts(pc.Qs[:], q.Strides()[:3])
+			setInts(pc.Kvs[:], kvs[:])
+			setInts(pc.Kvps[:], kvps[:])
+			setInts(pc.Os[:], os[:])
+			setInts(pc.Bs[:], bst[:])
+			return pc
+		},
+		grid: [3]int{ceilDiv(lq, t.BQ), bsz * h, 1},
+		spec: dtSpec(0, sdt, ddt, uint32(t.BQ), uint32(t.BKV), uint32(md), uint32(t.threads())),
+	})
 }
 
 // flashTile picks flash.comp's tile and head-size bound for heads of up
@@ -318,30 +318,37 @@ func (b *Backend) attentionFallback(n *tensor.Node, qkv []*tensor.Tensor, sdt, d
 		biasT, hasBias = bias, 1
 		copy(bst[:], bias.Strides())
 	}
-	err := func() error {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		ops, err := b.operands(dst, q, k, v, biasT)
-		if err != nil {
-			return err
+	l := launch{dst: dst, srcs: []*tensor.Tensor{q, k, v, biasT}}
+	if md := max(d, dv); md <= 64 && bsz*h <= int(b.maxGroup[1]) && b.phys.info.MaxSharedMem >= tileAttentionShared {
+		// Small heads: one invocation per query, key tiles shared by 64
+		// queries.
+		spec := uint32(16)
+		for int(spec) < md {
+			spec *= 2
 		}
-		var pc push
-		if md := max(d, dv); md <= 64 && bsz*h <= int(b.maxGroup[1]) && b.phys.info.MaxSharedMem >= tileAttentionShared {
-			// Small heads: one invocation per query, key tiles shared by 64
-			// queries.
-			spec := uint32(16)
-			for int(spec) < md {
-				spec *= 2
-			}
-			pc.i(h, lq, lk, d, dv).f(n.Float[0]).i(n.Int[0], hasBias)
-			pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[4].off).i(bst[:]...)
-			return b.dispatch(n, "attention_tile", ops, &pc, (lq+63)/64, bsz*h, 1, dtSpec(0, sdt, ddt, spec)...)
+		l.shader = "attention_tile"
+		l.push = func(off []uint32) any {
+			pc := attentionTilePush{H: uint32(h), Lq: uint32(lq), Lk: uint32(lk), D: uint32(d), Dv: uint32(dv),
+				Scale: n.Float[0], Causal: uint32(n.Int[0]), HasBias: uint32(hasBias),
+				Ooff: off[0], Qoff: off[1], Koff: off[2], Voff: off[3], Biasoff: off[4]}
+			setInts(pc.Bst[:], bst[:])
+			return pc
 		}
-		pc.i(bsz*h*lq, h, lq, lk, d, dv).f(n.Float[0]).i(n.Int[0], hasBias)
-		pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[4].off).i(bst[:]...)
-		gx, gy := b.groups(bsz*h*lq, 1)
-		return b.dispatch(n, "attention", ops, &pc, gx, gy, 1, dtSpec(0, sdt, ddt)...)
-	}()
+		l.grid = [3]int{(lq + 63) / 64, bsz * h, 1}
+		l.spec = dtSpec(0, sdt, ddt, spec)
+	} else {
+		l.shader = "attention"
+		l.push = func(off []uint32) any {
+			pc := attentionPush{Rows: uint32(bsz * h * lq), H: uint32(h), Lq: uint32(lq), Lk: uint32(lk), D: uint32(d), Dv: uint32(dv),
+				Scale: n.Float[0], Causal: uint32(n.Int[0]), HasBias: uint32(hasBias),
+				Ooff: off[0], Qoff: off[1], Koff: off[2], Voff: off[3], Biasoff: off[4]}
+			setInts(pc.Bst[:], bst[:])
+			return pc
+		}
+		l.grid = b.linear(bsz*h*lq, 1)
+		l.spec = dtSpec(0, sdt, ddt)
+	}
+	err := b.launch(n, l)
 	if err != nil || dst == n.Dst {
 		return err
 	}
@@ -391,23 +398,21 @@ func (b *Backend) embeddingOp(n *tensor.Node) error {
 	if window < 1 {
 		return fmt.Errorf("embedding rows of %d %v values exceed the device's maxStorageBufferRange", dim, table.DType())
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	gx, gy := b.groups(count, 256)
+	grid := b.linear(count, 256)
+	var ls []launch
 	for lo := 0; lo < vocab; lo += window {
 		hi := min(vocab, lo+window)
-		ops, err := b.operands(n.Dst, table.Narrow(0, lo, hi-lo), ids)
-		if err != nil {
-			return err
-		}
-		ops = append(ops, b.statusOperand())
-		var pc push
-		pc.i(count, dim, vocab, is64, half).u(ops[0].off, ops[1].off, ops[2].off).i(lo, hi)
-		if err := b.dispatch(n, "embedding", ops, &pc, gx, gy, 1); err != nil {
-			return err
-		}
+		ls = append(ls, launch{
+			shader: "embedding", dst: n.Dst, srcs: []*tensor.Tensor{table.Narrow(0, lo, hi-lo), ids}, status: true,
+			push: func(off []uint32) any {
+				return embeddingPush{N: uint32(count), Dm: uint32(dim), V: uint32(vocab), Is64: uint32(is64), Half: uint32(half),
+					Doff: off[0], Toff: off[1], Ioff: off[2], Lo: uint32(lo), Hi: uint32(hi)}
+			},
+			grid: grid,
+		})
 	}
-	return nil
+	// One hold of b.mu across the windows, as one op.
+	return b.launch(n, ls...)
 }
 
 // statusOperand binds the status flags (written by the shader).
@@ -442,16 +447,15 @@ func (b *Backend) pool2d(n *tensor.Node, mode int) error {
 	}
 	xs, ds := x.Shape(), n.Dst.Shape()
 	count := n.Dst.Numel()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ops, err := b.operands(n.Dst, x)
-	if err != nil {
-		return err
-	}
-	var pc push
-	pc.i(count, mode, n.Int[0], xs[2], xs[3], ds[2], ds[3]).u(ops[0].off, ops[1].off)
-	gx, gy := b.groups(count, 256)
-	return b.dispatch(n, "pool", ops, &pc, gx, gy, 1, dtSpec(0, sdt, ddt)...)
+	return b.launch(n, launch{
+		shader: "pool", dst: n.Dst, srcs: []*tensor.Tensor{x},
+		push: func(off []uint32) any {
+			return poolPush{N: uint32(count), Mode: uint32(mode), K: uint32(n.Int[0]), H: uint32(xs[2]), W: uint32(xs[3]),
+				OH: uint32(ds[2]), OW: uint32(ds[3]), Doff: off[0], Xoff: off[1]}
+		},
+		grid: b.linear(count, 256),
+		spec: dtSpec(0, sdt, ddt),
+	})
 }
 
 func (b *Backend) avgPoolOp(n *tensor.Node) error { return b.pool2d(n, 0) }
@@ -521,27 +525,24 @@ func (b *Backend) bicubicOp(n *tensor.Node) error {
 	if err := tmp.Err(); err != nil {
 		return err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ops, err := b.operands(tmp, x, tx)
-	if err != nil {
-		return err
-	}
-	count := planes * h * ow
-	var pc push
-	pc.i(count, 0, kx, h, w, h, ow).u(ops[0].off, ops[1].off, ops[2].off)
-	gx, gy := b.groups(count, 256)
-	if err := b.dispatch(n, "resample", ops, &pc, gx, gy, 1, dtSpec(0, sdt, 0)...); err != nil {
-		return err
-	}
-	if ops, err = b.operands(n.Dst, tmp, ty); err != nil {
-		return err
-	}
-	count = planes * oh * ow
-	pc = push{}
-	pc.i(count, 1, ky, h, ow, oh, ow).u(ops[0].off, ops[1].off, ops[2].off)
-	gx, gy = b.groups(count, 256)
-	return b.dispatch(n, "resample", ops, &pc, gx, gy, 1, dtSpec(0, 0, ddt)...)
+	rows, cols := planes*h*ow, planes*oh*ow
+	return b.launch(n, launch{
+		shader: "resample", dst: tmp, srcs: []*tensor.Tensor{x, tx},
+		push: func(off []uint32) any {
+			return resamplePush{N: uint32(rows), Vertical: 0, K: uint32(kx), H: uint32(h), W: uint32(w), OH: uint32(h), OW: uint32(ow),
+				Doff: off[0], Xoff: off[1], Toff: off[2]}
+		},
+		grid: b.linear(rows, 256),
+		spec: dtSpec(0, sdt, 0),
+	}, launch{
+		shader: "resample", dst: n.Dst, srcs: []*tensor.Tensor{tmp, ty},
+		push: func(off []uint32) any {
+			return resamplePush{N: uint32(cols), Vertical: 1, K: uint32(ky), H: uint32(h), W: uint32(ow), OH: uint32(oh), OW: uint32(ow),
+				Doff: off[0], Xoff: off[1], Toff: off[2]}
+		},
+		grid: b.linear(cols, 256),
+		spec: dtSpec(0, 0, ddt),
+	})
 }
 
 // schedulerStepOp records one UnCLIP scheduler step on the device.
@@ -575,15 +576,15 @@ func (b *Backend) schedulerStepOp(n *tensor.Node) error {
 	}
 	count := n.Dst.Numel()
 	per := count / max(n.Dst.Dim(0), 1)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ops, err := b.operands(n.Dst, mo, x, z, pv)
-	if err != nil {
-		return err
-	}
-	var pc push
-	pc.i(count, per, n.Int[0]).f(p.ClipRange, p.SqrtAlphaProd, p.SqrtOneMinusAlphaProd, p.CX0, p.CXt, p.Std, p.MinLog, p.MaxLog)
-	pc.u(ops[0].off, ops[1].off, ops[2].off, ops[3].off, ops[4].off)
-	gx, gy := b.groups(count, 256)
-	return b.dispatch(n, "schedstep", ops, &pc, gx, gy, 1, dtSpec(0, sdt, 0)...)
+	return b.launch(n, launch{
+		shader: "schedstep", dst: n.Dst, srcs: []*tensor.Tensor{mo, x, z, pv},
+		push: func(off []uint32) any {
+			return schedstepPush{N: uint32(count), Per: uint32(per), Flags: uint32(n.Int[0]),
+				ClipRange: p.ClipRange, SqrtAlphaProd: p.SqrtAlphaProd, SqrtOneMinusAlphaProd: p.SqrtOneMinusAlphaProd,
+				Cx0: p.CX0, Cxt: p.CXt, Stdev: p.Std, MinLog: p.MinLog, MaxLog: p.MaxLog,
+				Doff: off[0], Moff: off[1], Xoff: off[2], Zoff: off[3], Poff: off[4]}
+		},
+		grid: b.linear(count, 256),
+		spec: dtSpec(0, sdt, 0),
+	})
 }

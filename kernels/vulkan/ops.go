@@ -189,22 +189,18 @@ func (b *Backend) copyOp(n *tensor.Node, dst, src *tensor.Tensor) error {
 	if err != nil {
 		return err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ops, err := b.operands(dst, src)
-	if err != nil {
-		return err
-	}
 	count := dst.Numel()
-	var pc push
-	pc.i(count, len(shape)).u(ddt, sdt, ops[0].off, ops[1].off)
-	var sh, ds, ss [maxRank]int
-	copy(sh[:], shape)
-	copy(ds[:], st[0])
-	copy(ss[:], st[1])
-	pc.i(sh[:]...).i(ds[:]...).i(ss[:]...)
-	gx, gy := b.groups(count, 256)
-	return b.dispatch(n, "copy", ops, &pc, gx, gy, 1)
+	return b.launch(n, launch{
+		shader: "copy", dst: dst, srcs: []*tensor.Tensor{src},
+		push: func(off []uint32) any {
+			pc := copyPush{N: uint32(count), Rank: uint32(len(shape)), Ddt: ddt, Sdt: sdt, Doff: off[0], Soff: off[1]}
+			setInts(pc.Shape[:], shape)
+			setInts(pc.Dstr[:], st[0])
+			setInts(pc.Sstr[:], st[1])
+			return pc
+		},
+		grid: b.linear(count, 256),
+	})
 }
 
 func (b *Backend) unaryOp(n *tensor.Node) error {
@@ -219,17 +215,15 @@ func (b *Backend) unaryOp(n *tensor.Node) error {
 	if n.Int[0] < int(tensor.UnarySiLU) || n.Int[0] > int(tensor.UnarySigmoid) {
 		return fmt.Errorf("unknown unary kind %d", n.Int[0])
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ops, err := b.operands(n.Dst, x)
-	if err != nil {
-		return err
-	}
 	count := n.Dst.Numel()
-	var pc push
-	pc.i(count, n.Int[0]).u(ops[0].off, ops[1].off).f(n.Float[0], n.Float[1])
-	gx, gy := b.groups(count, 256)
-	return b.dispatch(n, "unary", ops, &pc, gx, gy, 1, dtSpec(0, sdt, ddt)...)
+	return b.launch(n, launch{
+		shader: "unary", dst: n.Dst, srcs: []*tensor.Tensor{x},
+		push: func(off []uint32) any {
+			return unaryPush{N: uint32(count), Kind: uint32(n.Int[0]), Doff: off[0], Soff: off[1], F0: n.Float[0], F1: n.Float[1]}
+		},
+		grid: b.linear(count, 256),
+		spec: dtSpec(0, sdt, ddt),
+	})
 }
 
 func (b *Backend) binaryOp(n *tensor.Node) error {
@@ -253,22 +247,19 @@ func (b *Backend) binaryOp(n *tensor.Node) error {
 		}
 		shape, st = collapse(n.Dst.Shape(), x.Strides(), y.Strides())
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ops, err := b.operands(n.Dst, x, y)
-	if err != nil {
-		return err
-	}
 	count := n.Dst.Numel()
-	var pc push
-	pc.i(count, n.Int[0], len(shape)).u(ops[0].off, ops[1].off, ops[2].off)
-	var sh, as, bs [maxRank]int
-	copy(sh[:], shape)
-	copy(as[:], st[0])
-	copy(bs[:], st[1])
-	pc.i(sh[:]...).i(as[:]...).i(bs[:]...)
-	gx, gy := b.groups(count, 256)
-	return b.dispatch(n, "binary", ops, &pc, gx, gy, 1, dtSpec(0, sdt, ddt)...)
+	return b.launch(n, launch{
+		shader: "binary", dst: n.Dst, srcs: []*tensor.Tensor{x, y},
+		push: func(off []uint32) any {
+			pc := binaryPush{N: uint32(count), Kind: uint32(n.Int[0]), Rank: uint32(len(shape)), Doff: off[0], Aoff: off[1], Boff: off[2]}
+			setInts(pc.Shape[:], shape)
+			setInts(pc.Astr[:], st[0])
+			setInts(pc.Bstr[:], st[1])
+			return pc
+		},
+		grid: b.linear(count, 256),
+		spec: dtSpec(0, sdt, ddt),
+	})
 }
 
 // native16 reports whether op n writes its 16-bit (F16 or BF16)

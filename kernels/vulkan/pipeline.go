@@ -11,10 +11,6 @@ import (
 	"github.com/unclip-go/unclip/shaders"
 )
 
-// pushSize is the size of every pipeline layout's push-constant range: the
-// minimum that every Vulkan device guarantees.
-const pushSize = 128
-
 // pipeline is one compute shader with its layouts.
 type pipeline struct {
 	name string

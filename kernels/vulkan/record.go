@@ -3,7 +3,6 @@
 package vulkan
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"sync"
@@ -81,41 +80,12 @@ func (b *Backend) operands(dst *tensor.Tensor, srcs ...*tensor.Tensor) ([]operan
 	return ops, nil
 }
 
-// push builds push-constant bytes from 32-bit words.
-type push struct {
-	buf [pushSize]byte
-	n   int
-}
-
-func (p *push) u(vs ...uint32) *push {
-	for _, v := range vs {
-		binary.LittleEndian.PutUint32(p.buf[p.n:], v)
-		p.n += 4
-	}
-	return p
-}
-
-func (p *push) i(vs ...int) *push {
-	for _, v := range vs {
-		p.u(uint32(v))
-	}
-	return p
-}
-
-func (p *push) f(vs ...float32) *push {
-	for _, v := range vs {
-		p.u(math.Float32bits(v))
-	}
-	return p
-}
-
-func (p *push) bytes() []byte { return p.buf[:p.n] }
-
-// dispatch records one dispatch of shader name over groups workgroups
-// (x may exceed the device limit: it is folded into y). The caller holds
-// b.mu. A barrier is recorded first only when an operand was written, or
-// the destination read, since the last barrier.
-func (b *Backend) dispatch(n *tensor.Node, name string, ops []operand, pc *push, gx, gy, gz int, spec ...uint32) error {
+// dispatch records one dispatch of shader name over gx×gy×gz workgroups
+// (within the device limits: launch checks them) with push-constant bytes
+// pb. Ops call it only through launch (launch.go). The caller holds b.mu.
+// A barrier is recorded first only when an operand was written, or the
+// destination read, since the last barrier.
+func (b *Backend) dispatch(n *tensor.Node, name string, ops []operand, pb []byte, gx, gy, gz int, spec ...uint32) error {
 	if gx <= 0 || gy <= 0 || gz <= 0 {
 		return nil
 	}
@@ -130,9 +100,6 @@ func (b *Backend) dispatch(n *tensor.Node, name string, ops []operand, pc *push,
 	p, err := b.getPipeline(shader, len(ops), spec...)
 	if err != nil {
 		return err
-	}
-	if gy > int(b.maxGroup[1]) || gz > int(b.maxGroup[2]) || gx > int(b.maxGroup[0]) {
-		return fmt.Errorf("%s: %d×%d×%d workgroups exceed the device limit %v", name, gx, gy, gz, b.maxGroup)
 	}
 	if err := b.begin(); err != nil {
 		return err
@@ -149,10 +116,6 @@ func (b *Backend) dispatch(n *tensor.Node, name string, ops []operand, pc *push,
 	var bs [maxBindings]binding
 	for i, o := range ops {
 		bs[i] = o.bind
-	}
-	var pb []byte
-	if pc != nil {
-		pb = pc.bytes()
 	}
 	bt := b.cur
 	var qpool uint64
