@@ -148,8 +148,8 @@ func (a *Attention) Forward(x, bias *tensor.Tensor, causal bool) *tensor.Tensor 
 	q := SplitHeads(a.Q.Forward(x), a.Heads)
 	k := SplitHeads(a.K.Forward(x), a.Heads)
 	v := SplitHeads(a.V.Forward(x), a.Heads)
-	o := tensor.Attention(q, k, v, bias, a.Scale, causal)
-	return a.Out.Forward(MergeHeads(o))
+	o := tensor.MultiHeadAttention(q, k, v, tensor.AttentionOptions{Scale: a.Scale, Causal: causal, Bias: bias, MergeHeads: true})
+	return a.Out.Forward(o)
 }
 
 // DefaultScale is 1/√headDim.

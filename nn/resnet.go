@@ -176,22 +176,20 @@ func (a *SpatialAttention) Forward(x, context, ctxBias *tensor.Tensor) *tensor.T
 	q := SplitHeads(a.Q.Forward(tokens), a.Heads)
 	k := SplitHeads(a.K.Forward(tokens), a.Heads)
 	v := SplitHeads(a.V.Forward(tokens), a.Heads)
-	var bias *tensor.Tensor
+	opt := tensor.AttentionOptions{Scale: a.Scale, MergeHeads: true}
 	if a.AddK != nil {
 		if context == nil {
 			panic(&tensor.ShapeError{Msg: fmt.Sprintf("nn.SpatialAttention: %d-channel added-KV attention needs a context", c)})
 		}
-		lc := context.Dim(1)
-		ck := SplitHeads(a.AddK.Forward(context), a.Heads)
-		cv := SplitHeads(a.AddV.Forward(context), a.Heads)
-		k = tensor.Concat(2, ck.Contiguous(), k.Contiguous())
-		v = tensor.Concat(2, cv.Contiguous(), v.Contiguous())
+		// The context's keys and values come first, as in diffusers'
+		// concatenation, and its mask applies to them alone.
+		opt.PrefixK = SplitHeads(a.AddK.Forward(context), a.Heads)
+		opt.PrefixV = SplitHeads(a.AddV.Forward(context), a.Heads)
 		if ctxBias != nil {
-			zeros := tensor.ZerosOn(x.Backend(), tensor.F32, n, 1, 1, hw)
-			bias = tensor.Concat(3, ctxBias.Reshape(n, 1, 1, lc).Contiguous(), zeros)
+			opt.Bias = ctxBias.Reshape(n, 1, 1, context.Dim(1))
 		}
 	}
-	o := a.Out.Forward(MergeHeads(tensor.Attention(q, k, v, bias, a.Scale, false))) // (N, HW, C)
+	o := a.Out.Forward(tensor.MultiHeadAttention(q, k, v, opt)) // (N, HW, C)
 	y := tensor.Add(o.Transpose(1, 2).Reshape(n, c, h, w), x)
 	if a.RescaleOutput != 1 {
 		y = tensor.Scale(y, 1/a.RescaleOutput)

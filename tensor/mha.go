@@ -64,9 +64,19 @@ func MultiHeadAttention(q, k, v *Tensor, o AttentionOptions) *Tensor {
 		if b.dtype != F32 {
 			shapePanic("tensor.MultiHeadAttention: bias must be F32, got %v", b.dtype)
 		}
+		// A last dimension of Lp (Lk > 0) makes a bias over the prefix
+		// keys alone; one of 1 broadcasts over every key (but when Lp is 1
+		// too, it is taken as the prefix key's).
 		lb := lp + lk
-		if lp > 0 && b.Rank() > 0 && b.Dim(-1) == lp && lp != lp+lk {
+		if lp > 0 && lk > 0 && b.Rank() > 0 && b.Dim(-1) == lp {
 			lb = lp
+		}
+		if !broadcastsTo(b.shape, []int{bsz, h, lq, lb}) {
+			if lp > 0 {
+				shapePanic("tensor.MultiHeadAttention: bias %v broadcasts neither to (B, H, Lq, Lp+Lk) = %v nor, over the prefix keys alone, to (B, H, Lq, Lp) = %v",
+					b.shape, []int{bsz, h, lq, lp + lk}, []int{bsz, h, lq, lp})
+			}
+			shapePanic("tensor.MultiHeadAttention: bias %v does not broadcast to (B, H, Lq, Lk) = %v", b.shape, []int{bsz, h, lq, lk})
 		}
 		src[3] = b.Expand(bsz, h, lq, lb)
 	}
@@ -82,4 +92,18 @@ func MultiHeadAttention(q, k, v *Tensor, o AttentionOptions) *Tensor {
 		n.Int[1] = 1
 	}
 	return run(n)
+}
+
+// broadcastsTo reports whether Expand can take shape s to shape to.
+func broadcastsTo(s, to []int) bool {
+	if len(s) > len(to) {
+		return false
+	}
+	lead := len(to) - len(s)
+	for i, d := range s {
+		if d != 1 && d != to[lead+i] {
+			return false
+		}
+	}
+	return true
 }
