@@ -49,10 +49,17 @@ type Backend struct {
 	status     *alloc    // 16 mapped bytes: flags set by shaders (bad embedding id)
 	staged     bool      // device storage is not mapped: Upload and Download copy through stage
 	stage      allocator // staging buffers (staged mode only)
-	closed     bool
-	prof       profiler
+	plan       memPlan   // where memory lives (memplan.go)
+	// readback holds host-cached buffers that Download copies into on the
+	// device before reading them, when storage (or stage) is mapped
+	// uncached: plan.readback is not nil.
+	readback allocator
+	closed   bool
+	prof     profiler
 
-	embedWindow int // tests: at most this many table rows per embedding dispatch
+	embedWindow     int  // tests: at most this many table rows per embedding dispatch
+	forceReadback   bool // tests: read through readback buffers even from cached memory
+	forceInvalidate bool // tests: invalidate readback memory even when it is coherent
 
 	tapsMu sync.Mutex
 	taps   map[[2]int]*tensor.Tensor // bicubic taps on the device
@@ -189,37 +196,51 @@ func newBackend(in *instance, index int, name, staging string) (*Backend, error)
 		}
 		b.prof.period = float64(l.TimestampPeriod)
 	}
-	memTypes, stageTypes, heap, staged, err := chooseMemory(&pd.mem, staging)
+	props := memPropsOf(&pd.mem)
+	plan, err := planMemory(props, pd.props.DeviceType == vk.PhysicalDeviceTypeDiscreteGpu, staging)
 	if err != nil {
 		return nil, err
 	}
-	b.staged = staged
-	// 16-bit storage buffers (F16/BF16 activations without atomics) where
-	// the device has them; the shaders are compiled for Vulkan 1.1.
-	b.storage16 = pd.caps.storage16 && min(pd.props.ApiVersion, in.api) >= vk.MakeVersion(1, 1, 0) &&
-		os.Getenv("UNCLIP_VK_NO_STORAGE16") != "1"
-	dev, err := createDevice(in.inst, pd.pd, b.qfam, b.storage16)
+	b.plan = plan
+	b.staged = plan.staged
+	// Every optional feature the shaders use, where the device has it;
+	// 16-bit storage buffers (F16/BF16 activations without atomics) unless
+	// UNCLIP_VK_NO_STORAGE16=1.
+	en := enableFeatures(pd.caps.features, os.Getenv("UNCLIP_VK_NO_STORAGE16") == "1")
+	dev, err := createDevice(pd.pd, b.qfam, en, deviceExtensions(pd.api, en))
 	if err != nil {
 		return nil, err
 	}
 	b.dev = dev
+	b.storage16 = en.storage16
+	dev.minSubgroup, dev.maxSubgroup = pd.caps.minSubgroupSize, pd.caps.maxSubgroupSize
+	dev.requireSubgroup = pd.info.RequireSubgroupSize
 	maxAlloc := pd.caps.maxAlloc
 	if maxAlloc == 0 {
 		maxAlloc = 1 << 30
 	}
 	blockSize := uint64(defaultBlock)
-	blockSize = min(blockSize, maxAlloc, max(heap/8, 16<<20), alignUp(b.maxRange, 1<<20))
+	blockSize = min(blockSize, maxAlloc, max(plan.heapSize/8, 16<<20), alignUp(b.maxRange, 1<<20))
 	align := max(b.minAlign, allocationPad)
-	b.mem = allocator{dev: b.dev, memTypes: memTypes, mapped: !staged, blockSize: blockSize, maxAlloc: maxAlloc, align: align}
+	flags := props.flags()
+	b.mem = allocator{dev: b.dev, memTypes: plan.storage, typeFlags: flags, mapped: !plan.staged, blockSize: blockSize,
+		maxAlloc: maxAlloc, align: align}
+	b.mem.onFail = func(size, want uint64, err error) error { return b.memoryError(size, want, err) }
+	small := min(blockSize, 64<<20)
+	if plan.staged {
+		b.stage = allocator{dev: b.dev, memTypes: plan.stage, typeFlags: flags, mapped: true, blockSize: small,
+			maxAlloc: maxAlloc, align: align}
+	}
+	if plan.readback != nil {
+		b.useReadback(plan.readback)
+	}
 	if env := os.Getenv("UNCLIP_DEVICE_MEMORY"); env != "" {
 		n, err := tensor.ParseBytes(env)
 		if err != nil {
+			dev.destroy()
 			return nil, fmt.Errorf("UNCLIP_DEVICE_MEMORY: %w", err)
 		}
 		b.setLimit(n)
-	}
-	if staged {
-		b.stage = allocator{dev: b.dev, memTypes: stageTypes, mapped: true, blockSize: min(blockSize, 64<<20), maxAlloc: maxAlloc, align: align}
 	}
 	if err := b.openPipelineCache(); err != nil {
 		dev.destroy()
@@ -245,60 +266,50 @@ func (b *Backend) hostMem() *allocator {
 	return &b.mem
 }
 
-// chooseMemory picks the memory types of device storage and, when that
-// is not host-visible, of the staging buffers. Mapped mode (no staging)
-// keeps everything in host-visible coherent memory, device-local first:
-// all of VRAM on resizable-BAR GPUs, everything on integrated and CPU
-// devices, then host memory as a fallback. Staged mode, used when the
-// device-local host-visible heap is small (a 256 MiB BAR) or when forced
-// with UNCLIP_VK_STAGING=1, keeps storage in device-local memory and copies
-// through host-visible staging buffers. force is "1", "0" or "" (auto).
-func chooseMemory(mem *vk.PhysicalDeviceMemoryProperties, force string) (memTypes, stageTypes []uint32, heap uint64, staged bool, err error) {
-	coherent := vk.MemoryPropertyFlagBits(vk.MemoryPropertyHostVisibleBit | vk.MemoryPropertyHostCoherentBit)
-	var mappedLocal, mappedHost, local []uint32
-	var mappedLocalHeap, localHeap, mappedHeap uint64
-	for i := uint32(0); i < mem.MemoryTypeCount; i++ {
-		t := mem.MemoryTypes[i]
-		t.Deref()
-		f := vk.MemoryPropertyFlagBits(t.PropertyFlags)
-		h := mem.MemoryHeaps[t.HeapIndex]
-		h.Deref()
-		size := uint64(h.Size)
-		isLocal := f&vk.MemoryPropertyDeviceLocalBit != 0
-		if isLocal {
-			local = append(local, i)
-			localHeap = max(localHeap, size)
-		}
-		if f&coherent != coherent {
-			continue
-		}
-		mappedHeap = max(mappedHeap, size)
-		if isLocal {
-			mappedLocal = append(mappedLocal, i)
-			mappedLocalHeap = max(mappedLocalHeap, size)
-		} else {
-			mappedHost = append(mappedHost, i)
+// useReadback makes Download copy through host-cached buffers of the
+// memory types types (before any allocation).
+func (b *Backend) useReadback(types []uint32) {
+	b.plan.readback = types
+	b.readback = allocator{dev: b.dev, memTypes: types, typeFlags: b.mem.typeFlags, mapped: true,
+		blockSize: min(b.mem.blockSize, 64<<20), maxAlloc: b.mem.maxAlloc, align: b.mem.align}
+}
+
+// memoryError describes a device-memory block of size bytes, for an
+// allocation of want bytes, that could not be allocated (err): the device,
+// the heap, what this backend and (VK_EXT_memory_budget) the process hold
+// there, and what to do. Out of memory, it wraps ErrOutOfDeviceMemory.
+func (b *Backend) memoryError(size, want uint64, err error) error {
+	h := b.plan.heap
+	kind := "device-local heap"
+	if !b.plan.strict {
+		kind = "heap"
+	}
+	msg := fmt.Sprintf("%s (%s): cannot allocate %s", b.name, b.phys.info.Name, human(want))
+	if size != want {
+		msg += fmt.Sprintf(" (a %s block)", human(size))
+	}
+	msg += fmt.Sprintf(" in %s %d of %s: this backend holds %s there", kind, h, human(b.plan.heapSize), human(b.mem.total))
+	if b.phys.exts["VK_EXT_memory_budget"] && b.phys.api >= vk.MakeVersion(1, 1, 0) {
+		if budget, usage, ok := heapBudget(b.phys.pd, h); ok {
+			msg += fmt.Sprintf(", the driver reports %s of it in use by this process and a budget of %s", human(usage), human(budget))
 		}
 	}
-	mapped := append(append([]uint32(nil), mappedLocal...), mappedHost...)
-	if len(mapped) == 0 {
-		return nil, nil, 0, false, errors.New("no host-visible coherent memory type")
+	if !isOutOfMemory(err) {
+		return fmt.Errorf("%s: %w", msg, err)
 	}
-	switch force {
-	case "1":
-		staged = true
-	case "0":
-	default:
-		staged = len(local) > 0 && mappedLocalHeap < localHeap/2
+	hint := "lower what a run needs with --offload true (only the running stage's weights on the device) or cap the engine's use with --device-memory"
+	if b.plan.strict {
+		hint = "tensors stay in device memory and are never moved to system RAM: " + hint
 	}
-	if !staged {
-		return mapped, nil, mappedHeap, false, nil
+	return fmt.Errorf("%w: %s (%v); %s", ErrOutOfDeviceMemory, msg, err, hint)
+}
+
+// human is a byte count in MiB or GiB.
+func human(n uint64) string {
+	if n >= 1<<30 {
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
 	}
-	if len(local) == 0 {
-		local = mapped
-		localHeap = mappedHeap
-	}
-	return append(local, mappedHost...), mapped, localHeap, true, nil
+	return fmt.Sprintf("%.1f MiB", mb(n))
 }
 
 // Name returns "vulkan:N".
@@ -356,9 +367,12 @@ func (b *Backend) getLocked(n int) (*alloc, error) {
 		}
 		a, err = b.mem.get(uint64(n))
 	}
+	if err != nil && !errors.Is(err, ErrOutOfDeviceMemory) {
+		err = fmt.Errorf("%s (%s, %.0f MiB of device memory): cannot allocate %.1f MiB: %w",
+			b.name, b.phys.info.Name, mb(b.phys.info.DeviceMemory()), mb(uint64(n)), err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%s (%.0f MiB of device memory): cannot allocate %.1f MiB: %w",
-			b.name, mb(b.phys.info.DeviceMemory()), mb(uint64(n)), err)
+		return nil, err
 	}
 	return a, nil
 }
@@ -497,7 +511,10 @@ func (b *Backend) Write(s *tensor.Storage, off int, src []byte) error {
 	return nil
 }
 
-// Download waits for the work that writes s and copies bytes out.
+// Download waits for the work that writes s and copies bytes out: from
+// the mapping when it is host-cached, else (an uncached BAR or
+// write-combined mapping, or unmapped storage) through a host-cached
+// readback buffer the device copies into, invalidated when not coherent.
 func (b *Backend) Download(s *tensor.Storage, dst []byte, off int) error {
 	a, ok := s.Handle.(*alloc)
 	if !ok || s.Backend() != b {
@@ -508,23 +525,62 @@ func (b *Backend) Download(s *tensor.Storage, dst []byte, off int) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.staged || len(dst) == 0 {
+	if len(dst) == 0 || !b.staged && (b.plan.readback == nil || a.blk.cached && !b.forceReadback) {
 		if err := b.syncLocked(); err != nil {
 			return err
 		}
 		copy(dst, a.host()[off:])
 		return nil
 	}
-	st, err := b.stage.get(uint64(len(dst)))
-	if err != nil {
-		return fmt.Errorf("%s: staging buffer of %d bytes: %w", b.name, len(dst), err)
+	m := &b.stage
+	if b.plan.readback != nil {
+		m = &b.readback
 	}
-	defer b.stage.put(st)
+	// In pieces of at most half a staging block, so that a large read
+	// takes no dedicated host buffer of its size.
+	chunk := int(max(m.blockSize/2, 4096))
+	for done := 0; done < len(dst); {
+		n := min(len(dst)-done, chunk)
+		st, err := m.get(uint64(n))
+		if err != nil && m != &b.stage && b.staged {
+			m = &b.stage
+			st, err = m.get(uint64(n))
+		}
+		if err != nil && !b.staged {
+			// No host-cached buffer to spare: read the mapping itself.
+			if err := b.syncLocked(); err != nil {
+				return err
+			}
+			copy(dst[done:], a.host()[off+done:])
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: staging buffer of %d bytes: %w", b.name, n, err)
+		}
+		err = b.readThrough(st, a, off+done, dst[done:done+n])
+		m.put(st)
+		if err != nil {
+			return err
+		}
+		done += n
+	}
+	return nil
+}
+
+// readThrough copies len(dst) bytes of a at byte offset off into the
+// mapped staging allocation st on the device, waits, and reads st (b.mu
+// held).
+func (b *Backend) readThrough(st, a *alloc, off int, dst []byte) error {
 	if err := b.recordCopy(a, uint64(off), st, 0, uint64(len(dst))); err != nil {
 		return err
 	}
 	if err := b.syncLocked(); err != nil {
 		return err
+	}
+	if !st.blk.coherent || b.forceInvalidate {
+		if r := b.dev.invalidate(st.blk.mem); r != vk.Success {
+			return fmt.Errorf("%s: vkInvalidateMappedMemoryRanges: %w", b.name, vkErr(r))
+		}
 	}
 	copy(dst, st.host())
 	return nil
@@ -858,6 +914,7 @@ func (b *Backend) Close() error {
 	b.dev.destroyCache(b.pcache)
 	b.mem.close()
 	b.stage.close()
+	b.readback.close()
 	b.dev.destroy()
 	openMu.Lock()
 	for i, x := range opened {

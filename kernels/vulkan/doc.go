@@ -5,7 +5,8 @@
 // and hands its vkGetInstanceProcAddr to github.com/vulkan-go/vulkan, which
 // creates the instance and enumerates devices. Every device-level call
 // (memory, pipelines, command buffers, submission) goes through this
-// package's own small C layer with entry points from vkGetDeviceProcAddr:
+// package's own small C layer (cvk.c, cvk.h; Go wrappers in cvk.go) and
+// the device's one dispatch table, filled from vkGetDeviceProcAddr:
 // vulkan-go passes Go memory holding Go pointers to C for vkCreateDevice
 // and for any call taking slices, which Go's cgo checks reject, and it
 // copies every struct per call, which has no place in the per-dispatch
@@ -16,9 +17,22 @@
 // Memory: storage is sub-allocated from large blocks (at most
 // maxMemoryAllocationSize, bound ranges at most maxStorageBufferRange and
 // always computed). Where device memory is host-visible (integrated and
-// CPU devices, resizable-BAR GPUs) it is mapped once and uploads and
-// readback are plain copies; otherwise (or with UNCLIP_VK_STAGING=1)
-// storage stays device-local and transfers go through staging buffers.
+// CPU devices, resizable-BAR GPUs) it is mapped once and uploads are plain
+// copies; otherwise (or with UNCLIP_VK_STAGING=1) storage stays
+// device-local and transfers go through staging buffers. Reads of memory
+// mapped uncached (VRAM through a BAR) are copied on the device into
+// host-cached buffers first. A discrete GPU's storage lives in its
+// device-local memory only: when that runs out, allocation fails with
+// ErrOutOfDeviceMemory (naming the device, the request and the heap),
+// never silently moving tensors to system RAM (memplan.go).
+//
+// Features: every optional feature the shaders use (shaderFloat16,
+// 16-bit and 8-bit storage, subgroup size control, the Vulkan memory model,
+// KHR and NV cooperative matrices) is queried through
+// VkPhysicalDeviceFeatures2 and enabled at device creation where the
+// device has it; DeviceInfo reports them, with the cooperative-matrix
+// shapes, and shaders are chosen by these feature bits, not by extension
+// names.
 // Unreachable tensors return their memory through runtime cleanups once
 // the work that used them has finished; before growing, the allocator runs
 // the garbage collector, since device memory is invisible to it.

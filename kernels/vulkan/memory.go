@@ -3,8 +3,11 @@
 package vulkan
 
 import (
+	"errors"
 	"fmt"
 	"sort"
+
+	vk "github.com/vulkan-go/vulkan"
 )
 
 // block is one VkDeviceMemory with one VkBuffer over all of it, mapped
@@ -18,6 +21,10 @@ type block struct {
 	free   []span // free ranges, sorted by offset
 	used   uint64
 	single bool // dedicated to one large allocation
+
+	memType  uint32 // the memory type of mem
+	cached   bool   // HOST_CACHED: host reads of the mapping are fast
+	coherent bool   // HOST_COHERENT: no invalidate needed before host reads
 }
 
 type span struct{ off, size uint64 }
@@ -33,11 +40,19 @@ type alloc struct {
 // host returns the mapped bytes of the allocation.
 func (a *alloc) host() []byte { return a.blk.host[a.off : a.off+a.size] }
 
+// bufferDevice makes and frees the buffers of blocks (*device; a fake in
+// tests).
+type bufferDevice interface {
+	createBuffer(size uint64, memType uint32, mapped bool) (buf, mem uint64, host []byte, err error)
+	destroyBuffer(buf, mem uint64, mapped bool)
+}
+
 // allocator sub-allocates storage buffers from large blocks. It is not
 // safe for concurrent use (the backend's mutex guards it).
 type allocator struct {
-	dev       *device
-	memTypes  []uint32 // in order of preference
+	dev       bufferDevice
+	memTypes  []uint32 // in order of preference (memPlan: never host memory for a discrete GPU's storage)
+	typeFlags []uint32 // the property flags of every memory type of the device, by index
 	mapped    bool     // blocks are host-visible and mapped
 	blockSize uint64
 	maxAlloc  uint64
@@ -45,6 +60,10 @@ type allocator struct {
 	blocks    []*block
 	total     uint64 // bytes held in blocks
 	limit     uint64 // budget for total (0: none)
+
+	// onFail, when set, turns the failure err of a new block of size
+	// bytes, for an allocation of want bytes, into the error returned.
+	onFail func(size, want uint64, err error) error
 }
 
 const defaultBlock = 256 << 20
@@ -82,13 +101,13 @@ func (m *allocator) get(size uint64) (*alloc, error) {
 		return a, nil
 	}
 	if size <= m.blockSize/2 {
-		b, err := m.newBlock(m.blockSize, false)
+		b, err := m.newBlock(m.blockSize, false, size)
 		if err != nil {
 			return nil, err
 		}
 		return b.take(size), nil
 	}
-	b, err := m.newBlock(size, true)
+	b, err := m.newBlock(size, true, size)
 	if err != nil {
 		return nil, err
 	}
@@ -135,31 +154,60 @@ func (m *allocator) put(a *alloc) {
 	}
 }
 
-func (m *allocator) newBlock(size uint64, single bool) (*block, error) {
+// newBlock allocates a block of size bytes for an allocation of want
+// bytes, in the first of memTypes that has room: all are of the memory
+// planned for this allocator, so that a failure is never retried in
+// another kind of memory.
+func (m *allocator) newBlock(size uint64, single bool, want uint64) (*block, error) {
 	if m.limit > 0 && m.total+size > m.limit {
 		m.trim()
 	}
 	if m.limit > 0 && m.total+size > m.limit {
-		return nil, fmt.Errorf("device memory budget of %.1f MiB reached (%.1f MiB held in %d blocks, %.1f MiB of it in use; a %.1f MiB block more needed)",
-			mb(m.limit), mb(m.total), len(m.blocks), mb(m.inUse()), mb(size))
+		return nil, fmt.Errorf("%w: the device memory budget of %.1f MiB is reached (%.1f MiB held in %d blocks, %.1f MiB of it in use; a %.1f MiB block more needed): raise --device-memory, or lower what a run needs with --offload true",
+			ErrOutOfDeviceMemory, mb(m.limit), mb(m.total), len(m.blocks), mb(m.inUse()), mb(size))
 	}
 	var (
 		buf, mem uint64
 		host     []byte
+		typ      uint32
 		err      error
+		failed   error // the most telling failure: an allocation's, else the last
 	)
 	for _, t := range m.memTypes {
 		if buf, mem, host, err = m.dev.createBuffer(size, t, m.mapped); err == nil {
+			typ = t
 			break
 		}
+		if failed == nil || !errors.Is(failed, vk.Error(vk.ErrorOutOfDeviceMemory)) {
+			failed = err
+		}
+	}
+	if len(m.memTypes) == 0 {
+		err = errors.New("no memory type")
+		failed = err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("device buffer of %d bytes (%d MiB already held): %w", size, m.total>>20, err)
+		if m.onFail != nil {
+			return nil, m.onFail(size, want, failed)
+		}
+		return nil, fmt.Errorf("device buffer of %d bytes (%d MiB already held): %w", size, m.total>>20, failed)
 	}
-	b := &block{size: size, single: single, buf: buf, mem: mem, host: host, free: []span{{0, size}}}
+	var flags uint32
+	if int(typ) < len(m.typeFlags) {
+		flags = m.typeFlags[typ]
+	}
+	b := &block{size: size, single: single, buf: buf, mem: mem, host: host, free: []span{{0, size}},
+		memType: typ, cached: flags&memHostCached != 0, coherent: flags&memHostCoherent != 0}
 	m.blocks = append(m.blocks, b)
 	m.total += size
 	return b, nil
+}
+
+// isOutOfMemory reports whether err is a VkResult that means "no memory
+// for this allocation".
+func isOutOfMemory(err error) bool {
+	return errors.Is(err, vk.Error(vk.ErrorOutOfDeviceMemory)) || errors.Is(err, vk.Error(vk.ErrorOutOfHostMemory)) ||
+		errors.Is(err, vk.Error(vk.ErrorTooManyObjects))
 }
 
 func (m *allocator) release(b *block) {
