@@ -91,11 +91,11 @@ func (r *ResnetBlock2D) Forward(x, embAct *tensor.Tensor) *tensor.Tensor {
 		tp = tp.Reshape(tp.Dim(0), tp.Dim(1), 1, 1)
 	}
 	if r.ScaleShift && tp != nil {
-		scale := tp.Narrow(1, 0, r.out)
-		shift := tp.Narrow(1, r.out, r.out)
-		h = r.Norm2.Forward(h, false)
-		h = tensor.Add(tensor.Mul(h, tensor.Affine(scale, 1, 1)), shift)
-		h = tensor.SiLU(h)
+		// norm2, ·(1 + scale) + shift and SiLU in one op.
+		tp2 := tp.Reshape(tp.Dim(0), tp.Dim(1))
+		scale := tp2.Narrow(1, 0, r.out)
+		shift := tp2.Narrow(1, r.out, r.out)
+		h = tensor.GroupNormScaleShift(h, r.Norm2.Groups, r.Norm2.W, r.Norm2.B, scale, shift, r.Norm2.Eps, true)
 	} else {
 		if tp != nil {
 			h = tensor.Add(h, tp)
@@ -190,7 +190,8 @@ func (a *SpatialAttention) Forward(x, context, ctxBias *tensor.Tensor) *tensor.T
 		}
 	}
 	o := a.Out.Forward(tensor.MultiHeadAttention(q, k, v, opt)) // (N, HW, C)
-	y := tensor.Add(o.Transpose(1, 2).Reshape(n, c, h, w), x)
+	// The residual add reads the projection transposed, in place.
+	y := tensor.Add(o.Transpose(1, 2), x.Reshape(n, c, hw)).Reshape(n, c, h, w)
 	if a.RescaleOutput != 1 {
 		y = tensor.Scale(y, 1/a.RescaleOutput)
 	}

@@ -96,7 +96,7 @@ const (
 	OpBinary                        // Dst = Src[0] ∘ Src[1] (same shape as Dst, any strides); Int[0] is the BinaryKind
 	OpMatMul                        // Dst[...,M,N] = Src[0][...,M,K] · Src[1][...,K,N] (+ Src[2][N]), then the epilogue
 	OpLayerNorm                     // over the last dim; Src[1] weight, Src[2] bias (optional); Float[0] eps
-	OpGroupNorm                     // Src[0] (N,C,*): Int[0] groups, Int[1] 1 = apply SiLU after; Float[0] eps
+	OpGroupNorm                     // Src[0] (N,C,*): Int[0] groups, Int[1] 1 = apply SiLU after; Float[0] eps; Src[3], Src[4] (N,C) scale, shift: ·(1+scale)+shift before SiLU (GroupNormScaleShift)
 	OpSoftmax                       // over the last dim
 	OpAttention                     // Dst(B,H,Lq,Dv) = softmax(Q·Kᵀ·Float[0] + Src[3]) · V; Int[0] 1 = causal; Src[4], Src[5] prefix K, V; Int[1] 1 = Dst (B,Lq,H·Dv) (MultiHeadAttention)
 	OpEmbedding                     // Dst[..., D] = Src[0][Src[1][...], :]

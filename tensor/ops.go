@@ -297,6 +297,12 @@ func Linear(x, w, bias *Tensor) *Tensor {
 	if w.Rank() != 2 || w.Dim(1) != in {
 		shapePanic("tensor.Linear: input %v, weight %v", x.shape, w.shape)
 	}
+	if x.Rank() > 2 && !x.IsContiguous() {
+		// A strided batch (such as a transposed feature map's tokens) is
+		// read in place, the weight broadcast over it, instead of being
+		// copied to flatten it.
+		return matmul(x, w.T(), bias)
+	}
 	lead := x.Shape()[:x.Rank()-1]
 	y := matmul(x.Reshape(-1, in), w.T(), bias)
 	return y.Reshape(append(lead, w.Dim(0))...)
@@ -327,13 +333,17 @@ func LayerNorm(x, w, b *Tensor, eps float32) *Tensor {
 // spatial positions, then applies the per-channel affine w, b; with silu
 // set, SiLU follows (the fused form every U-Net resnet uses).
 func GroupNorm(x *Tensor, groups int, w, b *Tensor, eps float32, silu bool) *Tensor {
-	floatOperand("GroupNorm", x)
+	return run(groupNormNode("GroupNorm", x, groups, w, b, eps, silu))
+}
+
+func groupNormNode(op string, x *Tensor, groups int, w, b *Tensor, eps float32, silu bool) *Node {
+	floatOperand(op, x)
 	if x.Rank() < 2 {
-		shapePanic("tensor.GroupNorm: input %v", x.shape)
+		shapePanic("tensor.%s: input %v", op, x.shape)
 	}
 	c := x.Dim(1)
 	if groups <= 0 || c%groups != 0 || w.Rank() != 1 || w.Dim(0) != c || b == nil || b.Rank() != 1 || b.Dim(0) != c {
-		shapePanic("tensor.GroupNorm: input %v, %d groups, weight %v", x.shape, groups, w.shape)
+		shapePanic("tensor.%s: input %v, %d groups, weight %v", op, x.shape, groups, w.shape)
 	}
 	out := newOut(x, x.dtype, x.shape...)
 	n := &Node{Op: OpGroupNorm, Dst: out, Src: []*Tensor{x, w, b}}
@@ -342,6 +352,24 @@ func GroupNorm(x *Tensor, groups int, w, b *Tensor, eps float32, silu bool) *Ten
 		n.Int[1] = 1
 	}
 	n.Float[0] = eps
+	return n
+}
+
+// GroupNormScaleShift is GroupNorm followed by the time-embedding
+// modulation of diffusers' scale-shift ResNet blocks, in one op:
+// act((norm(x)·w + b)·(1 + scale) + shift), with scale and shift (N, C)
+// (any strides, such as the two halves of one projection) and act SiLU when
+// silu is set. Its node is OpGroupNorm with Src[3], Src[4] = scale, shift.
+func GroupNormScaleShift(x *Tensor, groups int, w, b, scale, shift *Tensor, eps float32, silu bool) *Tensor {
+	n := groupNormNode("GroupNormScaleShift", x, groups, w, b, eps, silu)
+	nb, c := x.Dim(0), x.Dim(1)
+	for _, t := range []*Tensor{scale, shift} {
+		floatOperand("GroupNormScaleShift", t)
+		if t.Rank() != 2 || t.Dim(0) != nb || t.Dim(1) != c {
+			shapePanic("tensor.GroupNormScaleShift: input %v, scale %v, shift %v: want (%d, %d)", x.shape, scale.shape, shift.shape, nb, c)
+		}
+	}
+	n.Src = append(n.Src, scale, shift)
 	return run(n)
 }
 

@@ -74,6 +74,7 @@ func groupNormOp(n *tensor.Node) error {
 	cg := c / g
 	silu := n.Int[1] == 1
 	eps := float64(n.Float[0])
+	scale, shift := scaleShift(n, bsz, c)
 	parallelFor(bsz*g, len(x)*4, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			bi, gi := i/g, i%g
@@ -86,6 +87,9 @@ func groupNormOp(n *tensor.Node) error {
 				ys := y[base+ch*hw : base+ch*hw+hw]
 				for j, v := range xs {
 					o := float32((float64(v)-mean)*inv)*wc + bc
+					if scale != nil {
+						o = o*(1+scale[bi*c+gi*cg+ch]) + shift[bi*c+gi*cg+ch]
+					}
 					if silu {
 						o *= sigmoid(o)
 					}
@@ -95,6 +99,15 @@ func groupNormOp(n *tensor.Node) error {
 		}
 	})
 	return nil
+}
+
+// scaleShift returns GroupNormScaleShift's (N, C) scale and shift dense,
+// or nils for a plain GroupNorm node.
+func scaleShift(n *tensor.Node, bsz, c int) (scale, shift []float32) {
+	if len(n.Src) < 5 || n.Src[3] == nil {
+		return nil, nil
+	}
+	return f32(n.Src[3]).dense()[:bsz*c], f32(n.Src[4]).dense()[:bsz*c]
 }
 
 // softmaxOp normalises each row of the last dimension.

@@ -77,15 +77,23 @@ func groupNormFast(n *tensor.Node) error {
 	cg := c / g
 	silu := n.Int[1] == 1
 	eps := float64(n.Float[0])
+	scale, shift := scaleShift(n, bsz, c)
+	nc := c
 	parallelFor(bsz*g, len(x)/2, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			bi, gi := i/g, i%g
 			base := (bi*c + gi*cg) * hw
 			c, d, inv := fastStats(x[base:base+cg*hw], eps)
 			for ch := 0; ch < cg; ch++ {
-				// y = (x − mean)·inv·w + b = (x − c)·a + s
+				// y = (x − mean)·inv·w + b = (x − c)·a + s, then
+				// ·(1 + scale) + shift folded into a and s.
 				a := inv * float64(w[gi*cg+ch])
 				s := float64(b[gi*cg+ch]) - d*a
+				if scale != nil {
+					k := bi*nc + gi*cg + ch
+					m := float64(1 + scale[k])
+					a, s = a*m, s*m+float64(shift[k])
+				}
 				o := base + ch*hw
 				affine(y[o:o+hw], x[o:o+hw], c, float32(a), float32(s), silu)
 			}

@@ -312,3 +312,25 @@ func TestStaged(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupNormScaleShift runs the fused GroupNorm + scale-shift + SiLU
+// on the device (strided halves of one projection, F32 and F16) against
+// the CPU.
+func TestGroupNormScaleShift(t *testing.T) {
+	b := openTest(t)
+	for _, dt := range []tensor.DType{tensor.F32, tensor.F16} {
+		for _, silu := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%v/silu=%v", dt, silu), func(t *testing.T) {
+				in := []*tensor.Tensor{tensortest.Rand(81, 2, 12, 7, 5), tensortest.Rand(82, 12), tensortest.Rand(83, 12), tensortest.Rand(84, 2, 24)}
+				tol := 2e-5
+				if dt != tensor.F32 {
+					in[0], in[3] = in[0].Cast(dt), in[3].Cast(dt)
+					tol = 1e-2
+				}
+				compareOn(t, b, tol, in, func(x []*tensor.Tensor) *tensor.Tensor {
+					return tensor.GroupNormScaleShift(x[0], 3, x[1], x[2], x[3].Narrow(1, 0, 12), x[3].Narrow(1, 12, 12), 1e-5, silu)
+				})
+			})
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"unsafe"
 
 	"github.com/unclip-go/unclip/tensor"
@@ -95,15 +96,55 @@ func (b *Backend) groupNormOp(n *tensor.Node) error {
 	if g <= 0 || c%g != 0 {
 		return fmt.Errorf("groupnorm: %d channels in %d groups", c, g)
 	}
+	// The scale-shift modulation (bound to x when absent): views in the
+	// activations' dtype, with one pair of strides for both.
+	scale, shift, mod := x, x, uint32(0)
+	var msn, msc int
+	if len(n.Src) > 4 && n.Src[3] != nil {
+		st, err := sameAs(sdt, n.Src[3], n.Src[4])
+		if err != nil {
+			return err
+		}
+		scale, shift, mod = st[0], st[1], 1
+		msn, msc = scale.Strides()[0], scale.Strides()[1]
+	}
 	return b.launch(n, launch{
-		shader: "groupnorm", dst: n.Dst, srcs: []*tensor.Tensor{x, w, bias},
+		shader: "groupnorm", dst: n.Dst, srcs: []*tensor.Tensor{x, w, bias, scale, shift},
 		push: func(off []uint32) any {
 			return groupnormPush{Total: uint32(bsz * g), G: uint32(g), CG: uint32(c / g), HW: uint32(hw), Silu: uint32(n.Int[1]),
-				Eps: n.Float[0], Doff: off[0], Xoff: off[1], Woff: off[2], Boff: off[3]}
+				Eps: n.Float[0], Doff: off[0], Xoff: off[1], Woff: off[2], Boff: off[3],
+				Mod: mod, Soff: off[4], Toff: off[5], Msn: uint32(msn), Msc: uint32(msc)}
 		},
 		grid: b.linear(bsz*g, 1),
 		spec: dtSpec(wdt, sdt, ddt, reductionWG(c/g*hw)),
 	})
+}
+
+// sameAs returns views of ts in the dtype of shader code dt (a cast where
+// they differ), made dense when their strides differ from each other.
+func sameAs(dt uint32, ts ...*tensor.Tensor) ([]*tensor.Tensor, error) {
+	out := make([]*tensor.Tensor, len(ts))
+	for i, t := range ts {
+		if c, err := dtCode(t.DType()); err != nil || c != dt {
+			want := map[uint32]tensor.DType{0: tensor.F32, 1: tensor.F16, 2: tensor.BF16}[dt]
+			t = t.Cast(want)
+		}
+		out[i] = t
+	}
+	for _, t := range out[1:] {
+		if !slices.Equal(t.Strides(), out[0].Strides()) {
+			for i := range out {
+				out[i] = out[i].Contiguous()
+			}
+			break
+		}
+	}
+	for _, t := range out {
+		if err := t.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 func (b *Backend) softmaxOp(n *tensor.Node) error {

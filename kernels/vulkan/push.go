@@ -50,9 +50,10 @@ type layernormPush struct {
 
 // groupnorm.comp
 type groupnormPush struct {
-	Total, G, CG, HW, Silu uint32 // Total: samples·G
-	Eps                    float32
-	Doff, Xoff, Woff, Boff uint32
+	Total, G, CG, HW, Silu    uint32 // Total: samples·G
+	Eps                       float32
+	Doff, Xoff, Woff, Boff    uint32
+	Mod, Soff, Toff, Msn, Msc uint32 // scale and shift (GroupNormScaleShift)
 }
 
 // softmax.comp
