@@ -19,7 +19,7 @@ import (
 var gemmTestTiles = []string{"64x64x16x4x4", "128x128x16x8x8", "32x64x16x4x4"}
 
 var gemmTestTilesAll = []string{
-	"128x128x16x8x8", "64x64x16x4x4", "32x64x16x4x4", "64x32x16x4x4",
+	"128x128x16x8x8", "64x64x16x8x8", "64x64x16x4x4", "32x64x16x4x4", "64x32x16x4x4",
 	"128x64x16x8x4", "64x128x32x4x8", "64x64x32x8x8", "32x32x8x4x4",
 }
 

@@ -236,7 +236,7 @@ func (b *Backend) flashAttention(n *tensor.Node, qkv []*tensor.Tensor, sdt, ddt 
 			return false, nil
 		}
 	}
-	t, md, ok := b.flashTile(max(d, dv))
+	t, md, ok := b.flashTile(max(d, dv), bsz, h, lq, lp+lk, d)
 	if !ok || bsz*h > int(b.maxGroup[1]) {
 		return false, nil
 	}
@@ -283,9 +283,12 @@ func (b *Backend) flashAttention(n *tensor.Node, qkv []*tensor.Tensor, sdt, ddt 
 }
 
 // flashTile picks flash.comp's tile and head-size bound for heads of up
-// to hd values: a forced or tuned tile, else 32×32; ok is false when no
-// tile fits the device (its shared memory) or hd exceeds 128.
-func (b *Backend) flashTile(hd int) (attnTile, int, bool) {
+// to hd values: a forced tile, or the tuned table's entry nearest to dims
+// (B, H, Lq, Lk, D, as bench kernels shapes), else 32×32; ok is false when
+// no tile fits the device (its shared memory) or hd exceeds 128.
+func (b *Backend) flashTile(hd int, dims ...int) (attnTile, int, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	md := 16
 	for md < hd {
 		md *= 2
@@ -297,7 +300,7 @@ func (b *Backend) flashTile(hd int) (attnTile, int, bool) {
 	s := b.tiles.forced["attention"]
 	if s == "" {
 		if table, err := b.tuned(); err == nil {
-			s = table.lookup("attention", hd)
+			s = table.lookup("attention", dims...)
 		}
 	}
 	if s != "" {

@@ -132,7 +132,9 @@ func loadTuneTable(path string) (*tuneTable, error) {
 		if err != nil {
 			return nil, fmt.Errorf("UNCLIP_VK_TUNING %s: entry %d: %w", path, i, err)
 		}
-		for _, f := range strings.Split(strings.SplitN(e.Shape, ":", 2)[0], "x") {
+		shape, _, _ := strings.Cut(e.Shape, ":") // options (conv2d O:K) and
+		shape, _, _ = strings.Cut(shape, "/")    // layouts (matmul /linear) aside
+		for _, f := range strings.Split(shape, "x") {
 			n, err := strconv.Atoi(f)
 			if err != nil || n <= 0 {
 				return nil, fmt.Errorf("UNCLIP_VK_TUNING %s: entry %d: shape %q", path, i, e.Shape)
@@ -265,8 +267,13 @@ func (b *Backend) ForceTile(op, tile string) error {
 				t, t.threads(), t.sharedBytes(), b.name, b.phys.info.MaxWorkgroup, b.phys.info.MaxSharedMem)
 		}
 	case "attention":
-		if _, err := parseAttnTile(tile); err != nil {
+		t, err := parseAttnTile(tile)
+		if err != nil {
 			return err
+		}
+		if md := max(64, t.BKV); !b.fits(t.threads(), t.sharedBytes(md)) {
+			return fmt.Errorf("attention tile %v: %d invocations and %d bytes of shared memory (64-wide heads) exceed %s's limits (%d, %d)",
+				t, t.threads(), t.sharedBytes(md), b.name, b.phys.info.MaxWorkgroup, b.phys.info.MaxSharedMem)
 		}
 	default:
 		return fmt.Errorf("no tiles for op %q (matmul, conv2d, attention)", op)
