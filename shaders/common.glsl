@@ -40,19 +40,18 @@ uint f32ToF16(float f) {
     return sign | o;
 }
 
-// f16ToF32 widens with integer operations and one exact multiply, no
-// branches or loops (lavapipe's unpackHalf2x16 is several times slower than
-// a float32 load): normal values rebias the exponent, subnormal ones are
-// m·2⁻²⁴ (a normal float32, so no denormal arithmetic is involved), and
-// ±Inf and NaN keep their payload.
+// f16ToF32 widens with a few integer operations and selects (F. Giesen's
+// half_to_float; lavapipe's unpackHalf2x16 is several times slower than a
+// float32 load): the exponent is rebiased, ±Inf and NaN get the full
+// exponent and keep their payload, and subnormal values are made normal by
+// one exact float32 subtraction (no denormal arithmetic is involved).
 float f16ToF32(uint h) {
-    uint e = h & 0x7c00u;
-    uint bits = ((h & 0x8000u) << 16) | ((h & 0x7fffu) << 13);
-    float normal = uintBitsToFloat(bits + 0x38000000u);
-    float sub = float(h & 0x3ffu) * 5.9604644775390625e-8;
-    sub = (h & 0x8000u) != 0u ? -sub : sub;
-    float special = uintBitsToFloat(bits | 0x7f800000u);
-    return e == 0u ? sub : (e == 0x7c00u ? special : normal);
+    uint o = (h & 0x7fffu) << 13;
+    uint e = o & 0x0f800000u;
+    o += e == 0x0f800000u ? 0x70000000u : (e == 0u ? 0x38800000u : 0x38000000u);
+    float f = uintBitsToFloat(o);
+    f = e == 0u ? f - 6.103515625e-05 : f;
+    return uintBitsToFloat(floatBitsToUint(f) | ((h & 0x8000u) << 16));
 }
 
 uint f32ToBF16(float f) {

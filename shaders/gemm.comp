@@ -78,10 +78,17 @@ shared vec4 As[BK][BM / 4u];
 shared vec4 Bs[BK][BN / 4u];
 
 // Scalar and vec4 loads of element i of a buffer of dtype DT.
+#ifdef STORAGE16
+layout(std430, binding = 1) readonly buffer A16 { uint16_t SA16[]; };
+layout(std430, binding = 2) readonly buffer B16 { uint16_t SB16[]; };
+#define LOAD16(S1, i) uint(S1##16[i])
+#else
+#define LOAD16(S1, i) ((S1[(i) >> 1] >> (((i) & 1u) * 16u)) & 0xffffu)
+#endif
 #define LOADERS(X, S1, S2, S4, DT)                                                   \
     float X##1(uint i) {                                                             \
         if (DT == DT_F32) return uintBitsToFloat(S1[i]);                             \
-        uint h = (S1[i >> 1] >> ((i & 1u) * 16u)) & 0xffffu;                         \
+        uint h = LOAD16(S1, i);                                                      \
         return DT == DT_F16 ? f16ToF32(h) : uintBitsToFloat(h << 16);        \
     }                                                                                \
     vec4 X##4(uint i) { /* i is a multiple of 4 */                                   \
