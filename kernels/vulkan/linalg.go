@@ -72,6 +72,15 @@ func (b *Backend) matmulOp(n *tensor.Node) error {
 			setup: func(l *launch, off []uint32) error {
 				// vec4 loads need aligned offsets; the tile reads the
 				// tuned table and forced tiles (b.mu).
+				if shader, nt := b.coopMatShader(adt, bdt); shader != "" {
+					// fp16 operands on a device with cooperative matrices:
+					// 64×64 tiles of 16×16×16 fragments, 4 subgroups.
+					l.shader = shader
+					l.grid = [3]int{ceilDiv(nn, 64), ceilDiv(m, 64), nb}
+					l.spec = g.spec(gemmTile{64, 64, 32, 4, 4}, wdt, 0, ddt, adt, bdt) // the shader reads 5, 7, 10, 11, 13
+					l.spec[13] = uint32(nt)
+					return nil
+				}
 				g.loads(m, k, nn, off[1], off[2], abs[:], bbs[:])
 				t, err := b.gemmTileFor("matmul", m, nn, k, nb, m, k, nn)
 				if err != nil {
@@ -109,6 +118,27 @@ func (b *Backend) matmulOp(n *tensor.Node) error {
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// coopMatShader returns the cooperative-matrix GEMM for fp16 a and b
+// (dtype code 1) and its workgroup size (four subgroups), or "" where the
+// device lacks the feature, the fp16 16×16×16 subgroup shape, or a fixed
+// subgroup size (the shader counts on exactly four subgroups), or where
+// UNCLIP_VK_COOPMAT=0. The KHR build is preferred to the NV one.
+func (b *Backend) coopMatShader(adt, bdt uint32) (string, int) {
+	info := b.phys.info
+	sg := int(info.SubgroupSize)
+	if adt != 1 || bdt != 1 || os.Getenv("UNCLIP_VK_COOPMAT") == "0" || sg == 0 ||
+		(info.MinSubgroupSize != 0 && info.MinSubgroupSize != info.MaxSubgroupSize) || !b.fits(4*sg, 64*32*2*2+64*64*4) {
+		return "", 0
+	}
+	switch {
+	case b.coopMatGEMM(true):
+		return "gemm_coopmat_khr", 4 * sg
+	case b.coopMatGEMM(false):
+		return "gemm_coopmat", 4 * sg
+	}
+	return "", 0
+}
 
 // gemmOperands is how gemm.comp reads a and b: which dimension of each is
 // contiguous, their leading strides, and which may be read as vec4s.
