@@ -50,57 +50,40 @@ func TestGEMMTiles(t *testing.T) {
 		mmCase{name: "f16-odd", m: 9, k: 13, n: 11, batch: 2, dt: tensor.F16},
 		mmCase{name: "bf16", m: 40, k: 32, n: 24, aT: true, batch: 1, dt: tensor.BF16, bias: true},
 	)
-	tiles, all := gemmTestTiles, os.Getenv("UNCLIP_TEST_TILES") == "all"
-	if all {
-		tiles = gemmTestTilesAll
-	}
-	for ti, tile := range tiles {
-		if err := b.ForceTile("matmul", tile); err != nil {
-			t.Logf("tile %s: %v", tile, err)
-			continue
-		}
-		for ci, c := range cases {
-			// Past the first tile, by default: one case in three, every
-			// layout and dtype still covered across the tiles.
-			if ti > 0 && !all && (ci+ti)%3 != 0 {
-				continue
+	forTestTiles(t, b, "matmul", len(cases), func(tile string, ci int) {
+		c := cases[ci]
+		t.Run(tile+"/"+c.name, func(t *testing.T) {
+			as, bs := []int{c.batch, c.m, c.k}, []int{c.batch, c.k, c.n}
+			if c.aT {
+				as = []int{c.batch, c.k, c.m}
 			}
-			t.Run(tile+"/"+c.name, func(t *testing.T) {
-				as, bs := []int{c.batch, c.m, c.k}, []int{c.batch, c.k, c.n}
+			if c.bT {
+				bs = []int{c.batch, c.n, c.k}
+			}
+			in := []*tensor.Tensor{tensortest.Rand(31, as...), tensortest.Rand(32, bs...), tensortest.Rand(33, c.n), tensortest.Rand(34, c.batch, c.m, c.n)}
+			tol := 2e-5
+			if c.dt != tensor.F32 {
+				for i := range in {
+					in[i] = in[i].Cast(c.dt)
+				}
+				tol = 1e-2
+			}
+			compareOn(t, b, tol, in, func(x []*tensor.Tensor) *tensor.Tensor {
+				a, w := x[0], x[1]
 				if c.aT {
-					as = []int{c.batch, c.k, c.m}
+					a = a.Transpose(1, 2)
 				}
 				if c.bT {
-					bs = []int{c.batch, c.n, c.k}
+					w = w.Transpose(1, 2)
 				}
-				in := []*tensor.Tensor{tensortest.Rand(31, as...), tensortest.Rand(32, bs...), tensortest.Rand(33, c.n), tensortest.Rand(34, c.batch, c.m, c.n)}
-				tol := 2e-5
-				if c.dt != tensor.F32 {
-					for i := range in {
-						in[i] = in[i].Cast(c.dt)
-					}
-					tol = 1e-2
+				y := tensor.MatMul(a, w)
+				if c.bias {
+					y = tensor.Add(tensor.GELU(tensor.Add(y, x[2])), x[3])
 				}
-				compareOn(t, b, tol, in, func(x []*tensor.Tensor) *tensor.Tensor {
-					a, w := x[0], x[1]
-					if c.aT {
-						a = a.Transpose(1, 2)
-					}
-					if c.bT {
-						w = w.Transpose(1, 2)
-					}
-					y := tensor.MatMul(a, w)
-					if c.bias {
-						y = tensor.Add(tensor.GELU(tensor.Add(y, x[2])), x[3])
-					}
-					return y
-				})
+				return y
 			})
-		}
-	}
-	if err := b.ForceTile("matmul", ""); err != nil {
-		t.Fatal(err)
-	}
+		})
+	})
 	// Tiles the device cannot run, or gemm.comp cannot, are refused.
 	for _, bad := range []string{"128x128x16x2x2", "64x64x6x4x4", "64x64x16x4", "1024x1024x16x4x4"} {
 		if err := b.ForceTile("matmul", bad); err == nil {
@@ -128,39 +111,53 @@ func TestGEMMConvTiles(t *testing.T) {
 		{"3x3-f16", 1, 8, 10, 10, 16, 3, 1, tensor.F16, true},
 		{"3x3-bf16-odd", 1, 3, 5, 9, 7, 3, 1, tensor.BF16, false},
 	}
+	forTestTiles(t, b, "conv2d", len(cases), func(tile string, ci int) {
+		c := cases[ci]
+		t.Run(tile+"/"+c.name, func(t *testing.T) {
+			oh := (c.h+2*(c.k/2)-c.k)/c.s + 1
+			ow := (c.w+2*(c.k/2)-c.k)/c.s + 1
+			in := []*tensor.Tensor{tensortest.Rand(41, c.n, c.c, c.h, c.w), tensortest.Rand(42, c.o, c.c, c.k, c.k),
+				tensortest.Rand(43, c.o), tensortest.Rand(44, c.n, c.o, oh, ow)}
+			tol := 2e-5
+			if c.dt != tensor.F32 {
+				for i := range in {
+					in[i] = in[i].Cast(c.dt)
+				}
+				tol = 1e-2
+			}
+			compareOn(t, b, tol, in, func(x []*tensor.Tensor) *tensor.Tensor {
+				if !c.epi {
+					return tensor.Conv2d(x[0], x[1], nil, c.s, c.k/2)
+				}
+				return tensor.Add(tensor.SiLU(tensor.Conv2d(x[0], x[1], x[2], c.s, c.k/2)), x[3])
+			})
+		})
+	})
+}
+
+// forTestTiles forces each test tile of op in turn and calls run for the
+// case indices it covers: every case on the first tile, and past it, by
+// default, one case in three (every layout and dtype still covered across
+// the tiles); with UNCLIP_TEST_TILES=all every tuning candidate and case.
+func forTestTiles(t *testing.T, b *Backend, op string, ncases int, run func(tile string, ci int)) {
 	tiles, all := gemmTestTiles, os.Getenv("UNCLIP_TEST_TILES") == "all"
 	if all {
 		tiles = gemmTestTilesAll
 	}
-	defer b.ForceTile("conv2d", "")
+	defer func() {
+		if err := b.ForceTile(op, ""); err != nil {
+			t.Error(err)
+		}
+	}()
 	for ti, tile := range tiles {
-		if err := b.ForceTile("conv2d", tile); err != nil {
+		if err := b.ForceTile(op, tile); err != nil {
 			t.Logf("tile %s: %v", tile, err)
 			continue
 		}
-		for ci, c := range cases {
-			if ti > 0 && !all && (ci+ti)%3 != 0 {
-				continue
+		for ci := 0; ci < ncases; ci++ {
+			if ti == 0 || all || (ci+ti)%3 == 0 {
+				run(tile, ci)
 			}
-			t.Run(tile+"/"+c.name, func(t *testing.T) {
-				oh := (c.h+2*(c.k/2)-c.k)/c.s + 1
-				ow := (c.w+2*(c.k/2)-c.k)/c.s + 1
-				in := []*tensor.Tensor{tensortest.Rand(41, c.n, c.c, c.h, c.w), tensortest.Rand(42, c.o, c.c, c.k, c.k),
-					tensortest.Rand(43, c.o), tensortest.Rand(44, c.n, c.o, oh, ow)}
-				tol := 2e-5
-				if c.dt != tensor.F32 {
-					for i := range in {
-						in[i] = in[i].Cast(c.dt)
-					}
-					tol = 1e-2
-				}
-				compareOn(t, b, tol, in, func(x []*tensor.Tensor) *tensor.Tensor {
-					if !c.epi {
-						return tensor.Conv2d(x[0], x[1], nil, c.s, c.k/2)
-					}
-					return tensor.Add(tensor.SiLU(tensor.Conv2d(x[0], x[1], x[2], c.s, c.k/2)), x[3])
-				})
-			})
 		}
 	}
 }
