@@ -242,8 +242,7 @@ func (b *Backend) gemmTileFor(op string, m, n, k, batch int, dims ...int) (gemmT
 // fits reports whether a workgroup of n invocations using shared bytes of
 // shared memory is within the device's limits.
 func (b *Backend) fits(n, shared int) bool {
-	info := b.phys.info
-	return uint32(n) <= info.MaxWorkgroup && uint32(shared) <= info.MaxSharedMem
+	return b.checkWorkgroup(n, 1, 1, shared) == nil
 }
 
 // ForceTile makes every later op of kind op ("matmul", "conv2d" or
