@@ -61,13 +61,7 @@ func TestGEMMTiles(t *testing.T) {
 				bs = []int{c.batch, c.n, c.k}
 			}
 			in := []*tensor.Tensor{tensortest.Rand(31, as...), tensortest.Rand(32, bs...), tensortest.Rand(33, c.n), tensortest.Rand(34, c.batch, c.m, c.n)}
-			tol := 2e-5
-			if c.dt != tensor.F32 {
-				for i := range in {
-					in[i] = in[i].Cast(c.dt)
-				}
-				tol = 1e-2
-			}
+			tol := castAll(in, c.dt)
 			compareOn(t, b, tol, in, func(x []*tensor.Tensor) *tensor.Tensor {
 				a, w := x[0], x[1]
 				if c.aT {
@@ -118,13 +112,7 @@ func TestGEMMConvTiles(t *testing.T) {
 			ow := (c.w+2*(c.k/2)-c.k)/c.s + 1
 			in := []*tensor.Tensor{tensortest.Rand(41, c.n, c.c, c.h, c.w), tensortest.Rand(42, c.o, c.c, c.k, c.k),
 				tensortest.Rand(43, c.o), tensortest.Rand(44, c.n, c.o, oh, ow)}
-			tol := 2e-5
-			if c.dt != tensor.F32 {
-				for i := range in {
-					in[i] = in[i].Cast(c.dt)
-				}
-				tol = 1e-2
-			}
+			tol := castAll(in, c.dt)
 			compareOn(t, b, tol, in, func(x []*tensor.Tensor) *tensor.Tensor {
 				if !c.epi {
 					return tensor.Conv2d(x[0], x[1], nil, c.s, c.k/2)
@@ -160,4 +148,16 @@ func forTestTiles(t *testing.T, b *Backend, op string, ncases int, run func(tile
 			}
 		}
 	}
+}
+
+// castAll casts the inputs to dt and returns the comparison tolerance for
+// results computed from it.
+func castAll(in []*tensor.Tensor, dt tensor.DType) float64 {
+	if dt == tensor.F32 {
+		return 2e-5
+	}
+	for i := range in {
+		in[i] = in[i].Cast(dt)
+	}
+	return 1e-2
 }
