@@ -104,6 +104,43 @@ type textLayer struct {
 	mlp          *nn.MLP
 }
 
+// newLayers binds CLIP's pre-LayerNorm transformer blocks
+// (encoder.layers.N.{layer_norm1, self_attn, layer_norm2, mlp}), shared by
+// the text and vision towers.
+func newLayers(b nn.Binder, n, h, inter, heads int, eps float32, act string) []textLayer {
+	hd := h / heads
+	var out []textLayer
+	for i := 0; i < n; i++ {
+		lb := b.Subf("layers.%d", i)
+		ab := lb.Sub("self_attn")
+		out = append(out, textLayer{
+			norm1: nn.NewLayerNorm(lb.Sub("layer_norm1"), h, eps),
+			norm2: nn.NewLayerNorm(lb.Sub("layer_norm2"), h, eps),
+			attn: &nn.Attention{
+				Q: nn.NewLinear(ab.Sub("q_proj"), h, h, true), K: nn.NewLinear(ab.Sub("k_proj"), h, h, true),
+				V: nn.NewLinear(ab.Sub("v_proj"), h, h, true), Out: nn.NewLinear(ab.Sub("out_proj"), h, h, true),
+				Heads: heads, HeadDim: hd, Scale: nn.DefaultScale(hd),
+			},
+			mlp: &nn.MLP{
+				FC1: nn.NewLinear(lb.Sub("mlp.fc1"), h, inter, true),
+				FC2: nn.NewLinear(lb.Sub("mlp.fc2"), inter, h, true),
+				Act: nn.Activation(act),
+			},
+		})
+	}
+	return out
+}
+
+// encode runs the blocks over x (B, L, hidden): x += attn(LN1(x)), then
+// x += mlp(LN2(x)), with a causal mask for the text tower.
+func encode(x *tensor.Tensor, layers []textLayer, causal bool) *tensor.Tensor {
+	for _, ly := range layers {
+		x = tensor.Add(x, ly.attn.Forward(ly.norm1.Forward(x), nil, causal))
+		x = tensor.Add(x, ly.mlp.Forward(ly.norm2.Forward(x)))
+	}
+	return x
+}
+
 // TextOutput holds what the pipeline uses from the text encoder.
 type TextOutput struct {
 	// TextEmbeds is the projected pooled output (B, projection_dim).
@@ -160,25 +197,7 @@ func NewTextModel(cfg TextConfig, sd *nn.StateDict, t nn.Target) (*TextModel, er
 	m := &TextModel{Config: cfg, dtype: t.Compute(), Weights: sd}
 	m.tokEmb = nn.NewEmbedding(tm.Sub("embeddings.token_embedding"), cfg.VocabSize, h)
 	m.posEmb = tm.Sub("embeddings.position_embedding").Tensor("weight", cfg.MaxPositionEmbeddings, h)
-	hd := h / cfg.NumAttentionHeads
-	for i := 0; i < cfg.NumHiddenLayers; i++ {
-		lb := tm.Subf("encoder.layers.%d", i)
-		ab := lb.Sub("self_attn")
-		m.layers = append(m.layers, textLayer{
-			norm1: nn.NewLayerNorm(lb.Sub("layer_norm1"), h, cfg.LayerNormEps),
-			norm2: nn.NewLayerNorm(lb.Sub("layer_norm2"), h, cfg.LayerNormEps),
-			attn: &nn.Attention{
-				Q: nn.NewLinear(ab.Sub("q_proj"), h, h, true), K: nn.NewLinear(ab.Sub("k_proj"), h, h, true),
-				V: nn.NewLinear(ab.Sub("v_proj"), h, h, true), Out: nn.NewLinear(ab.Sub("out_proj"), h, h, true),
-				Heads: cfg.NumAttentionHeads, HeadDim: hd, Scale: nn.DefaultScale(hd),
-			},
-			mlp: &nn.MLP{
-				FC1: nn.NewLinear(lb.Sub("mlp.fc1"), h, cfg.IntermediateSize, true),
-				FC2: nn.NewLinear(lb.Sub("mlp.fc2"), cfg.IntermediateSize, h, true),
-				Act: nn.Activation(cfg.HiddenAct),
-			},
-		})
-	}
+	m.layers = newLayers(tm.Sub("encoder"), cfg.NumHiddenLayers, h, cfg.IntermediateSize, cfg.NumAttentionHeads, cfg.LayerNormEps, cfg.HiddenAct)
 	m.finalNorm = nn.NewLayerNorm(tm.Sub("final_layer_norm"), h, cfg.LayerNormEps)
 	m.proj = nn.NewLinear(b.Sub("text_projection"), h, cfg.ProjectionDim, false)
 	b.CheckUnused()
@@ -237,11 +256,7 @@ func (m *TextModel) Forward(ids [][]int64) (TextOutput, error) {
 	// One captured run: the activations live in an arena released at once.
 	outs, err := tensor.RunOnce("text encoder", dev, []*tensor.Tensor{idt}, func(in []*tensor.Tensor) ([]*tensor.Tensor, error) {
 		x := nn.As(tensor.Add(m.tokEmb.Forward(in[0]), m.posEmb.Narrow(0, 0, l)), m.dtype)
-		for _, ly := range m.layers {
-			x = tensor.Add(x, ly.attn.Forward(ly.norm1.Forward(x), nil, true))
-			x = tensor.Add(x, ly.mlp.Forward(ly.norm2.Forward(x)))
-		}
-		last := m.finalNorm.Forward(x)
+		last := m.finalNorm.Forward(encode(x, m.layers, true))
 		pooled := make([]*tensor.Tensor, bsz)
 		for i, row := range ids {
 			pooled[i] = last.Narrow(0, i, 1).Narrow(1, m.PoolIndex(row), 1).Reshape(1, m.Config.HiddenSize)
