@@ -177,7 +177,7 @@ func (m *VisionModel) Forward(pix *tensor.Tensor) (VisionOutput, error) {
 	in := pix.To(dev)
 	outs, err := tensor.RunOnce("image encoder", dev, []*tensor.Tensor{in}, func(in []*tensor.Tensor) ([]*tensor.Tensor, error) {
 		x := tensor.Conv2d(nn.As(in[0], m.dtype), m.patch, nil, c.PatchSize, 0) // (B, h, g, g)
-		x = x.Reshape(bsz, h, n).Transpose(1, 2)                                  // (B, n, h)
+		x = x.Reshape(bsz, h, n).Transpose(1, 2)                                // (B, n, h)
 		cls := nn.As(m.cls, m.dtype).Reshape(1, 1, h).Expand(bsz, 1, h)
 		x = tensor.Add(tensor.Concat(1, cls.Contiguous(), x.Contiguous()), m.posEmb)
 		x = encode(m.preNorm.Forward(x), m.layers, false)
