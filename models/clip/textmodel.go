@@ -36,25 +36,29 @@ func DefaultTextConfig() TextConfig {
 
 // LoadTextConfig reads a CLIPTextConfig (or the text_config of a CLIPConfig).
 func LoadTextConfig(path string) (TextConfig, error) {
+	return loadConfig(path, "text_config", DefaultTextConfig())
+}
+
+// loadConfig reads a tower's config from path — the file itself, or its
+// key (text_config, vision_config) in a whole CLIPConfig — over the
+// defaults in cfg, and validates it.
+func loadConfig[C interface{ Validate() error }](path, key string, cfg C) (C, error) {
 	data, err := modelfile.Read(path, modelfile.ConfigLimit)
 	if err != nil {
-		return TextConfig{}, fmt.Errorf("clip: %w", err)
+		return cfg, fmt.Errorf("clip: %w", err)
 	}
-	var wrap struct {
-		TextConfig json.RawMessage `json:"text_config"`
-	}
+	var wrap map[string]json.RawMessage
 	if err := json.Unmarshal(data, &wrap); err != nil {
-		return TextConfig{}, fmt.Errorf("clip: %s: %w", path, err)
+		return cfg, fmt.Errorf("clip: %s: %w", path, err)
 	}
-	if len(wrap.TextConfig) > 0 && string(wrap.TextConfig) != "null" {
-		data = wrap.TextConfig
+	if sub := wrap[key]; len(sub) > 0 && string(sub) != "null" {
+		data = sub
 	}
-	cfg := DefaultTextConfig()
 	if err := json.Unmarshal(data, &cfg); err != nil {
-		return TextConfig{}, fmt.Errorf("clip: %s: %w", path, err)
+		return cfg, fmt.Errorf("clip: %s: %w", path, err)
 	}
 	if err := cfg.Validate(); err != nil {
-		return TextConfig{}, fmt.Errorf("clip: %s: %w", path, err)
+		return cfg, fmt.Errorf("clip: %s: %w", path, err)
 	}
 	return cfg, nil
 }
@@ -170,6 +174,19 @@ func LoadTextModel(dir, variant string, t nn.Target) (*TextModel, error) {
 	if err != nil {
 		return nil, err
 	}
+	sd, err := loadWeights(dir, variant, t)
+	if err != nil {
+		return nil, err
+	}
+	m, err := NewTextModel(cfg, sd, t)
+	if err != nil {
+		return nil, fmt.Errorf("clip: %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// loadWeights reads a tower's model[.variant].safetensors for t.
+func loadWeights(dir, variant string, t nn.Target) (*nn.StateDict, error) {
 	files, err := WeightFiles(dir, variant)
 	if err != nil {
 		return nil, err
@@ -178,11 +195,7 @@ func LoadTextModel(dir, variant string, t nn.Target) (*TextModel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("clip: %w", err)
 	}
-	m, err := NewTextModel(cfg, sd, t)
-	if err != nil {
-		return nil, fmt.Errorf("clip: %s: %w", dir, err)
-	}
-	return m, nil
+	return sd, nil
 }
 
 // NewTextModel binds a text model from a state dict.

@@ -1,11 +1,9 @@
 package clip
 
 import (
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 
-	"github.com/unclip-go/unclip/models/modelfile"
 	"github.com/unclip-go/unclip/nn"
 	"github.com/unclip-go/unclip/tensor"
 )
@@ -42,27 +40,7 @@ func KarloVisionConfig() VisionConfig {
 // LoadVisionConfig reads a CLIPVisionConfig (or the vision_config of a
 // CLIPConfig).
 func LoadVisionConfig(path string) (VisionConfig, error) {
-	data, err := modelfile.Read(path, modelfile.ConfigLimit)
-	if err != nil {
-		return VisionConfig{}, fmt.Errorf("clip: %w", err)
-	}
-	var wrap struct {
-		VisionConfig json.RawMessage `json:"vision_config"`
-	}
-	if err := json.Unmarshal(data, &wrap); err != nil {
-		return VisionConfig{}, fmt.Errorf("clip: %s: %w", path, err)
-	}
-	if len(wrap.VisionConfig) > 0 && string(wrap.VisionConfig) != "null" {
-		data = wrap.VisionConfig
-	}
-	cfg := DefaultVisionConfig()
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		return VisionConfig{}, fmt.Errorf("clip: %s: %w", path, err)
-	}
-	if err := cfg.Validate(); err != nil {
-		return VisionConfig{}, fmt.Errorf("clip: %s: %w", path, err)
-	}
-	return cfg, nil
+	return loadConfig(path, "vision_config", DefaultVisionConfig())
 }
 
 // Validate checks that the configuration describes a buildable model.
@@ -125,13 +103,9 @@ func LoadVisionModel(dir, variant string, t nn.Target) (*VisionModel, error) {
 	if err != nil {
 		return nil, err
 	}
-	files, err := WeightFiles(dir, variant)
+	sd, err := loadWeights(dir, variant, t)
 	if err != nil {
 		return nil, err
-	}
-	sd, err := nn.LoadStateDictFor(t, files...)
-	if err != nil {
-		return nil, fmt.Errorf("clip: %w", err)
 	}
 	m, err := NewVisionModel(cfg, sd, t)
 	if err != nil {
