@@ -162,7 +162,7 @@ func WeightFiles(dir, variant string) ([]string, error) {
 	}
 	p := filepath.Join(dir, name)
 	if _, err := os.Stat(p); err != nil {
-		return nil, fmt.Errorf("clip: text encoder weights: %w", err)
+		return nil, fmt.Errorf("clip: weights: %w", err)
 	}
 	return []string{p}, nil
 }
