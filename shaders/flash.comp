@@ -27,12 +27,12 @@ layout(constant_id = 2) const uint MD = 64;  // head size bound (D, Dv ≤ MD)
 layout(local_size_x_id = 3) in;              // (BQ/4)·(BKV/4) invocations
 
 DST_BUFFER(O, storeO)
-layout(std430, binding = 1) readonly buffer Q1 { uint SQ[]; };
-layout(std430, binding = 2) readonly buffer K1 { uint SK[]; };
-layout(std430, binding = 3) readonly buffer V1 { uint SV[]; };
+SRC_BUFFER(1, SQ, ldQ, SDT)
+SRC_BUFFER(2, SK, ldK, SDT)
+SRC_BUFFER(3, SV, ldV, SDT)
 layout(std430, binding = 4) readonly buffer Bias { float SBias[]; };
-layout(std430, binding = 5) readonly buffer KP1 { uint SKP[]; };
-layout(std430, binding = 6) readonly buffer VP1 { uint SVP[]; };
+SRC_BUFFER(5, SKP, ldKP, SDT)
+SRC_BUFFER(6, SVP, ldVP, SDT)
 
 layout(push_constant) uniform P {
     uint H, Lq, Lk, Lp;
@@ -47,17 +47,6 @@ layout(push_constant) uniform P {
     uint bs[4];   // bias strides over (b, h, i, j)
 } p;
 
-#define LOADER(NAME, S)                                                       \
-    float NAME(uint i) {                                                      \
-        if (SDT == DT_F32) return uintBitsToFloat(S[i]);                      \
-        uint h = (S[i >> 1] >> ((i & 1u) * 16u)) & 0xffffu;                   \
-        return SDT == DT_F16 ? f16ToF32(h) : uintBitsToFloat(h << 16); \
-    }
-LOADER(ldQ, SQ)
-LOADER(ldK, SK)
-LOADER(ldV, SV)
-LOADER(ldKP, SKP)
-LOADER(ldVP, SVP)
 
 const uint NT = (BQ / 4u) * (BKV / 4u);
 const uint OC = 4u * MD / BKV; // output columns per invocation (MD ≥ BKV: a multiple of 4)

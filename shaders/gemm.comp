@@ -41,10 +41,10 @@ layout(constant_id = 15) const uint KW = 3;
 layout(local_size_x_id = 13) in;
 
 DST_BUFFER(D, storeD)
-layout(std430, binding = 1) readonly buffer A1 { uint SA[]; };
-layout(std430, binding = 1) readonly buffer A2 { uvec2 SA2[]; };
-layout(std430, binding = 1) readonly buffer A4 { uvec4 SA4[]; };
-layout(std430, binding = 2) readonly buffer B1 { uint SB[]; };
+SRC_BUFFER(1, SA, lda_1, ADT) // a: scalar loads
+SRC_BUFFER(2, SB, ldb_1, BDT) // b
+layout(std430, binding = 1) readonly buffer A2 { uvec2 SA2[]; }; // vec4 loads of 16-bit a
+layout(std430, binding = 1) readonly buffer A4 { uvec4 SA4[]; }; // and of float32 a
 layout(std430, binding = 2) readonly buffer B2 { uvec2 SB2[]; };
 layout(std430, binding = 2) readonly buffer B4 { uvec4 SB4[]; };
 SRC_BUFFER(3, SBiasw, loadBias, WDT) // bias of dtype WDT
@@ -77,28 +77,17 @@ const uint GM = TM / 4u, GN = TN / 4u;   // groups of 4 rows (columns) per invoc
 shared vec4 As[BK][BM / 4u];
 shared vec4 Bs[BK][BN / 4u];
 
-// Scalar and vec4 loads of element i of a buffer of dtype DT.
-#ifdef STORAGE16
-layout(std430, binding = 1) readonly buffer A16 { uint16_t SA16[]; };
-layout(std430, binding = 2) readonly buffer B16 { uint16_t SB16[]; };
-#define LOAD16(S1, i) uint(S1##16[i])
-#else
-#define LOAD16(S1, i) ((S1[(i) >> 1] >> (((i) & 1u) * 16u)) & 0xffffu)
-#endif
-#define LOADERS(X, S1, S2, S4, DT)                                                   \
-    float X##1(uint i) {                                                             \
-        if (DT == DT_F32) return uintBitsToFloat(S1[i]);                             \
-        uint h = LOAD16(S1, i);                                                      \
-        return DT == DT_F16 ? f16ToF32(h) : uintBitsToFloat(h << 16);        \
-    }                                                                                \
-    vec4 X##4(uint i) { /* i is a multiple of 4 */                                   \
+// vec4 loads of elements i..i+3 (i a multiple of 4) of a buffer of dtype
+// DT.
+#define VEC4_LOADER(X, S2, S4, DT)                                                   \
+    vec4 X##4(uint i) {                                                              \
         if (DT == DT_F32) return uintBitsToFloat(S4[i >> 2]);                        \
         uvec2 w = S2[i >> 2];                                                        \
         if (DT == DT_F16) return vec4(f16ToF32(w.x & 0xffffu), f16ToF32(w.x >> 16), f16ToF32(w.y & 0xffffu), f16ToF32(w.y >> 16));     \
         return uintBitsToFloat(uvec4(w.x << 16, w.x & 0xffff0000u, w.y << 16, w.y & 0xffff0000u)); \
     }
-LOADERS(lda_, SA, SA2, SA4, ADT)
-LOADERS(ldb_, SB, SB2, SB4, BDT)
+VEC4_LOADER(lda_, SA2, SA4, ADT)
+VEC4_LOADER(ldb_, SB2, SB4, BDT)
 
 // Items per invocation of a slice of a (BM×BK) and of b (BK×BN).
 const uint AV = (VEC & 1u) != 0u ? 4u : 1u;

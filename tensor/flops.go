@@ -16,8 +16,8 @@ func (n *Node) FLOPs() int64 {
 	case OpAttention:
 		q, k, v := n.Src[0].shape, n.Src[1].shape, n.Src[2].shape // (B, H, Lq, D), (B, H, Lk, D), (B, H, Lk, Dv)
 		lk, dk := int64(k[len(k)-2]), int64(q[len(q)-1])
-		if len(n.Src) > 4 && n.Src[4] != nil {
-			lk += int64(n.Src[4].shape[2]) // prefix keys
+		if kp, _ := n.AttentionPrefix(); kp != nil {
+			lk += int64(kp.shape[2])
 		}
 		rows := int64(numel(q[:len(q)-1]))
 		dv := int64(v[len(v)-1])

@@ -94,6 +94,24 @@ func MultiHeadAttention(q, k, v *Tensor, o AttentionOptions) *Tensor {
 	return run(n)
 }
 
+// AttentionPrefix returns an OpAttention node's prefix keys and values
+// (MultiHeadAttention's PrefixK and PrefixV), or nils.
+func (n *Node) AttentionPrefix() (k, v *Tensor) {
+	if len(n.Src) > 5 && n.Src[4] != nil {
+		return n.Src[4], n.Src[5]
+	}
+	return nil, nil
+}
+
+// PrefixOnlyBias reports whether an OpAttention node's bias covers the
+// prefix keys alone (its last dimension is Lp, and keys follow the prefix)
+// rather than every key.
+func (n *Node) PrefixOnlyBias() bool {
+	kp, _ := n.AttentionPrefix()
+	b := n.Src[3]
+	return b != nil && kp != nil && n.Src[1].Dim(2) > 0 && b.Dim(3) == kp.Dim(2)
+}
+
 // broadcastsTo reports whether Expand can take shape s to shape to.
 func broadcastsTo(s, to []int) bool {
 	if len(s) > len(to) {

@@ -373,6 +373,15 @@ func GroupNormScaleShift(x *Tensor, groups int, w, b, scale, shift *Tensor, eps 
 	return run(n)
 }
 
+// ScaleShift returns a GroupNormScaleShift node's (N, C) scale and shift,
+// or nils for a plain GroupNorm.
+func (n *Node) ScaleShift() (scale, shift *Tensor) {
+	if len(n.Src) > 4 && n.Src[3] != nil {
+		return n.Src[3], n.Src[4]
+	}
+	return nil, nil
+}
+
 // Softmax normalises exp(x) over the last dimension.
 func Softmax(x *Tensor) *Tensor {
 	floatOperand("Softmax", x)

@@ -26,12 +26,12 @@ func attentionOp(n *tensor.Node) error {
 	lk, dv := k.shape[2], v.shape[3]
 	var kpd, vpd []float32
 	lp := 0
-	if len(n.Src) > 5 && n.Src[4] != nil {
-		kp, vp := f32(n.Src[4]), f32(n.Src[5])
+	if kpt, vpt := n.AttentionPrefix(); kpt != nil {
+		kp, vp := f32(kpt), f32(vpt)
 		lp = kp.shape[2]
 		kpd, vpd = kp.dense(), vp.dense()
 	}
-	prefixBias := hasBias && lp > 0 && bias.shape[3] == lp && lp != lp+lk
+	prefixBias := n.PrefixOnlyBias()
 	merged := n.Int[1] == 1
 	scale := n.Float[0]
 	causal := n.Int[0] == 1

@@ -32,10 +32,9 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 	qsh := q.Shape()
 	bsz, h, lq, d := qsh[0], qsh[1], qsh[2], qsh[3]
 	lk, dv := k.Dim(2), v.Dim(3)
-	var kp, vp *tensor.Tensor
+	kp, vp := n.AttentionPrefix()
 	lp := 0
-	if len(n.Src) > 5 && n.Src[4] != nil {
-		kp, vp = n.Src[4], n.Src[5]
+	if kp != nil {
 		lp = kp.Dim(2)
 	}
 	if len(y) == 0 {
@@ -50,7 +49,7 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 	if hasBias {
 		bias = f32(n.Src[3])
 	}
-	prefixBias := hasBias && lp > 0 && bias.shape[3] == lp && lp != lp+lk
+	prefixBias := n.PrefixOnlyBias()
 	merged := n.Int[1] == 1
 	scale := n.Float[0]
 	causal := n.Int[0] == 1

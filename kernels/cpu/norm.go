@@ -104,10 +104,11 @@ func groupNormOp(n *tensor.Node) error {
 // scaleShift returns GroupNormScaleShift's (N, C) scale and shift dense,
 // or nils for a plain GroupNorm node.
 func scaleShift(n *tensor.Node, bsz, c int) (scale, shift []float32) {
-	if len(n.Src) < 5 || n.Src[3] == nil {
+	s, t := n.ScaleShift()
+	if s == nil {
 		return nil, nil
 	}
-	return f32(n.Src[3]).dense()[:bsz*c], f32(n.Src[4]).dense()[:bsz*c]
+	return f32(s).dense()[:bsz*c], f32(t).dense()[:bsz*c]
 }
 
 // softmaxOp normalises each row of the last dimension.

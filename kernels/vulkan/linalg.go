@@ -65,7 +65,7 @@ func (b *Backend) matmulOp(n *tensor.Node) error {
 	if err != nil {
 		return err
 	}
-	if g, ok := gemmLayout(m, k, nn, xs[r-2], xs[r-1], ys[r-2], ys[r-1]); ok && os.Getenv("UNCLIP_VK_GENERIC") != "1" {
+	if g, ok := gemmLayout(m, k, nn, xs[r-2], xs[r-1], ys[r-2], ys[r-1]); ok && !genericShaders() {
 		// The specialised GEMM.
 		return b.launch(n, launch{
 			shader: "gemm", dst: n.Dst, srcs: srcs,
@@ -82,7 +82,7 @@ func (b *Backend) matmulOp(n *tensor.Node) error {
 					return nil
 				}
 				g.loads(m, k, nn, off[1], off[2], abs[:], bbs[:])
-				t, err := b.gemmTileFor("matmul", m, nn, k, nb, m, k, nn)
+				t, err := b.gemmTileFor("matmul", m, nn, nb, m, k, nn)
 				if err != nil {
 					return err
 				}
@@ -125,10 +125,13 @@ func ceilDiv(a, b int) int { return (a + b - 1) / b }
 // subgroup size (the shader counts on exactly four subgroups), or where
 // UNCLIP_VK_COOPMAT=0. The KHR build is preferred to the NV one.
 func (b *Backend) coopMatShader(adt, bdt uint32) (string, int) {
+	// gemm_coopmat.comp's shared memory: fp16 slices of a (64×32) and b
+	// (32×64), and the float32 64×64 accumulators.
+	const coopMatShared = 2*64*32*2 + 64*64*4
 	info := b.phys.info
 	sg := int(info.SubgroupSize)
 	if adt != 1 || bdt != 1 || os.Getenv("UNCLIP_VK_COOPMAT") == "0" || sg == 0 ||
-		(info.MinSubgroupSize != 0 && info.MinSubgroupSize != info.MaxSubgroupSize) || !b.fits(4*sg, 64*32*2*2+64*64*4) {
+		(info.MinSubgroupSize != 0 && info.MinSubgroupSize != info.MaxSubgroupSize) || !b.fits(4*sg, coopMatShared) {
 		return "", 0
 	}
 	switch {
@@ -190,26 +193,40 @@ func gemmLayout(m, k, n, asm, ask, bsk, bsn int) (gemmOperands, bool) {
 // strides abs and bbs.
 func (g *gemmOperands) loads(m, k, n int, aoff, boff uint32, abs, bbs []int) {
 	g.vec = 0
-	// vec4 loads: the unit-stride size, the leading stride, the offset and
-	// the batch strides all multiples of 4.
-	aligned := func(size, ld int, off uint32, bs []int) bool {
-		if size%4 != 0 || ld%4 != 0 || off%4 != 0 {
-			return false
-		}
-		for _, s := range bs {
-			if s%4 != 0 {
-				return false
-			}
-		}
-		return true
+	asize, bsize := m, n // the unit-stride dimension of each
+	if g.akc {
+		asize = k
 	}
-	if aligned(map[bool]int{true: k, false: m}[g.akc], g.lda, aoff, abs) {
+	if g.bkc {
+		bsize = k
+	}
+	if vec4Aligned(asize, g.lda, aoff, abs) {
 		g.vec |= 1
 	}
-	if aligned(map[bool]int{true: k, false: n}[g.bkc], g.ldb, boff, bbs) {
+	if vec4Aligned(bsize, g.ldb, boff, bbs) {
 		g.vec |= 2
 	}
 }
+
+// vec4Aligned reports whether an operand can be read as vec4s along its
+// unit-stride dimension: that dimension's size, the leading stride, the
+// element offset and the batch strides all multiples of 4.
+func vec4Aligned(size, ld int, off uint32, batchStrides []int) bool {
+	if size%4 != 0 || ld%4 != 0 || off%4 != 0 {
+		return false
+	}
+	for _, s := range batchStrides {
+		if s%4 != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// genericShaders reports whether UNCLIP_VK_GENERIC=1 asks for the generic
+// strided shaders (matmul.comp, conv2d.comp, the old attention kernels)
+// instead of the specialised ones, for comparisons.
+func genericShaders() bool { return os.Getenv("UNCLIP_VK_GENERIC") == "1" }
 
 // spec is gemm.comp's specialization constants for tile t and the
 // operands' dtype codes (w: bias, s: the convolution's input, d: result).
@@ -241,7 +258,7 @@ func epilogue(n *tensor.Node, srcs []*tensor.Tensor, bias *tensor.Tensor) ([]*te
 	bias0, res0 := srcs[0], srcs[0]
 	if bias != nil {
 		bias0 = bias
-		flags |= 1
+		flags |= epBias
 	}
 	if res := n.Residual(); res != nil {
 		if !tensor.SameShape(res.Shape(), n.Dst.Shape()) {
@@ -256,7 +273,7 @@ func epilogue(n *tensor.Node, srcs []*tensor.Tensor, bias *tensor.Tensor) ([]*te
 			return nil, 0, err
 		}
 		res0 = res
-		flags |= 2
+		flags |= epResidual
 	}
 	return append(srcs, bias0, res0), flags, nil
 }
@@ -293,7 +310,7 @@ func (b *Backend) conv2dOp(n *tensor.Node) error {
 	if bsz > int(b.maxGroup[2]) {
 		return fmt.Errorf("batch of %d images exceeds the device's %d workgroups in z", bsz, b.maxGroup[2])
 	}
-	if os.Getenv("UNCLIP_VK_GENERIC") == "1" {
+	if genericShaders() {
 		return b.conv2dGeneric(n, x, w, bias, sdt, wdt, bdt, ddt)
 	}
 	// The specialised GEMM over the implicit im2col matrix: a = w (O×R),
@@ -311,12 +328,12 @@ func (b *Backend) conv2dOp(n *tensor.Node) error {
 		setup: func(l *launch, off []uint32) error {
 			// The tile reads the tuned table and forced tiles (b.mu); vec4
 			// loads of w need an aligned offset.
-			t, err := b.gemmTileFor("conv2d", o, oh*ow, r, bsz, bsz, c, h, wd)
+			t, err := b.gemmTileFor("conv2d", o, oh*ow, bsz, bsz, c, h, wd)
 			if err != nil {
 				return err
 			}
 			g := gemmOperands{akc: true, lda: r}
-			if r%4 == 0 && off[1]%4 == 0 {
+			if vec4Aligned(r, r, off[1], nil) {
 				g.vec = 1
 			}
 			l.grid = [3]int{ceilDiv(oh*ow, t.BN), ceilDiv(o, t.BM), bsz}
@@ -335,8 +352,9 @@ func (b *Backend) conv2dOp(n *tensor.Node) error {
 
 // The shaders' epilogue flags (common.glsl, gemm.comp).
 const (
-	epBias    = 1 // bias per column
-	epBiasRow = 4 // bias per row (gemm.comp)
+	epBias     = 1 // bias per column
+	epResidual = 2
+	epBiasRow  = 4 // bias per row (gemm.comp)
 )
 
 // conv2dGeneric records the convolution on conv2d.comp, the strided

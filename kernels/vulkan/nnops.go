@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"unsafe"
 
@@ -100,8 +99,8 @@ func (b *Backend) groupNormOp(n *tensor.Node) error {
 	// activations' dtype, with one pair of strides for both.
 	scale, shift, mod := x, x, uint32(0)
 	var msn, msc int
-	if len(n.Src) > 4 && n.Src[3] != nil {
-		st, err := sameAs(sdt, n.Src[3], n.Src[4])
+	if s, t := n.ScaleShift(); s != nil {
+		st, err := sameAs(sdt, s, t)
 		if err != nil {
 			return err
 		}
@@ -126,8 +125,7 @@ func sameAs(dt uint32, ts ...*tensor.Tensor) ([]*tensor.Tensor, error) {
 	out := make([]*tensor.Tensor, len(ts))
 	for i, t := range ts {
 		if c, err := dtCode(t.DType()); err != nil || c != dt {
-			want := map[uint32]tensor.DType{0: tensor.F32, 1: tensor.F16, 2: tensor.BF16}[dt]
-			t = t.Cast(want)
+			t = t.Cast([...]tensor.DType{tensor.F32, tensor.F16, tensor.BF16}[dt])
 		}
 		out[i] = t
 	}
@@ -183,9 +181,8 @@ func (b *Backend) attentionOp(n *tensor.Node) error {
 		return err
 	}
 	srcs := []*tensor.Tensor{n.Src[0], n.Src[1], n.Src[2]}
-	prefix := len(n.Src) > 5 && n.Src[4] != nil
-	if prefix {
-		srcs = append(srcs, n.Src[4], n.Src[5])
+	if kp, vp := n.AttentionPrefix(); kp != nil {
+		srcs = append(srcs, kp, vp)
 	}
 	// Views stay views: only a dtype mix or a non-unit stride along d
 	// makes a copy.
@@ -200,7 +197,7 @@ func (b *Backend) attentionOp(n *tensor.Node) error {
 			}
 		}
 	}
-	if os.Getenv("UNCLIP_VK_GENERIC") != "1" {
+	if !genericShaders() {
 		if ok, err := b.flashAttention(n, qkv, sdt, ddt); ok || err != nil {
 			return err
 		}
@@ -252,14 +249,14 @@ func (b *Backend) flashAttention(n *tensor.Node, qkv []*tensor.Tensor, sdt, ddt 
 		}
 		copy(bst[:], bias.Strides())
 		flags |= 2
-		if lp > 0 && bias.Dim(3) == lp && lp != lp+lk {
-			flags |= 4 // a bias over the prefix keys alone
+		if n.PrefixOnlyBias() {
+			flags |= 4
 		}
 	}
 	// The result: (B, H, Lq, Dv), or (B, Lq, H·Dv) with the heads merged.
-	os := [3]int{h * lq * dv, lq * dv, dv}
+	ost := [3]int{h * lq * dv, lq * dv, dv}
 	if n.Int[1] == 1 {
-		os = [3]int{lq * h * dv, dv, h * dv}
+		ost = [3]int{lq * h * dv, dv, h * dv}
 	}
 	if kp == nil {
 		kp, vp = k, v
@@ -273,7 +270,7 @@ func (b *Backend) flashAttention(n *tensor.Node, qkv []*tensor.Tensor, sdt, ddt 
 			setInts(pc.Qs[:], q.Strides()[:3])
 			setInts(pc.Kvs[:], kvs[:])
 			setInts(pc.Kvps[:], kvps[:])
-			setInts(pc.Os[:], os[:])
+			setInts(pc.Os[:], ost[:])
 			setInts(pc.Bs[:], bst[:])
 			return pc
 		},
@@ -339,7 +336,7 @@ func (b *Backend) attentionFallback(n *tensor.Node, qkv []*tensor.Tensor, sdt, d
 		lp := qkv[3].Dim(2)
 		k = tensor.Concat(2, qkv[3], k)
 		v = tensor.Concat(2, qkv[4], v)
-		if bias != nil && bias.Dim(3) == lp {
+		if n.PrefixOnlyBias() {
 			bias = tensor.Concat(3, bias.Contiguous(), tensor.ZerosOn(b, tensor.F32, bias.Dim(0), bias.Dim(1), bias.Dim(2), lk))
 		}
 		lk += lp

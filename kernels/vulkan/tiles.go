@@ -168,12 +168,12 @@ func (t *tuneTable) lookup(op string, dims ...int) string {
 	return best
 }
 
-// defaultGEMMTile is the built-in choice for an m×n result with k-deep
-// sums over batch matrices, when no tuned table covers the device: large
+// defaultGEMMTile is the built-in choice for an m×n result over batch
+// matrices, when no tuned table covers the device: large
 // tiles with 8×8 per invocation where there is enough work to fill the
 // device, smaller ones for skinny results (the prior's 2·81-row linears,
 // CLIP's 77 tokens) so that more workgroups run.
-func defaultGEMMTile(m, n, k, batch int) gemmTile {
+func defaultGEMMTile(m, n, batch int) gemmTile {
 	switch work := m * n * batch; {
 	case m >= 128 && n >= 128 && work >= 1<<19:
 		return gemmTile{128, 128, 16, 8, 8}
@@ -196,7 +196,7 @@ type tileChoice struct {
 	err    error      // reading UNCLIP_VK_TUNING failed
 }
 
-// table returns the tuned table for this device, read on first use.
+// tuned returns the tuned table for this device, read on first use.
 func (b *Backend) tuned() (*tuneTable, error) {
 	c := &b.tiles
 	if !c.loaded {
@@ -218,7 +218,7 @@ func (b *Backend) tuned() (*tuneTable, error) {
 // bench shape's sizes): a forced tile (ForceTile), else the tuned table's
 // nearest entry for this device, else the built-in rule; a tile the
 // device cannot run falls back to the rule.
-func (b *Backend) gemmTileFor(op string, m, n, k, batch int, dims ...int) (gemmTile, error) {
+func (b *Backend) gemmTileFor(op string, m, n, batch int, dims ...int) (gemmTile, error) {
 	s := b.tiles.forced[op]
 	if s == "" {
 		table, err := b.tuned()
@@ -232,7 +232,7 @@ func (b *Backend) gemmTileFor(op string, m, n, k, batch int, dims ...int) (gemmT
 			return t, nil
 		}
 	}
-	t := defaultGEMMTile(m, n, k, batch)
+	t := defaultGEMMTile(m, n, batch)
 	for !b.fits(t.threads(), t.sharedBytes()) && t.BM > 16 {
 		t = gemmTile{t.BM / 2, t.BN / 2, t.BK, 4, 4}
 	}
@@ -261,18 +261,16 @@ func (b *Backend) ForceTile(op, tile string) error {
 		if err != nil {
 			return err
 		}
-		if !b.fits(t.threads(), t.sharedBytes()) {
-			return fmt.Errorf("tile %v: %d invocations and %d bytes of shared memory exceed %s's limits (%d, %d)",
-				t, t.threads(), t.sharedBytes(), b.name, b.phys.info.MaxWorkgroup, b.phys.info.MaxSharedMem)
+		if err := b.checkWorkgroup(t.threads(), 1, 1, t.sharedBytes()); err != nil {
+			return fmt.Errorf("tile %v: %w", t, err)
 		}
 	case "attention":
 		t, err := parseAttnTile(tile)
 		if err != nil {
 			return err
 		}
-		if md := max(64, t.BKV); !b.fits(t.threads(), t.sharedBytes(md)) {
-			return fmt.Errorf("attention tile %v: %d invocations and %d bytes of shared memory (64-wide heads) exceed %s's limits (%d, %d)",
-				t, t.threads(), t.sharedBytes(md), b.name, b.phys.info.MaxWorkgroup, b.phys.info.MaxSharedMem)
+		if err := b.checkWorkgroup(t.threads(), 1, 1, t.sharedBytes(max(64, t.BKV))); err != nil {
+			return fmt.Errorf("attention tile %v (64-wide heads): %w", t, err)
 		}
 	default:
 		return fmt.Errorf("no tiles for op %q (matmul, conv2d, attention)", op)
