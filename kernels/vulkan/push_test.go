@@ -337,14 +337,9 @@ func preprocess(text string, defs []string) string {
 			}
 			stack = append(stack, frame{parent: active, taken: cond, active: active && cond})
 			active = active && cond
-		case "elif":
-			if len(stack) > 0 {
-				f := &stack[len(stack)-1]
-				f.active = f.parent && !f.taken
-				f.taken = true
-				active = f.active
-			}
-		case "else":
+		case "elif", "else":
+			// #elif's condition is not evaluated (no shader uses one): it
+			// is taken as #else.
 			if len(stack) > 0 {
 				f := &stack[len(stack)-1]
 				f.active = f.parent && !f.taken
