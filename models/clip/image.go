@@ -232,18 +232,16 @@ func LoadImageProcessor(dir string) (*ImageProcessor, error) {
 		return nil, err
 	}
 	var c struct {
-		Size             json.RawMessage `json:"size"`
-		CropSize         json.RawMessage `json:"crop_size"`
-		RescaleFactor    *float64        `json:"rescale_factor"`
-		Mean             []float64       `json:"image_mean"`
-		Std              []float64       `json:"image_std"`
-		Resample         *int            `json:"resample"`
-		DoResize         *bool           `json:"do_resize"`
-		DoCenterCrop     *bool           `json:"do_center_crop"`
-		DoRescale        *bool           `json:"do_rescale"`
-		DoNormalize      *bool           `json:"do_normalize"`
-		ProcessorType    string          `json:"image_processor_type"`
-		FeatureExtractor string          `json:"feature_extractor_type"`
+		Size          json.RawMessage `json:"size"`
+		CropSize      json.RawMessage `json:"crop_size"`
+		RescaleFactor *float64        `json:"rescale_factor"`
+		Mean          []float64       `json:"image_mean"`
+		Std           []float64       `json:"image_std"`
+		Resample      *int            `json:"resample"`
+		DoResize      *bool           `json:"do_resize"`
+		DoCenterCrop  *bool           `json:"do_center_crop"`
+		DoRescale     *bool           `json:"do_rescale"`
+		DoNormalize   *bool           `json:"do_normalize"`
 	}
 	if err := json.Unmarshal(data, &c); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
