@@ -51,11 +51,11 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	var buf bytes.Buffer // printed only when every component could be read
-	fmt.Fprintf(&buf, "model %s\n\n", dir)
+	fmt.Fprintf(&buf, "model %s (%s)\n\n", dir, idx.Kind)
 	tw := tabwriter.NewWriter(&buf, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "COMPONENT\tCLASS\tPARAMETERS\tDTYPES\tCONFIG")
 	var total int64
-	for _, c := range unclip.Components {
+	for _, c := range unclip.ComponentsOf(idx.Kind) {
 		d := filepath.Join(dir, c.Name)
 		params, dtypes, err := weightStats(d, *variant)
 		if err != nil {
@@ -72,7 +72,7 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 		} else {
 			dtypes = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Name, idx[c.Name][1], ps, dtypes, summary)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Name, idx.Classes[c.Name][1], ps, dtypes, summary)
 	}
 	fmt.Fprintf(tw, "total\t\t%s\t\t\n", commas(total))
 	tw.Flush()
@@ -185,6 +185,19 @@ func configSummary(name, dir string) (string, error) {
 			return "", err
 		}
 		return fmt.Sprintf("clip %d, %d extra tokens, cross %d, time %d", c.ClipEmbeddingsDim, c.ClipExtraContextTokens, c.CrossAttentionDim, c.TimeEmbedDim), nil
+	case unclip.ImageEncoder:
+		c, err := clip.LoadVisionConfig(cfgPath)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("image %d, patch %d, hidden %d, %d layers, %d heads, mlp %d, projection %d, %s",
+			c.ImageSize, c.PatchSize, c.HiddenSize, c.NumHiddenLayers, c.NumAttentionHeads, c.IntermediateSize, c.ProjectionDim, c.HiddenAct), nil
+	case unclip.FeatureExtractor:
+		f, err := clip.LoadImageProcessor(dir)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("shortest edge %d, crop %d×%d, bicubic", f.ShortestEdge, f.CropW, f.CropH), nil
 	case unclip.Decoder, unclip.SuperResFirst, unclip.SuperResLast:
 		c, err := unet.LoadConfig(cfgPath)
 		if err != nil {

@@ -4,6 +4,8 @@
 // Usage:
 //
 //	unclip generate -m DIR -p PROMPT -o OUT.png   text to image
+//	unclip vary -m DIR -i IMAGE -o OUT.png        variations of an image
+//	unclip interpolate -m DIR --image A --image B  frames between two images (or -p A -p B)
 //	unclip inspect  -m DIR                        components, configs, parameter counts
 //	unclip tokenize -m DIR TEXT                   CLIP token ids
 //	unclip verify   -m DIR -g GOLDEN              parity against a recorded diffusers run
@@ -38,6 +40,8 @@ var commands []command
 func init() {
 	commands = []command{
 		{"generate", "generate images from prompts", runGenerate},
+		{"vary", "variations of images, and text diffs (image-variations model)", runVary},
+		{"interpolate", "frames between two images or two prompts", runInterpolate},
 		{"inspect", "show a model folder's components, configs and parameter counts", runInspect},
 		{"tokenize", "print the CLIP token ids of a text", runTokenize},
 		{"verify", "check every component against a recorded diffusers run", runVerify},

@@ -89,7 +89,7 @@ func isTokenizerDir(dir string) bool {
 func componentName(dir string) (string, bool) {
 	dir = filepath.Clean(dir)
 	base := filepath.Base(dir)
-	for _, c := range unclip.Components {
+	for _, c := range append(unclip.Components, unclip.VariationComponents...) {
 		if base == c.Name {
 			return c.Name, true
 		}
@@ -103,7 +103,7 @@ func componentName(dir string) (string, bool) {
 			Class string `json:"_class_name"`
 		}
 		if json.Unmarshal(data, &head) == nil && head.Class != "" {
-			for _, c := range unclip.Components {
+			for _, c := range append(unclip.Components, unclip.VariationComponents...) {
 				if head.Class == c.Class {
 					return c.Class, true
 				}

@@ -13,8 +13,13 @@ import (
 // an iTXt chunk "parameters" (UTF-8 text) right after IHDR. Decoders that
 // do not know iTXt, image/png among them, skip it.
 func encodePNG(rgb []uint8, size int, parameters string) ([]byte, error) {
+	return encodePNGRect(rgb, size, size, parameters)
+}
+
+// encodePNGRect is encodePNG for a w×h image.
+func encodePNGRect(rgb []uint8, w, h int, parameters string) ([]byte, error) {
 	var buf bytes.Buffer
-	if err := (&png.Encoder{CompressionLevel: png.BestCompression}).Encode(&buf, rgbImage(rgb, size)); err != nil {
+	if err := (&png.Encoder{CompressionLevel: png.BestCompression}).Encode(&buf, rgbRect(rgb, w, h)); err != nil {
 		return nil, err
 	}
 	data := buf.Bytes()
@@ -73,9 +78,12 @@ func pngText(data []byte) (map[string]string, error) {
 
 // rgbImage wraps an 8-bit RGB image (size×size, HWC bytes) as an opaque
 // NRGBA image for the standard library's encoders.
-func rgbImage(rgb []uint8, size int) *image.NRGBA {
-	img := image.NewNRGBA(image.Rect(0, 0, size, size))
-	for i := 0; i < size*size; i++ {
+func rgbImage(rgb []uint8, size int) *image.NRGBA { return rgbRect(rgb, size, size) }
+
+// rgbRect wraps an 8-bit RGB w×h image as an opaque NRGBA image.
+func rgbRect(rgb []uint8, w, h int) *image.NRGBA {
+	img := image.NewNRGBA(image.Rect(0, 0, w, h))
+	for i := 0; i < w*h; i++ {
 		copy(img.Pix[4*i:4*i+3], rgb[3*i:3*i+3])
 		img.Pix[4*i+3] = 255
 	}

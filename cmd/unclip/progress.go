@@ -123,7 +123,7 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-var stageNames = map[string]string{"text": "text encoder", "prior": "prior", "decoder": "decoder", "super_res": "super-res"}
+var stageNames = map[string]string{"text": "text encoder", "image": "image encoder", "prior": "prior", "decoder": "decoder", "super_res": "super-res"}
 
 // event reports one pipeline event.
 func (r *reporter) event(e unclip.Event) {

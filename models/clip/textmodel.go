@@ -3,6 +3,7 @@ package clip
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -136,10 +137,11 @@ func newLayers(b nn.Binder, n, h, inter, heads int, eps float32, act string) []t
 }
 
 // encode runs the blocks over x (B, L, hidden): x += attn(LN1(x)), then
-// x += mlp(LN2(x)), with a causal mask for the text tower.
-func encode(x *tensor.Tensor, layers []textLayer, causal bool) *tensor.Tensor {
+// x += mlp(LN2(x)), with a causal mask for the text tower and an optional
+// additive bias on the scores.
+func encode(x *tensor.Tensor, layers []textLayer, causal bool, bias *tensor.Tensor) *tensor.Tensor {
 	for _, ly := range layers {
-		x = tensor.Add(x, ly.attn.Forward(ly.norm1.Forward(x), nil, causal))
+		x = tensor.Add(x, ly.attn.Forward(ly.norm1.Forward(x), bias, causal))
 		x = tensor.Add(x, ly.mlp.Forward(ly.norm2.Forward(x)))
 	}
 	return x
@@ -153,15 +155,25 @@ type TextOutput struct {
 	LastHidden *tensor.Tensor
 }
 
-// WeightFiles lists the safetensors files of a text_encoder folder:
-// model[.variant].safetensors.
+// WeightFiles lists the weight files of a text_encoder or image_encoder
+// folder: model[.variant].safetensors, else, when only that exists, the
+// PyTorch checkpoint pytorch_model[.variant].bin (read without running
+// its pickle: package tensor/torchbin).
 func WeightFiles(dir, variant string) ([]string, error) {
-	name := "model.safetensors"
+	name, bin := "model.safetensors", "pytorch_model.bin"
 	if variant != "" {
-		name = "model." + variant + ".safetensors"
+		name, bin = "model."+variant+".safetensors", "pytorch_model."+variant+".bin"
 	}
 	p := filepath.Join(dir, name)
-	if _, err := os.Stat(p); err != nil {
+	_, err := os.Stat(p)
+	if os.IsNotExist(err) {
+		b := filepath.Join(dir, bin)
+		if _, berr := os.Stat(b); !os.IsNotExist(berr) {
+			return []string{b}, nil // another error is the loader's to report
+		}
+		return nil, fmt.Errorf("clip: weights: %s has neither %s nor %s: %w", dir, name, bin, os.ErrNotExist)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("clip: weights: %w", err)
 	}
 	return []string{p}, nil
@@ -245,6 +257,15 @@ func (m *TextModel) PoolIndex(ids []int64) int {
 // Forward encodes token ids (B rows of L ≤ max_position_embeddings ids).
 // No attention mask is applied beyond the causal one, as in the pipeline.
 func (m *TextModel) Forward(ids [][]int64) (TextOutput, error) {
+	return m.ForwardMasked(ids, nil)
+}
+
+// ForwardMasked is Forward with transformers' attention_mask (one row of
+// 0/1 per row of ids, nil for none): keys where it is 0 get the score bias
+// float32's lowest value, on top of the causal mask. Valid positions and
+// the pooled text_embeds equal Forward's; padded positions differ. Only
+// the community text-interpolation pipeline calls the encoder this way.
+func (m *TextModel) ForwardMasked(ids, mask [][]int64) (TextOutput, error) {
 	if len(ids) == 0 {
 		return TextOutput{}, fmt.Errorf("clip: no token ids")
 	}
@@ -266,17 +287,43 @@ func (m *TextModel) Forward(ids [][]int64) (TextOutput, error) {
 	}
 	dev := m.tokEmb.W.Backend()
 	idt := tensor.FromInt64(flat, bsz, l).To(dev)
+	inputs := []*tensor.Tensor{idt}
+	if mask != nil {
+		if len(mask) != bsz {
+			return TextOutput{}, fmt.Errorf("clip: %d attention-mask rows for %d rows of ids", len(mask), bsz)
+		}
+		bias := make([]float32, 0, bsz*l)
+		for _, row := range mask {
+			if len(row) != l {
+				return TextOutput{}, fmt.Errorf("clip: an attention-mask row of %d values for %d tokens", len(row), l)
+			}
+			for _, v := range row {
+				var b float32 // transformers' (1 − mask)·finfo(float32).min
+				if v == 0 {
+					b = -math.MaxFloat32
+				}
+				bias = append(bias, b)
+			}
+		}
+		inputs = append(inputs, tensor.FromFloat32(bias, bsz, 1, 1, l).To(dev))
+	}
 	// One captured run: the activations live in an arena released at once.
-	outs, err := tensor.RunOnce("text encoder", dev, []*tensor.Tensor{idt}, func(in []*tensor.Tensor) ([]*tensor.Tensor, error) {
+	outs, err := tensor.RunOnce("text encoder", dev, inputs, func(in []*tensor.Tensor) ([]*tensor.Tensor, error) {
 		x := nn.As(tensor.Add(m.tokEmb.Forward(in[0]), m.posEmb.Narrow(0, 0, l)), m.dtype)
-		last := m.finalNorm.Forward(encode(x, m.layers, true))
+		var bias *tensor.Tensor
+		if len(in) > 1 {
+			bias = in[1]
+		}
+		last := m.finalNorm.Forward(encode(x, m.layers, true, bias))
 		pooled := make([]*tensor.Tensor, bsz)
 		for i, row := range ids {
 			pooled[i] = last.Narrow(0, i, 1).Narrow(1, m.PoolIndex(row), 1).Reshape(1, m.Config.HiddenSize)
 		}
 		return []*tensor.Tensor{nn.As(m.proj.Forward(tensor.Concat(0, pooled...)), tensor.F32), nn.As(last, tensor.F32)}, nil
 	})
-	idt.Storage().Free()
+	for _, t := range inputs {
+		t.Storage().Free()
+	}
 	if err != nil {
 		return TextOutput{}, fmt.Errorf("clip: text encoder: %w", err)
 	}

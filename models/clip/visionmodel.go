@@ -154,7 +154,7 @@ func (m *VisionModel) Forward(pix *tensor.Tensor) (VisionOutput, error) {
 		x = x.Reshape(bsz, h, n).Transpose(1, 2)                                // (B, n, h)
 		cls := nn.As(m.cls, m.dtype).Reshape(1, 1, h).Expand(bsz, 1, h)
 		x = tensor.Add(tensor.Concat(1, cls.Contiguous(), x.Contiguous()), m.posEmb)
-		x = encode(m.preNorm.Forward(x), m.layers, false)
+		x = encode(m.preNorm.Forward(x), m.layers, false, nil)
 		pooled := m.post.Forward(x.Narrow(1, 0, 1).Reshape(bsz, h))
 		return []*tensor.Tensor{nn.As(m.proj.Forward(pooled), tensor.F32), nn.As(x, tensor.F32)}, nil
 	})

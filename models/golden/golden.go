@@ -44,6 +44,68 @@ type Meta struct {
 	TokenizerCases []TokenizerCase `json:"tokenizer_cases"`
 	NoiseShapes    [][]int         `json:"noise_shapes"`
 	Calls          map[string]int  `json:"calls"`
+	// The variation recordings' input images, resampler cases and runs
+	// (variation, variation_n2, interp_image, interp_text), each run's
+	// tensors under its name as a prefix.
+	Images          []ImageInput   `json:"images"`
+	PILBicubicCases []BicubicCase  `json:"pil_bicubic_cases"`
+	Runs            map[string]Run `json:"runs"`
+}
+
+// ImageInput is one input image of a variation recording.
+type ImageInput struct {
+	File          string `json:"file"` // relative to the golden file's folder
+	Width, Height int
+	ResizedHW     [2]int `json:"resized_hw"`
+	CropTopLeft   [2]int `json:"crop_top_left"`
+}
+
+// BicubicCase is one recorded PIL.Image.resize(BICUBIC) of an input.
+type BicubicCase struct {
+	Case          int    `json:"case"`
+	Input         string `json:"input"` // inputs.imageN
+	Width, Height int
+}
+
+// Run is one recorded pipeline run of a variation recording.
+type Run struct {
+	Pipeline    string         `json:"pipeline"`
+	Settings    RunSettings    `json:"settings"`
+	NoiseShapes [][]int        `json:"noise_shapes"`
+	Calls       map[string]int `json:"calls"`
+}
+
+// RunSettings are a run's call arguments.
+type RunSettings struct {
+	Seed uint64 `json:"seed"`
+	// Images lists the input images by index; a single index (not a
+	// list) means one PIL image was passed.
+	Images          json.RawMessage `json:"images"`
+	ImagesPerPrompt int             `json:"num_images_per_prompt"`
+	Steps           int             `json:"steps"` // interpolation frames
+	PriorSteps      int             `json:"prior_steps"`
+	DecoderSteps    int             `json:"decoder_steps"`
+	SuperResSteps   int             `json:"super_res_steps"`
+	PriorGuidance   float32         `json:"prior_guidance"`
+	DecoderGuidance float32         `json:"decoder_guidance"`
+	StartPrompt     string          `json:"start_prompt"`
+	EndPrompt       string          `json:"end_prompt"`
+}
+
+// ImageList returns the run's input image indexes.
+func (s RunSettings) ImageList() ([]int, error) {
+	if len(s.Images) == 0 {
+		return nil, nil
+	}
+	var list []int
+	if err := json.Unmarshal(s.Images, &list); err == nil {
+		return list, nil
+	}
+	var one int
+	if err := json.Unmarshal(s.Images, &one); err != nil {
+		return nil, fmt.Errorf("golden: run images %s: want an index or a list of them", s.Images)
+	}
+	return []int{one}, nil
 }
 
 // File is an open recording.
@@ -139,14 +201,38 @@ func (f *File) Int(key string) (int, error) {
 	return int(v[0]), nil
 }
 
-// Bools returns a recorded BOOL tensor's values and shape.
+// Bools returns a recorded BOOL tensor's values and shape; an I64 0/1 mask
+// (what torch.cat of a bool and an int64 mask makes) reads as its truth.
 func (f *File) Bools(key string) ([]bool, []int, error) {
 	t, err := f.Tensor(key)
 	if err != nil {
 		return nil, nil, err
 	}
+	if t.DType() == tensor.I64 {
+		iv, err := t.Int64s()
+		if err != nil {
+			return nil, nil, err
+		}
+		v := make([]bool, len(iv))
+		for i, x := range iv {
+			v[i] = x != 0
+		}
+		return v, t.Shape(), nil
+	}
 	v, err := t.Bools()
 	return v, t.Shape(), err
+}
+
+// Uint8s returns a recorded U8 tensor's values and shape.
+func (f *File) Uint8s(key string) ([]uint8, []int, error) {
+	info, ok := f.st.Get(key)
+	if !ok {
+		return nil, nil, fmt.Errorf("golden: no tensor %q in %s", key, f.st.Path())
+	}
+	if info.DType != safetensors.U8 {
+		return nil, nil, fmt.Errorf("golden: %q is %s, want U8", key, info.DType)
+	}
+	return info.Data, info.Shape, nil
 }
 
 // Noise returns every recorded standard-normal draw (noise.000, noise.001,
@@ -155,13 +241,17 @@ func (f *File) Noise() (draws [][]float32, shapes [][]int, err error) {
 	if !f.HasMeta {
 		return nil, nil, fmt.Errorf("golden: golden.json (noise shapes) not found")
 	}
-	for i, shape := range f.Meta.NoiseShapes {
-		v, _, err := f.Float32s(fmt.Sprintf("noise.%03d", i))
+	return f.NoiseOf("", f.Meta.NoiseShapes)
+}
+
+// NoiseOf returns the draws prefix+noise.NNN of the given shapes.
+func (f *File) NoiseOf(prefix string, shapes [][]int) (draws [][]float32, _ [][]int, err error) {
+	for i := range shapes {
+		v, _, err := f.Float32s(fmt.Sprintf("%snoise.%03d", prefix, i))
 		if err != nil {
 			return nil, nil, err
 		}
 		draws = append(draws, v)
-		shapes = append(shapes, shape)
 	}
 	return draws, shapes, nil
 }

@@ -35,6 +35,9 @@ func (p *Pipeline) ParameterCounts() []ComponentParams {
 	if p.Text != nil {
 		add(TextEncoder, p.Text.Weights)
 	}
+	if p.Image != nil {
+		add(ImageEncoder, p.Image.Weights)
+	}
 	if p.Prior != nil {
 		add(Prior, p.Prior.Weights)
 	}

@@ -36,15 +36,94 @@ const (
 	PriorScheduler    = "prior_scheduler"
 	DecoderScheduler  = "decoder_scheduler"
 	SuperResScheduler = "super_res_scheduler"
+	ImageEncoder      = "image_encoder"
+	FeatureExtractor  = "feature_extractor"
 )
 
-// Components lists every component of the pipeline with the class
-// model_index.json must name for it.
-var Components = []struct{ Name, Class string }{
+// Kind is the pipeline class a model folder's model_index.json names.
+type Kind string
+
+const (
+	// TextToImage is diffusers' UnCLIPPipeline (kakaobrain/karlo-v1-alpha).
+	TextToImage Kind = "UnCLIPPipeline"
+	// ImageVariation is UnCLIPImageVariationPipeline
+	// (kakaobrain/karlo-v1-alpha-image-variations): no prior, an image
+	// encoder and its feature extractor instead.
+	ImageVariation Kind = "UnCLIPImageVariationPipeline"
+)
+
+// Component is one folder of a model with the class model_index.json must
+// name for it.
+type Component struct{ Name, Class string }
+
+// Components lists every component of the text-to-image pipeline.
+var Components = []Component{
 	{Tokenizer, "CLIPTokenizer"}, {TextEncoder, "CLIPTextModelWithProjection"}, {Prior, "PriorTransformer"},
 	{TextProj, "UnCLIPTextProjModel"}, {Decoder, "UNet2DConditionModel"}, {SuperResFirst, "UNet2DModel"},
 	{SuperResLast, "UNet2DModel"}, {PriorScheduler, "UnCLIPScheduler"}, {DecoderScheduler, "UnCLIPScheduler"},
 	{SuperResScheduler, "UnCLIPScheduler"},
+}
+
+// VariationComponents lists every component of the image-variation
+// pipeline.
+var VariationComponents = []Component{
+	{Tokenizer, "CLIPTokenizer"}, {TextEncoder, "CLIPTextModelWithProjection"}, {ImageEncoder, "CLIPVisionModelWithProjection"},
+	{FeatureExtractor, "CLIPImageProcessor"}, {TextProj, "UnCLIPTextProjModel"}, {Decoder, "UNet2DConditionModel"},
+	{SuperResFirst, "UNet2DModel"}, {SuperResLast, "UNet2DModel"}, {DecoderScheduler, "UnCLIPScheduler"},
+	{SuperResScheduler, "UnCLIPScheduler"},
+}
+
+// ComponentsOf lists the components of a pipeline kind.
+func ComponentsOf(k Kind) []Component {
+	if k == ImageVariation {
+		return VariationComponents
+	}
+	return Components
+}
+
+// Index is a checked model_index.json.
+type Index struct {
+	Kind Kind
+	// Classes maps each component to its [library, class] pair.
+	Classes map[string][2]string
+}
+
+// Has reports whether the index lists a component.
+func (ix *Index) Has(name string) bool { _, ok := ix.Classes[name]; return ok }
+
+// ModelIndex reads and checks dir/model_index.json: it must describe an
+// UnCLIPPipeline or an UnCLIPImageVariationPipeline whose components have
+// the expected classes.
+func ModelIndex(dir string) (*Index, error) {
+	data, err := modelfile.Read(filepath.Join(dir, "model_index.json"), modelfile.ConfigLimit)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s is not a diffusers model folder (no model_index.json)", dir)
+		}
+		return nil, err
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("%s/model_index.json: %w", dir, err)
+	}
+	var class string
+	_ = json.Unmarshal(raw["_class_name"], &class)
+	kind := Kind(class)
+	if kind != TextToImage && kind != ImageVariation {
+		return nil, fmt.Errorf("%s: model_index.json describes %q, not an UnCLIPPipeline or UnCLIPImageVariationPipeline", dir, class)
+	}
+	ix := &Index{Kind: kind, Classes: map[string][2]string{}}
+	for _, c := range ComponentsOf(kind) {
+		var pair [2]string
+		if err := json.Unmarshal(raw[c.Name], &pair); err != nil {
+			return nil, fmt.Errorf("%s/model_index.json: component %q missing or malformed", dir, c.Name)
+		}
+		if pair[1] != c.Class && !(c.Name == Tokenizer && pair[1] == "CLIPTokenizerFast") {
+			return nil, fmt.Errorf("%s/model_index.json: component %q is %q, want %q", dir, c.Name, pair[1], c.Class)
+		}
+		ix.Classes[c.Name] = pair
+	}
+	return ix, nil
 }
 
 // Pipeline holds every loaded component. Components not asked for at load
@@ -59,17 +138,23 @@ type Pipeline struct {
 	// OneShot releases every model — device and host memory — once its
 	// last stage has finished: for a process that generates once. The
 	// pipeline cannot generate again.
-	OneShot   bool
+	OneShot bool
+	// Kind is the pipeline class of the folder (model_index.json).
+	Kind      Kind
 	Tokenizer *clip.Tokenizer
 	Text      *clip.TextModel
-	Prior     *prior.Model
-	TextProj  *textproj.Model
-	Decoder   *unet.Model
-	SRFirst   *unet.Model
-	SRLast    *unet.Model
-	PriorSch  *scheduler.Scheduler
-	DecSch    *scheduler.Scheduler
-	SRSch     *scheduler.Scheduler
+	// Image and Features are the image-variation folder's image encoder
+	// and its CLIPImageProcessor.
+	Image    *clip.VisionModel
+	Features *clip.ImageProcessor
+	Prior    *prior.Model
+	TextProj *textproj.Model
+	Decoder  *unet.Model
+	SRFirst  *unet.Model
+	SRLast   *unet.Model
+	PriorSch *scheduler.Scheduler
+	DecSch   *scheduler.Scheduler
+	SRSch    *scheduler.Scheduler
 }
 
 // LoadOptions select what Load reads.
@@ -78,7 +163,10 @@ type LoadOptions struct {
 	Variant string
 	// Device receives the weights (nil: the CPU).
 	Device tensor.Backend
-	// Only lists the components to load; empty loads all.
+	// Only lists the components to load; empty loads every component
+	// model_index.json lists. A listed component that the index does not
+	// name is loaded from its folder when there is one (the variation
+	// fixture's extra prior/).
 	Only []string
 	// headersOnly maps the weight files instead of reading them (Check).
 	headersOnly bool
@@ -90,50 +178,18 @@ type LoadOptions struct {
 	Residency Residency
 }
 
-// ModelIndex reads and checks dir/model_index.json: it must describe an
-// UnCLIPPipeline whose components have the expected classes.
-func ModelIndex(dir string) (map[string][2]string, error) {
-	data, err := modelfile.Read(filepath.Join(dir, "model_index.json"), modelfile.ConfigLimit)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%s is not a diffusers model folder (no model_index.json)", dir)
-		}
-		return nil, err
-	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, fmt.Errorf("%s/model_index.json: %w", dir, err)
-	}
-	var class string
-	_ = json.Unmarshal(raw["_class_name"], &class)
-	if class != "UnCLIPPipeline" {
-		return nil, fmt.Errorf("%s: model_index.json describes %q, not an UnCLIPPipeline", dir, class)
-	}
-	out := map[string][2]string{}
-	for _, c := range Components {
-		var pair [2]string
-		if err := json.Unmarshal(raw[c.Name], &pair); err != nil {
-			return nil, fmt.Errorf("%s/model_index.json: component %q missing or malformed", dir, c.Name)
-		}
-		if pair[1] != c.Class && !(c.Name == Tokenizer && pair[1] == "CLIPTokenizerFast") {
-			return nil, fmt.Errorf("%s/model_index.json: component %q is %q, want %q", dir, c.Name, pair[1], c.Class)
-		}
-		out[c.Name] = pair
-	}
-	return out, nil
-}
-
 // Load reads a diffusers unCLIP folder.
 func Load(dir string, opt LoadOptions) (*Pipeline, error) {
-	if _, err := ModelIndex(dir); err != nil {
+	ix, err := ModelIndex(dir)
+	if err != nil {
 		return nil, err
 	}
 	want := map[string]bool{}
 	for _, c := range opt.Only {
 		want[c] = true
 	}
-	need := func(c string) bool { return len(want) == 0 || want[c] }
-	p := &Pipeline{Dir: dir, Device: opt.Device}
+	need := func(c string) bool { return want[c] || (len(want) == 0 && ix.Has(c)) }
+	p := &Pipeline{Dir: dir, Device: opt.Device, Kind: ix.Kind}
 	if p.Device == nil {
 		p.Device = tensor.CPU()
 	}
@@ -144,7 +200,6 @@ func Load(dir string, opt LoadOptions) (*Pipeline, error) {
 		}
 		return d, nil
 	}
-	var err error
 	load := func(c string, f func(d string) error) {
 		if err != nil || !need(c) {
 			return
@@ -159,6 +214,8 @@ func Load(dir string, opt LoadOptions) (*Pipeline, error) {
 	dev := nn.Target{Device: p.Device, DType: opt.DType, Offload: opt.Residency != Resident, HeadersOnly: opt.headersOnly}
 	load(Tokenizer, func(d string) (e error) { p.Tokenizer, e = clip.LoadTokenizer(d); return })
 	load(TextEncoder, func(d string) (e error) { p.Text, e = clip.LoadTextModel(d, opt.Variant, dev); return })
+	load(ImageEncoder, func(d string) (e error) { p.Image, e = clip.LoadVisionModel(d, opt.Variant, dev); return })
+	load(FeatureExtractor, func(d string) (e error) { p.Features, e = clip.LoadImageProcessor(d); return })
 	load(Prior, func(d string) (e error) { p.Prior, e = prior.Load(d, opt.Variant, dev); return })
 	load(TextProj, func(d string) (e error) { p.TextProj, e = textproj.Load(d, opt.Variant, dev); return })
 	load(Decoder, func(d string) (e error) { p.Decoder, e = unet.Load(d, opt.Variant, dev); return })
@@ -197,6 +254,12 @@ func (p *Pipeline) check() error {
 		if tc.MaxPositionEmbeddings != pc.NumEmbeddings {
 			return fmt.Errorf("text encoder takes %d tokens but the prior expects num_embeddings %d", tc.MaxPositionEmbeddings, pc.NumEmbeddings)
 		}
+	}
+	if p.Image != nil && p.TextProj != nil && p.Image.Config.ProjectionDim != p.TextProj.Config.ClipEmbeddingsDim {
+		return fmt.Errorf("image encoder projection %d does not fit text_proj clip_embeddings_dim %d", p.Image.Config.ProjectionDim, p.TextProj.Config.ClipEmbeddingsDim)
+	}
+	if p.Image != nil && p.Features != nil && p.Features.DoCenterCrop && (p.Features.CropW != p.Image.Config.ImageSize || p.Features.CropH != p.Image.Config.ImageSize) {
+		return fmt.Errorf("feature extractor crops %d×%d but the image encoder takes %d×%d", p.Features.CropW, p.Features.CropH, p.Image.Config.ImageSize, p.Image.Config.ImageSize)
 	}
 	if p.Prior != nil && p.TextProj != nil && p.Prior.Config.ClipDim() != p.TextProj.Config.ClipEmbeddingsDim {
 		return fmt.Errorf("prior output %d does not fit text_proj clip_embeddings_dim %d", p.Prior.Config.ClipDim(), p.TextProj.Config.ClipEmbeddingsDim)
@@ -287,6 +350,20 @@ type Request struct {
 	// plans (Event.Plan, StageStats) without running any step; the images
 	// are meaningless.
 	DryRun bool
+	// ImageEmbeddings, when set, are the CLIP image embeddings the decoder
+	// is conditioned on, one row of EmbeddingDim values per prompt (each
+	// repeated ImagesPerPrompt times, as repeat_interleave): the prior does
+	// not run and no prior noise is drawn (UnCLIPImageVariationPipeline's
+	// image_embeddings). Classifier-free guidance then depends on the
+	// decoder scale alone.
+	ImageEmbeddings []float32
+	// SharedDecoderLatent draws the decoder's starting latent once, for
+	// one image, and repeats it for every image (the community image
+	// interpolation pipeline), instead of one per image.
+	SharedDecoderLatent bool
+	// Text, when set, is the encoded text to condition on instead of
+	// encoding Prompts (the text interpolation's slerped prompts).
+	Text *TextState
 }
 
 // DefaultRequest has diffusers' defaults: 25/25/7 steps, guidance 4 and 8.
@@ -347,7 +424,7 @@ func (ts *TextState) networkInput(lat *tensor.Tensor) *tensor.Tensor {
 
 // Validate checks a request before any work starts.
 func (r *Request) Validate() error {
-	if len(r.Prompts) == 0 {
+	if len(r.Prompts) == 0 && r.Text == nil {
 		return fmt.Errorf("no prompt")
 	}
 	if r.ImagesPerPrompt == 0 {
@@ -356,7 +433,7 @@ func (r *Request) Validate() error {
 	switch {
 	case r.ImagesPerPrompt < 0:
 		return fmt.Errorf("images per prompt must be positive, got %d", r.ImagesPerPrompt)
-	case r.PriorSteps < 2 || r.DecoderSteps < 2 || r.SuperResSteps < 2:
+	case (r.PriorSteps < 2 && r.ImageEmbeddings == nil) || r.DecoderSteps < 2 || r.SuperResSteps < 2:
 		return fmt.Errorf("every stage needs at least 2 steps (got prior %d, decoder %d, super-res %d): the UnCLIP scheduler divides by steps − 1",
 			r.PriorSteps, r.DecoderSteps, r.SuperResSteps)
 	case !finite32(r.PriorGuidance) || !finite32(r.DecoderGuidance):
@@ -365,6 +442,16 @@ func (r *Request) Validate() error {
 		return fmt.Errorf("guidance scales must not be negative (got prior %g, decoder %g)", r.PriorGuidance, r.DecoderGuidance)
 	case r.Noise == nil:
 		return fmt.Errorf("no noise source")
+	case r.Text != nil && r.ImagesPerPrompt != 1:
+		return fmt.Errorf("images per prompt must be 1 with pre-encoded text (got %d)", r.ImagesPerPrompt)
+	case r.ImageEmbeddings != nil && r.Text != nil && len(r.ImageEmbeddings)%r.Text.Batch != 0,
+		r.ImageEmbeddings != nil && r.Text == nil && len(r.ImageEmbeddings)%len(r.Prompts) != 0:
+		return fmt.Errorf("%d image-embedding values are not one row per prompt", len(r.ImageEmbeddings))
+	}
+	for _, v := range r.ImageEmbeddings {
+		if !finite32(v) {
+			return fmt.Errorf("image embeddings hold a non-finite value (%g)", v)
+		}
 	}
 	return nil
 }
@@ -372,8 +459,11 @@ func (r *Request) Validate() error {
 func finite32(x float32) bool { return !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0) }
 
 // CFG reports whether classifier-free guidance is on: as in diffusers, one
-// flag for both stages, set when either scale exceeds 1.
-func (r *Request) CFG() bool { return r.PriorGuidance > 1 || r.DecoderGuidance > 1 }
+// flag for both stages, set when either scale exceeds 1 (the decoder's
+// alone when given image embeddings skip the prior).
+func (r *Request) CFG() bool {
+	return (r.PriorGuidance > 1 && r.ImageEmbeddings == nil) || r.DecoderGuidance > 1
+}
 
 func (r *Request) progress(e Event) {
 	if r.Progress != nil {
@@ -387,8 +477,16 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	if p.Tokenizer == nil || p.Text == nil || p.Prior == nil || p.TextProj == nil || p.Decoder == nil || p.SRFirst == nil || p.SRLast == nil ||
-		p.PriorSch == nil || p.DecSch == nil || p.SRSch == nil {
+	runPrior := req.ImageEmbeddings == nil
+	if p.TextProj == nil || p.Decoder == nil || p.SRFirst == nil || p.SRLast == nil || p.DecSch == nil || p.SRSch == nil ||
+		(req.Text == nil && (p.Tokenizer == nil || p.Text == nil)) {
+		return nil, fmt.Errorf("pipeline: not every component is loaded")
+	}
+	if runPrior && (p.Prior == nil || p.PriorSch == nil) {
+		if p.Kind == ImageVariation {
+			return nil, fmt.Errorf("%s is an image-variations model: it has no prior to turn text into an image embedding; "+
+				"give it an image (unclip vary) or image embeddings (--image-embeddings)", p.Dir)
+		}
 		return nil, fmt.Errorf("pipeline: not every component is loaded")
 	}
 	// Step counts the schedulers cannot space fail before any work.
@@ -397,6 +495,9 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 		sch   *scheduler.Scheduler
 		steps int
 	}{{"prior", p.PriorSch, req.PriorSteps}, {"decoder", p.DecSch, req.DecoderSteps}, {"super-res", p.SRSch, req.SuperResSteps}} {
+		if c.stage == "prior" && !runPrior {
+			continue
+		}
 		if _, err := c.sch.Timesteps(c.steps); err != nil {
 			return nil, fmt.Errorf("%s steps: %w", c.stage, err)
 		}
@@ -410,19 +511,28 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 		res.Timings = append(res.Timings, StageTiming{Stage: stage, Steps: steps, Time: time.Since(t0)})
 		return nil
 	}
-	var ts *TextState
-	if err := timed("text", 0, func() (err error) { ts, err = p.EncodePrompts(ctx, &req); return }); err != nil {
-		return nil, err
+	ts := req.Text
+	if ts == nil {
+		if err := timed("text", 0, func() (err error) { ts, err = p.EncodePrompts(ctx, &req); return }); err != nil {
+			return nil, err
+		}
 	}
 	var emb *tensor.Tensor
 	var stats StageStats
-	if err := timed("prior", req.PriorSteps, func() (err error) { emb, stats, err = p.RunPrior(ctx, &req, ts); return }); err != nil {
-		return nil, err
-	}
-	res.Timings[len(res.Timings)-1].Stats = stats
 	var err error
-	if res.ImageEmbeddings, err = emb.Float32s(); err != nil {
-		return nil, err
+	if runPrior {
+		if err := timed("prior", req.PriorSteps, func() (err error) { emb, stats, err = p.RunPrior(ctx, &req, ts); return }); err != nil {
+			return nil, err
+		}
+		res.Timings[len(res.Timings)-1].Stats = stats
+		if res.ImageEmbeddings, err = emb.Float32s(); err != nil {
+			return nil, err
+		}
+	} else {
+		if res.ImageEmbeddings, err = p.givenEmbeddings(&req, ts.Batch); err != nil {
+			return nil, err
+		}
+		emb = tensor.FromFloat32(append([]float32(nil), res.ImageEmbeddings...), ts.Batch, len(res.ImageEmbeddings)/ts.Batch).To(p.Device)
 	}
 	var small *tensor.Tensor
 	if err := timed("decoder", req.DecoderSteps, func() (err error) { small, stats, err = p.RunDecoder(ctx, &req, ts, emb); return }); err != nil {
@@ -453,6 +563,28 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Result, error) {
 	res.Size = imgT.Dim(2)
 	res.Images = ToNHWC(img, res.N, 3, res.Size)
 	return res, nil
+}
+
+// givenEmbeddings expands the request's image embeddings (one row per
+// prompt) to the batch's b rows, repeating each ImagesPerPrompt times.
+func (p *Pipeline) givenEmbeddings(req *Request, b int) ([]float32, error) {
+	e := req.ImageEmbeddings
+	rows := len(req.Prompts)
+	if req.Text != nil {
+		rows = req.Text.Batch
+	}
+	d := len(e) / rows
+	if want := p.TextProj.Config.ClipEmbeddingsDim; d != want {
+		return nil, fmt.Errorf("image embeddings of %d values per row, the decoder's text_proj takes %d", d, want)
+	}
+	n := b / rows
+	out := make([]float32, 0, b*d)
+	for r := 0; r < rows; r++ {
+		for j := 0; j < n; j++ {
+			out = append(out, e[r*d:(r+1)*d]...)
+		}
+	}
+	return out, nil
 }
 
 // EncodePrompts tokenizes and encodes the prompts (and the empty prompt for
@@ -506,26 +638,9 @@ func (p *Pipeline) EncodePrompts(ctx context.Context, req *Request) (*TextState,
 		}
 	}
 	if st.CFG {
-		enc, err := p.Tokenizer.Encode("")
-		if err != nil {
+		if embeds, hidden, mask, err = p.withUnconditional(st.Batch, embeds, hidden, mask); err != nil {
 			return nil, err
 		}
-		u, err := p.Text.Forward([][]int64{enc.IDs})
-		if err != nil {
-			return nil, err
-		}
-		b := st.Batch
-		ue := u.TextEmbeds.Expand(b, u.TextEmbeds.Dim(1))
-		uh := u.LastHidden.Expand(b, l, u.LastHidden.Dim(2))
-		embeds = tensor.Concat(0, ue.Contiguous(), embeds)
-		hidden = tensor.Concat(0, uh.Contiguous(), hidden)
-		var um []bool
-		for i := 0; i < b; i++ {
-			for _, v := range enc.Mask {
-				um = append(um, v != 0)
-			}
-		}
-		mask = append(um, mask...)
 	}
 	st.PromptEmbeds, st.Hidden, st.Mask = embeds, hidden, mask
 	if err := hidden.Err(); err != nil {
@@ -533,6 +648,32 @@ func (p *Pipeline) EncodePrompts(ctx context.Context, req *Request) (*TextState,
 	}
 	req.progress(Event{Stage: "text", Step: 1, Total: 1, Elapsed: time.Since(t0), Done: true})
 	return st, ctx.Err()
+}
+
+// withUnconditional puts b rows of the empty prompt's encoding (encoded
+// once, without a mask) in front of the conditional rows, as the
+// unconditional half of classifier-free guidance.
+func (p *Pipeline) withUnconditional(b int, embeds, hidden *tensor.Tensor, mask []bool) (*tensor.Tensor, *tensor.Tensor, []bool, error) {
+	enc, err := p.Tokenizer.Encode("")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	u, err := p.Text.Forward([][]int64{enc.IDs})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	l := len(enc.IDs)
+	ue := u.TextEmbeds.Expand(b, u.TextEmbeds.Dim(1))
+	uh := u.LastHidden.Expand(b, l, u.LastHidden.Dim(2))
+	embeds = tensor.Concat(0, ue.Contiguous(), embeds)
+	hidden = tensor.Concat(0, uh.Contiguous(), hidden)
+	um := make([]bool, 0, b*l+len(mask))
+	for i := 0; i < b; i++ {
+		for _, v := range enc.Mask {
+			um = append(um, v != 0)
+		}
+	}
+	return embeds, hidden, append(um, mask...), nil
 }
 
 func shorten(s string) string {
@@ -556,6 +697,21 @@ func (p *Pipeline) noise(req *Request, shape []int) (*tensor.Tensor, error) {
 		return nil, err
 	}
 	return tensor.FromFloat32(append([]float32(nil), v...), shape...).To(p.Device), nil
+}
+
+// sharedNoise draws one image's worth of noise (1, shape[1:]...) and
+// repeats it for each of shape[0] images.
+func (p *Pipeline) sharedNoise(req *Request, shape []int) (*tensor.Tensor, error) {
+	one := append([]int{1}, shape[1:]...)
+	v, err := req.Noise.Randn(one)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float32, 0, shape[0]*len(v))
+	for range shape[0] {
+		out = append(out, v...)
+	}
+	return tensor.FromFloat32(out, shape...).To(p.Device), nil
 }
 
 // settle waits for a step's work (so progress is real on devices that queue
@@ -652,7 +808,12 @@ func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, 
 		return nil, StageStats{}, err
 	}
 	shape := []int{b, ch, s, sw}
-	lat, err := p.noise(req, shape)
+	var lat *tensor.Tensor
+	if req.SharedDecoderLatent {
+		lat, err = p.sharedNoise(req, shape)
+	} else {
+		lat, err = p.noise(req, shape)
+	}
 	if err != nil {
 		return nil, StageStats{}, err
 	}

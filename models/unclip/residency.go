@@ -38,7 +38,7 @@ func ParseResidency(s string) (Residency, error) {
 
 // weights lists every loaded model's weights.
 func (p *Pipeline) weights() []*nn.StateDict {
-	return p.stageWeights("text", "prior", "decoder", "super_res")
+	return p.stageWeights("text", "image", "prior", "decoder", "super_res")
 }
 
 // stageWeights lists the weights of the models that the given stages run.
@@ -56,6 +56,10 @@ func (p *Pipeline) stageWeights(stages ...string) []*nn.StateDict {
 		case "text":
 			if p.Text != nil {
 				add(p.Text.Weights)
+			}
+		case "image":
+			if p.Image != nil {
+				add(p.Image.Weights)
 			}
 		case "prior":
 			if p.Prior != nil {
@@ -81,7 +85,7 @@ func (p *Pipeline) stageWeights(stages ...string) []*nn.StateDict {
 }
 
 // WeightBytes is the device size of the weights a stage runs ("text",
-// "prior", "decoder", "super_res"), or of every model for "".
+// "image", "prior", "decoder", "super_res"), or of every model for "".
 func (p *Pipeline) WeightBytes(stage string) int64 {
 	sds := p.weights()
 	if stage != "" {
@@ -122,8 +126,8 @@ func (p *Pipeline) settleResidency(r Residency) error {
 	return nil
 }
 
-// Acquire makes the weights of a stage ("text", "prior", "decoder",
-// "super_res") resident on the device. The pipeline's stages call it
+// Acquire makes the weights of a stage ("text", "image", "prior",
+// "decoder", "super_res") resident on the device. The pipeline's stages call it
 // themselves; call it (and Release) around direct use of a model with
 // offload on.
 func (p *Pipeline) Acquire(stage string) error {

@@ -44,6 +44,9 @@ type runner struct {
 	g   *golden.File
 	p   *unclip.Pipeline
 	rep Report
+	// pre prefixes every recorded key: a variation recording's run
+	// ("variation.") or nothing.
+	pre string
 }
 
 // components each check group needs loaded.
@@ -58,10 +61,19 @@ var needs = map[string][]string{
 	"upscale":      {unclip.Decoder, unclip.SuperResFirst},
 }
 
-// Run performs the selected checks. It returns an error only when the
+// Run performs the selected checks (Checks, or VariationChecks for a
+// variation recording). It returns an error only when the
 // checks cannot run at all (unreadable model or golden file, unknown
 // check); failed checks are counted in the report.
 func Run(opt Options) (Report, error) {
+	g, err := golden.Open(opt.Golden)
+	if err != nil {
+		return Report{}, err
+	}
+	defer g.Close()
+	if len(g.Meta.Runs) > 0 {
+		return runVariation(opt, g)
+	}
 	only := opt.Only
 	if len(only) == 0 {
 		only = Checks
@@ -82,11 +94,6 @@ func Run(opt Options) (Report, error) {
 	if len(comps) == 0 && !slices.Contains(only, "pipeline") {
 		comps = []string{unclip.Tokenizer} // "noise" alone needs no model, but the folder is still validated
 	}
-	g, err := golden.Open(opt.Golden)
-	if err != nil {
-		return Report{}, err
-	}
-	defer g.Close()
 	p, err := unclip.Load(opt.Model, unclip.LoadOptions{Device: opt.Device, Only: comps, Residency: opt.Residency})
 	if err != nil {
 		return Report{}, err
@@ -160,7 +167,7 @@ func (r *runner) compareValues(name string, got, want []float32, tol float64) {
 // four, whatever golden.json's call count says).
 func (r *runner) calls(model string) int {
 	n := 0
-	for len(r.g.Keys(fmt.Sprintf("%s.call%d.", model, n))) > 0 {
+	for len(r.g.Keys(fmt.Sprintf("%s%s.call%d.", r.pre, model, n))) > 0 {
 		n++
 	}
 	return n
@@ -240,8 +247,20 @@ const modelTol = 1e-4
 
 func (r *runner) textEncoder() error {
 	for k := 0; k < r.calls("text_encoder"); k++ {
-		pre := fmt.Sprintf("text_encoder.call%d.", k)
-		it, err := r.g.Tensor(pre + "in.arg0")
+		pre := fmt.Sprintf("%stext_encoder.call%d.", r.pre, k)
+		var mask [][]int64
+		key := pre + "in.arg0"
+		if r.g.Has(pre + "in.input_ids") { // called with keywords: input_ids and attention_mask
+			key = pre + "in.input_ids"
+			mt, err := r.g.Tensor(pre + "in.attention_mask")
+			if err != nil {
+				return err
+			}
+			if mask, err = ids2D(mt); err != nil {
+				return err
+			}
+		}
+		it, err := r.g.Tensor(key)
 		if err != nil {
 			return err
 		}
@@ -249,7 +268,7 @@ func (r *runner) textEncoder() error {
 		if err != nil {
 			return err
 		}
-		out, err := r.p.Text.Forward(ids)
+		out, err := r.p.Text.ForwardMasked(ids, mask)
 		if err != nil {
 			r.fail(pre+"text_embeds", "%v", err)
 			continue
@@ -270,7 +289,7 @@ func (r *runner) in(key string) *tensor.Tensor {
 
 func (r *runner) prior() error {
 	for k := 0; k < r.calls("prior"); k++ {
-		pre := fmt.Sprintf("prior.call%d.", k)
+		pre := fmt.Sprintf("%sprior.call%d.", r.pre, k)
 		ts, err := r.g.Int(pre + "in.timestep")
 		if err != nil {
 			return err
@@ -284,6 +303,9 @@ func (r *runner) prior() error {
 		var enc *tensor.Tensor
 		if r.g.Has(pre + "in.encoder_hidden_states") {
 			enc = r.in(pre + "in.encoder_hidden_states")
+		} else if k > 0 && r.g.Has(r.pre+"prior.call0.in.encoder_hidden_states") {
+			// identical in every call, so recorded once
+			enc = r.in(r.pre + "prior.call0.in.encoder_hidden_states")
 		}
 		out, err := r.p.Prior.Forward(r.in(pre+"in.arg0"), ts, r.in(pre+"in.proj_embedding"), enc, mask)
 		if err != nil {
@@ -297,7 +319,10 @@ func (r *runner) prior() error {
 
 func (r *runner) textProj() error {
 	for k := 0; k < r.calls("text_proj"); k++ {
-		pre := fmt.Sprintf("text_proj.call%d.", k)
+		pre := fmt.Sprintf("%stext_proj.call%d.", r.pre, k)
+		if !r.g.Has(pre + "in.text_encoder_hidden_states") {
+			continue // a light run: the pipeline check covers it
+		}
 		cfg, _, err := r.g.Bools(pre + "in.do_classifier_free_guidance")
 		if err != nil {
 			return err
@@ -319,22 +344,29 @@ func (r *runner) scheduler() error {
 		sch  *scheduler.Scheduler
 	}{{"prior_scheduler", r.p.PriorSch}, {"decoder_scheduler", r.p.DecSch}, {"super_res_scheduler", r.p.SRSch}}
 	for _, s := range scheds {
-		want, err := r.g.Int64s(s.name + ".timesteps")
+		key := r.pre + s.name + ".timesteps"
+		if r.pre != "" && (!r.g.Has(key) || s.sch == nil) {
+			continue // a run without this stage
+		}
+		want, err := r.g.Int64s(key)
 		if err != nil {
 			return err
 		}
 		got, err := s.sch.Timesteps(len(want))
 		if err != nil {
-			r.fail(s.name+".timesteps", "%v", err)
+			r.fail(key, "%v", err)
 		} else if slices.Equal(toInt64(got), want) {
-			r.pass(s.name+".timesteps", "equal %v", got)
+			r.pass(key, "equal %v", got)
 		} else {
-			r.fail(s.name+".timesteps", "%v, recorded %v", got, want)
+			r.fail(key, "%v, recorded %v", got, want)
 		}
 	}
 	for _, s := range scheds {
-		for k := 0; r.g.Has(fmt.Sprintf("%s.step%d.in.sample", s.name, k)); k++ {
-			pre := fmt.Sprintf("%s.step%d.", s.name, k)
+		if s.sch == nil {
+			continue
+		}
+		for k := 0; r.g.Has(fmt.Sprintf("%s%s.step%d.in.sample", r.pre, s.name, k)); k++ {
+			pre := fmt.Sprintf("%s%s.step%d.", r.pre, s.name, k)
 			r.schedStep(pre, s.sch)
 		}
 	}
@@ -411,9 +443,15 @@ func (r *runner) noise() error {
 		r.fail("noise", "golden.json (seed, noise shapes) not found")
 		return nil
 	}
-	gen := unclip.NewTorchNoise(r.g.Meta.Settings.Seed)
-	for i, shape := range r.g.Meta.NoiseShapes {
-		name := fmt.Sprintf("noise.%03d", i)
+	r.noiseDraws(r.g.Meta.Settings.Seed, r.g.Meta.NoiseShapes)
+	return nil
+}
+
+// noiseDraws checks the seeded generator against the recorded draws.
+func (r *runner) noiseDraws(seed uint64, shapes [][]int) {
+	gen := unclip.NewTorchNoise(seed)
+	for i, shape := range shapes {
+		name := fmt.Sprintf("%snoise.%03d", r.pre, i)
 		got, err := gen.Randn(shape)
 		if err != nil {
 			r.fail(name, "%v", err)
@@ -426,12 +464,11 @@ func (r *runner) noise() error {
 		}
 		r.compareValues(name, got, want, 1e-5)
 	}
-	return nil
 }
 
 func (r *runner) unet(model string, m *unet.Model) error {
 	for k := 0; k < r.calls(model); k++ {
-		pre := fmt.Sprintf("%s.call%d.", model, k)
+		pre := fmt.Sprintf("%s%s.call%d.", r.pre, model, k)
 		ts, err := r.g.Int(pre + "in.timestep")
 		if err != nil {
 			return err
@@ -459,7 +496,10 @@ func (r *runner) unet(model string, m *unet.Model) error {
 }
 
 func (r *runner) upscale() error {
-	small, err := r.g.Tensor("pipeline.image_small")
+	if r.pre != "" && !r.g.Has(r.pre+"pipeline.image_upscaled") {
+		return nil // a light run
+	}
+	small, err := r.g.Tensor(r.pre + "pipeline.image_small")
 	if err != nil {
 		return err
 	}
@@ -468,7 +508,7 @@ func (r *runner) upscale() error {
 		r.fail("upscale", "%v", err)
 		return nil
 	}
-	r.compare("upscale", up, "pipeline.image_upscaled", modelTol)
+	r.compare(r.pre+"upscale", up, r.pre+"pipeline.image_upscaled", modelTol)
 	return nil
 }
 
@@ -495,45 +535,54 @@ func (r *runner) pipeline() error {
 			r.fail(pre+"image", "%v", err)
 			continue
 		}
-		want, _, err := r.g.Float32s("pipeline.image_small")
-		if err != nil {
+		if err := r.compareResult(pre, res); err != nil {
 			return err
 		}
-		r.compareValues(pre+"image_small", res.ImageSmall, want, 1e-3)
-		want, _, err = r.g.Float32s("pipeline.image")
-		if err != nil {
-			return err
+	}
+	return nil
+}
+
+// compareResult checks a run's images against the recording (r.pre's
+// pipeline.image_small and pipeline.image), naming the checks name+….
+func (r *runner) compareResult(pre string, res *unclip.Result) error {
+	want, _, err := r.g.Float32s(r.pre + "pipeline.image_small")
+	if err != nil {
+		return err
+	}
+	r.compareValues(pre+"image_small", res.ImageSmall, want, 1e-3)
+	want, _, err = r.g.Float32s(r.pre + "pipeline.image")
+	if err != nil {
+		return err
+	}
+	st, err := golden.Compare(res.Images, want)
+	if err != nil {
+		r.fail(pre+"image", "%v", err)
+		return nil
+	}
+	msg := fmt.Sprintf("mean=%.2g (tol 1e-05) p99.9=%.2g (tol 1e-04) max=%.2g (tol 1e-02)", st.MeanAbs, st.P999, st.MaxAbs)
+	if st.MeanAbs <= 1e-5 && st.P999 <= 1e-4 && st.MaxAbs <= 1e-2 {
+		r.pass(pre+"image", "%s", msg)
+	} else {
+		r.fail(pre+"image", "%s", msg)
+	}
+	a, b := unclip.ToUint8(res.Images), unclip.ToUint8(want)
+	worst, diff := 0, 0
+	for i := range a {
+		d := int(a[i]) - int(b[i])
+		if d < 0 {
+			d = -d
 		}
-		st, err := golden.Compare(res.Images, want)
-		if err != nil {
-			r.fail(pre+"image", "%v", err)
-			continue
+		worst = max(worst, d)
+		if d != 0 {
+			diff++
 		}
-		msg := fmt.Sprintf("mean=%.2g (tol 1e-05) p99.9=%.2g (tol 1e-04) max=%.2g (tol 1e-02)", st.MeanAbs, st.P999, st.MaxAbs)
-		if st.MeanAbs <= 1e-5 && st.P999 <= 1e-4 && st.MaxAbs <= 1e-2 {
-			r.pass(pre+"image", "%s", msg)
-		} else {
-			r.fail(pre+"image", "%s", msg)
-		}
-		a, b := unclip.ToUint8(res.Images), unclip.ToUint8(want)
-		worst, diff := 0, 0
-		for i := range a {
-			d := int(a[i]) - int(b[i])
-			if d < 0 {
-				d = -d
-			}
-			worst = max(worst, d)
-			if d != 0 {
-				diff++
-			}
-		}
-		frac := float64(diff) / float64(max(len(a), 1))
-		msg = fmt.Sprintf("max_levels=%d differing=%.4f%% (tol ≤2 levels in ≤0.1%%)", worst, 100*frac)
-		if worst <= 2 && frac <= 0.001 {
-			r.pass(pre+"image_u8", "%s", msg)
-		} else {
-			r.fail(pre+"image_u8", "%s", msg)
-		}
+	}
+	frac := float64(diff) / float64(max(len(a), 1))
+	msg = fmt.Sprintf("max_levels=%d differing=%.4f%% (tol ≤2 levels in ≤0.1%%)", worst, 100*frac)
+	if worst <= 2 && frac <= 0.001 {
+		r.pass(pre+"image_u8", "%s", msg)
+	} else {
+		r.fail(pre+"image_u8", "%s", msg)
 	}
 	return nil
 }
