@@ -1,22 +1,30 @@
 // Package nn holds the layers the unCLIP models are built from (Linear,
 // LayerNorm, Embedding, Conv2d, GroupNorm, attention, MLP, ...) and the
 // binding of their weights from a state dict by key prefix, with shape
-// checks. It imports package tensor only: no backend, no model.
+// checks. It imports package tensor and its file-format packages
+// (safetensors, torchbin) only: no backend, no model.
 package nn
 
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/unclip-go/unclip/tensor"
 	"github.com/unclip-go/unclip/tensor/safetensors"
+	"github.com/unclip-go/unclip/tensor/torchbin"
 )
 
 // StateDict is a named set of weight tensors, usually the memory-mapped
 // contents of one or more safetensors files.
+//
+// The loaders below also read PyTorch checkpoints (files named *.bin, *.pt
+// or *.pth, as torch.save writes them since PyTorch 1.6) with package
+// torchbin's restricted unpickler, which runs nothing: such a file is
+// always read into (Go) memory, since a pickle cannot be mapped.
 type StateDict struct {
 	tensors map[string]*tensor.Tensor
 	used    map[string]bool
@@ -53,10 +61,21 @@ func LoadStateDict(paths ...string) (*StateDict, error) {
 	return loadStateDict(safetensors.Load, paths)
 }
 
+// isTorchBin reports whether path names a PyTorch checkpoint rather than
+// a safetensors file, by its extension.
+func isTorchBin(path string) bool {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".bin", ".pt", ".pth":
+		return true
+	}
+	return false
+}
+
 // MapStateDict maps safetensors files instead of reading them: only the
 // headers are read, the data as it is touched. A file changed on disk
 // changes the tensors, and a truncated one faults: for weights read only
-// while binding (see LoadStateDictFor).
+// while binding (see LoadStateDictFor). PyTorch checkpoints are read, as
+// by LoadStateDict.
 func MapStateDict(paths ...string) (*StateDict, error) {
 	return loadStateDict(safetensors.Open, paths)
 }
@@ -66,10 +85,30 @@ func MapStateDict(paths ...string) (*StateDict, error) {
 // no memory (ops on it fail), and no file stays open or mapped. It is what
 // a build binds to check a model folder against its configs
 // (Target.HeadersOnly) without reading, mapping or copying any weight,
-// whatever sizes the headers declare.
+// whatever sizes the headers declare. Of a PyTorch checkpoint it reads the
+// pickle and checks it against the archive's directory, reading no
+// storage.
 func HeaderStateDict(paths ...string) (*StateDict, error) {
 	sd := NewStateDict(map[string]*tensor.Tensor{})
 	for _, p := range paths {
+		if isTorchBin(p) {
+			f, err := torchbin.OpenHeaders(p)
+			if err != nil {
+				return nil, err
+			}
+			for _, k := range f.Keys() {
+				info, _ := f.Get(k)
+				dt, err := tensor.ParseDType(string(info.DType))
+				if err != nil {
+					return nil, fmt.Errorf("%s: tensor %q: %w", p, k, err)
+				}
+				if _, dup := sd.tensors[k]; dup {
+					return nil, fmt.Errorf("%s: tensor %q appears in two files", p, k)
+				}
+				sd.tensors[k] = tensor.NewReleased(tensor.CPU(), dt, info.Shape...)
+			}
+			continue
+		}
 		f, err := safetensors.Open(p)
 		if err != nil {
 			return nil, err
@@ -115,6 +154,13 @@ func LoadStateDictFor(t Target, paths ...string) (*StateDict, error) {
 func loadStateDict(open func(string) (*safetensors.File, error), paths []string) (*StateDict, error) {
 	sd := NewStateDict(map[string]*tensor.Tensor{})
 	for _, p := range paths {
+		if isTorchBin(p) {
+			if err := sd.addTorchBin(p); err != nil {
+				sd.Close()
+				return nil, err
+			}
+			continue
+		}
 		f, err := open(p)
 		if err != nil {
 			sd.Close()
@@ -138,14 +184,56 @@ func loadStateDict(open func(string) (*safetensors.File, error), paths []string)
 	return sd, nil
 }
 
-// DiffusersWeights returns the weight file of a diffusers model folder:
-// diffusion_pytorch_model.safetensors, or diffusion_pytorch_model.VARIANT.safetensors.
-func DiffusersWeights(dir, variant string) string {
-	name := "diffusion_pytorch_model.safetensors"
-	if variant != "" {
-		name = "diffusion_pytorch_model." + variant + ".safetensors"
+// addTorchBin reads a PyTorch checkpoint into sd.
+func (sd *StateDict) addTorchBin(p string) error {
+	f, err := torchbin.Open(p)
+	if err != nil {
+		return err
 	}
-	return filepath.Join(dir, name)
+	for _, k := range f.Keys() {
+		info, _ := f.Get(k)
+		t, err := FromSafetensors(safetensors.TensorInfo(info))
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if _, dup := sd.tensors[k]; dup {
+			return fmt.Errorf("%s: tensor %q appears in two files", p, k)
+		}
+		sd.tensors[k] = t
+	}
+	return nil
+}
+
+// DiffusersWeights returns the weight file of a diffusers model folder:
+// diffusion_pytorch_model.safetensors (diffusion_pytorch_model.VARIANT.safetensors
+// for a variant) or, when only that exists, the PyTorch checkpoint
+// diffusion_pytorch_model[.VARIANT].bin. When neither exists it returns the
+// safetensors name.
+func DiffusersWeights(dir, variant string) string {
+	name, bin := diffusersNames(variant)
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); os.IsNotExist(err) {
+		if b := filepath.Join(dir, bin); fileExists(b) {
+			return b
+		}
+	}
+	return p
+}
+
+// diffusersNames are the safetensors and PyTorch weight file names of a
+// diffusers component.
+func diffusersNames(variant string) (safetensorsName, binName string) {
+	if variant != "" {
+		return "diffusion_pytorch_model." + variant + ".safetensors", "diffusion_pytorch_model." + variant + ".bin"
+	}
+	return "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"
+}
+
+// fileExists reports whether something is at p (what it is, the loader
+// checks).
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return !os.IsNotExist(err)
 }
 
 // FromSafetensors wraps a safetensors entry as a CPU tensor (no copy when
@@ -431,8 +519,8 @@ func (b Binder) CheckUnused() {
 
 // LoadDiffusers loads a diffusers model folder: loadConfig reads
 // dir/config.json, the weights are dir's diffusion_pytorch_model
-// safetensors file (of the given variant), and build binds them. Errors
-// name the component.
+// safetensors file, or PyTorch checkpoint, of the given variant
+// (DiffusersWeights), and build binds them. Errors name the component.
 func LoadDiffusers[C, M any](name, dir, variant string, t Target, loadConfig func(string) (C, error),
 	build func(C, *StateDict, Target) (M, error)) (M, error) {
 	var zero M
@@ -440,7 +528,12 @@ func LoadDiffusers[C, M any](name, dir, variant string, t Target, loadConfig fun
 	if err != nil {
 		return zero, err
 	}
-	sd, err := LoadStateDictFor(t, DiffusersWeights(dir, variant))
+	w := DiffusersWeights(dir, variant)
+	if !fileExists(w) {
+		st, bin := diffusersNames(variant)
+		return zero, fmt.Errorf("%s: %s has no weights: neither %s nor %s: %w", name, dir, st, bin, os.ErrNotExist)
+	}
+	sd, err := LoadStateDictFor(t, w)
 	if err != nil {
 		return zero, fmt.Errorf("%s: %w", name, err)
 	}

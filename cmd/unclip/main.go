@@ -11,6 +11,7 @@
 //	unclip verify   -m DIR -g GOLDEN              parity against a recorded diffusers run
 //	unclip bench pipeline --random-weights        stage timings without a checkpoint
 //	unclip devices                                the CPU and every Vulkan device
+//	unclip convert  -m DIR --dtype fp16 -o OUT    copy a model with fp16/bf16/fp32 safetensors weights
 //
 // Run "unclip help COMMAND" for a command's flags.
 package main
@@ -47,6 +48,7 @@ func init() {
 		{"verify", "check every component against a recorded diffusers run", runVerify},
 		{"bench", "time the pipeline stage by stage (bench pipeline) and the kernels", runBench},
 		{"devices", "list the compute devices (CPU and every Vulkan device)", runDevices},
+		{"convert", "write a copy of a model with fp16, bf16 or fp32 safetensors weights", runConvert},
 	}
 }
 

@@ -281,10 +281,11 @@ func writeFileAtomic(path string, data []byte) error {
 	return err
 }
 
-// removeTempFiles removes the temporary files of writes in progress.
+// removeTempFiles removes the temporary files (and folders: convert's)
+// of writes in progress.
 func removeTempFiles() {
 	tempFiles.Range(func(k, _ any) bool {
-		os.Remove(k.(string))
+		os.RemoveAll(k.(string))
 		return true
 	})
 }
