@@ -42,6 +42,7 @@ type generateFlags struct {
 	force                    bool
 	batchSize                int
 	preview                  string
+	embeddings               string
 	mem                      memoryFlags
 }
 
@@ -72,6 +73,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&f.dryRun, "dry-run", false, "load the model, capture and plan every stage and print the memory each needs (weights, arena), without running a step or writing an image")
 	f.mem.register(fs)
 	fs.StringVar(&f.intermediates, "save-intermediates", "", "also write image embeddings, the 64×64 images and the final images to this .safetensors file")
+	fs.StringVar(&f.embeddings, "image-embeddings", "", "CLIP image embeddings to decode instead of running the prior: a .safetensors file with an image_embeddings tensor (what --save-intermediates writes) or a single (rows, dim) tensor, one row per prompt or per image")
 	fs.StringVar(&f.preview, "preview", "", "write the decoder's 64×64 images to this file (.png or .jpg; %d for several) as soon as the decoder finishes")
 	// Long spellings that people type from other tools' habits.
 	fs.StringVar(&f.model, "model", "", "same as -m")
@@ -121,6 +123,24 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--seed must be in [0, 4294967295] (torch seeds its CPU generator with 32 bits), or -1 for a random one")
 	}
 	total := len(prompts) * f.n
+	var perImage []float32 // with --image-embeddings: total rows
+	if f.embeddings != "" {
+		given, rows, dim, err := readEmbeddings(f.embeddings)
+		if err != nil {
+			return err
+		}
+		switch rows {
+		case total:
+			perImage = given
+		case len(prompts):
+			for i := 0; i < total; i++ {
+				r := i / f.n
+				perImage = append(perImage, given[r*dim:(r+1)*dim]...)
+			}
+		default:
+			return fmt.Errorf("--image-embeddings %s holds %d rows; want one per prompt (%d) or one per image (%d)", f.embeddings, rows, len(prompts), total)
+		}
+	}
 	var outs, previews []outFile
 	if !f.dryRun {
 		if outs, err = planOutputs(f.out, total, f.force); err != nil {
@@ -143,6 +163,14 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if f.model != "demo" {
 		if dir, err = resolveModel(f.model, f.revision, stderr); err != nil {
 			return err
+		}
+		ix, err := unclip.ModelIndex(dir)
+		if err != nil {
+			return err
+		}
+		if ix.Kind == unclip.ImageVariation && perImage == nil {
+			return fmt.Errorf("%s is an image-variations model: it has no prior to turn text into an image embedding; "+
+				"give it images (unclip vary) or image embeddings (--image-embeddings)", f.model)
 		}
 	}
 	seed := uint64(f.seed)
@@ -199,8 +227,12 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		req := unclip.Request{Prompts: prompts, ImagesPerPrompt: f.n, PriorSteps: f.priorSteps, DecoderSteps: f.decSteps,
 			SuperResSteps: f.srSteps, PriorGuidance: float32(f.priorGuidance), DecoderGuidance: float32(f.decGuide),
 			Noise: unclip.NewTorchNoise(seed + uint64(k)), Progress: rep.event, Warn: rep.warn, DryRun: f.dryRun}
-		if batch < total {
+		if batch < total || perImage != nil {
 			req.Prompts, req.ImagesPerPrompt = items[lo:hi], 1
+		}
+		if perImage != nil {
+			dim := len(perImage) / total
+			req.ImageEmbeddings = perImage[lo*dim : hi*dim]
 		}
 		return req
 	}
@@ -341,6 +373,9 @@ func (d runDescription) params(items []string, lo int, what string) func(i int) 
 			"Prior steps: %d, Decoder steps: %d, Super-res steps: %d, Prior guidance: %g, Decoder guidance: %g, Model: %s, Device: %s, Precision: %s, Generator: unclip",
 			items[i], d.seed, i+1, d.total, d.prompts, d.n, d.batch, i/d.batch+1, i%d.batch+1,
 			f.priorSteps, f.decSteps, f.srSteps, f.priorGuidance, f.decGuide, d.model, d.device, f.precision)
+		if f.embeddings != "" {
+			s += ", Image embeddings: " + f.embeddings
+		}
 		if what != "" {
 			s += ", Image kind: " + what
 		}

@@ -107,11 +107,21 @@ type imageSession struct {
 	load   time.Duration
 }
 
-// open resolves and loads the model.
-func (f *imageFlags) open(stdout, stderr io.Writer) (*imageSession, error) {
+// open resolves and loads the model; want, when set, checks its
+// model_index.json first.
+func (f *imageFlags) open(stdout, stderr io.Writer, want func(*unclip.Index) error) (*imageSession, error) {
 	dir, err := resolveModel(f.model, f.revision, stderr)
 	if err != nil {
 		return nil, err
+	}
+	ix, err := unclip.ModelIndex(dir)
+	if err != nil {
+		return nil, err
+	}
+	if want != nil {
+		if err := want(ix); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.model, err)
+		}
 	}
 	seed := uint64(f.seed)
 	if f.seed < 0 {
@@ -198,6 +208,9 @@ func readImages(paths []string) ([]*clip.RGB, error) {
 	}
 	return out, nil
 }
+
+var errNoImageEncoder = errors.New("a text-to-image model has no image encoder: images need the image-variations model " +
+	"(kakaobrain/karlo-v1-alpha-image-variations), or give their embeddings with --image-embeddings")
 
 // imageFileLimit bounds an input image file.
 const imageFileLimit = 256 << 20
@@ -349,7 +362,12 @@ func runVary(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	s, err := f.open(stdout, stderr)
+	s, err := f.open(stdout, stderr, func(ix *unclip.Index) error {
+		if ix.Kind != unclip.ImageVariation && given == nil {
+			return errNoImageEncoder
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
@@ -498,7 +516,15 @@ func runInterpolate(args []string, stdout, stderr io.Writer) error {
 	if !text {
 		f.priorSteps, f.priorGuidance = 0, 0 // no prior runs
 	}
-	s, err := f.open(stdout, stderr)
+	s, err := f.open(stdout, stderr, func(ix *unclip.Index) error {
+		switch {
+		case text && ix.Kind != unclip.TextToImage:
+			return errors.New("interpolating prompts runs the prior: give the text-to-image model (kakaobrain/karlo-v1-alpha), not an image-variations one")
+		case !text && given == nil && ix.Kind != unclip.ImageVariation:
+			return errNoImageEncoder
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}

@@ -305,6 +305,16 @@ func Tiny() (model, golden string, err error) {
 	return filepath.Join(d, "unclip-tiny", "model"), filepath.Join(d, "unclip-tiny", "golden.safetensors"), nil
 }
 
+// Variation returns the variation fixture's model folder and golden file
+// (unclip-tiny-variation).
+func Variation() (model, golden string, err error) {
+	d, err := FixturesDir()
+	if err != nil {
+		return "", "", err
+	}
+	return filepath.Join(d, "unclip-tiny-variation", "model"), filepath.Join(d, "unclip-tiny-variation", "golden.safetensors"), nil
+}
+
 // Raw is a recorded tensor decoded on the host, without a backend: F32 and
 // I64 tensors fill the field of their type.
 type Raw struct {
