@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/unclip-go/unclip/kernels/cpu"
+	"github.com/unclip-go/unclip/models/clip"
 	"github.com/unclip-go/unclip/models/unclip"
 	"github.com/unclip-go/unclip/tensor"
 )
@@ -54,15 +55,15 @@ func benchNames() string {
 	return s
 }
 
-var benchStages = []string{"text", "prior", "decoder", "sr"}
+var benchStages = []string{"image", "text", "prior", "decoder", "sr"}
 
 func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench pipeline", flag.ContinueOnError)
-	config := fs.String("config", "karlo", "architecture for --random-weights: karlo or tiny")
+	config := fs.String("config", "karlo", "architecture for --random-weights: karlo, karlo-variations (ViT-L/14 image encoder, no prior) or tiny")
 	random := fs.Bool("random-weights", false, "deterministic random weights of the --config architecture (no download)")
 	model := fs.String("m", "", `time a real model folder instead (or a cached Hugging Face repo id, or "demo": the built-in tiny model)`)
 	variant := fs.String("variant", "", "weight file variant with -m, e.g. fp16")
-	stages := fs.String("stages", "text,prior,decoder,sr", "comma-separated stages to time: text, prior, decoder, sr")
+	stages := fs.String("stages", "", "comma-separated stages to time: image (the image encoder), text, prior, decoder, sr (default: text,prior,decoder,sr; image,text,decoder,sr for an image-variations model)")
 	priorSteps := fs.Int("prior-steps", 25, "prior steps")
 	decSteps := fs.Int("decoder-steps", 25, "decoder steps")
 	srSteps := fs.Int("sr-steps", 7, "super-res steps")
@@ -79,7 +80,7 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	dryRun := fs.Bool("dry-run", false, "capture and plan every stage and print the memory each needs, without running a step")
 	var mem memoryFlags
 	mem.register(fs)
-	setUsage(fs, "unclip bench pipeline (--random-weights [--config karlo|tiny] | -m DIR|REPO|demo) [--stages LIST] [flags]")
+	setUsage(fs, "unclip bench pipeline (--random-weights [--config karlo|karlo-variations|tiny] | -m DIR|REPO|demo) [--stages LIST] [flags]")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
@@ -101,13 +102,40 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 		*model, *random, *config, weightSeed = "", true, "tiny", 0
 	}
 	if len(pos) > 0 || (*model == "") == !*random {
-		fmt.Fprintln(stderr, "usage: unclip bench pipeline (--random-weights [--config karlo|tiny] | -m DIR|REPO|demo) [--stages LIST] [flags]")
+		fmt.Fprintln(stderr, "usage: unclip bench pipeline (--random-weights [--config karlo|karlo-variations|tiny] | -m DIR|REPO|demo) [--stages LIST] [flags]")
 		return errUsage
+	}
+	variations := *random && *config == "karlo-variations"
+	if !*random {
+		if *model == "" {
+			return errUsage
+		}
+		dir, err := resolveModel(*model, "main", stderr)
+		if err != nil {
+			return err
+		}
+		ix, err := unclip.ModelIndex(dir)
+		if err != nil {
+			return err
+		}
+		*model, variations = dir, ix.Kind == unclip.ImageVariation
+	}
+	if *stages == "" {
+		*stages = "text,prior,decoder,sr"
+		if variations {
+			*stages = "image,text,decoder,sr"
+		}
 	}
 	sel := splitList(*stages)
 	for _, s := range sel {
 		if !slices.Contains(benchStages, s) {
-			return fmt.Errorf("unknown stage %q (text, prior, decoder, sr)", s)
+			return fmt.Errorf("unknown stage %q (image, text, prior, decoder, sr)", s)
+		}
+		if s == "prior" && variations {
+			return errors.New("an image-variations model has no prior: its stages are image, text, decoder, sr")
+		}
+		if s == "image" && !variations {
+			return errors.New("the image stage needs an image-variations model (--config karlo-variations, or -m of one)")
 		}
 	}
 	if len(sel) == 0 {
@@ -118,6 +146,9 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	// runs on a random embedding without the prior, super-res on a random
 	// image without the decoder.
 	var only []string
+	if has("image") {
+		only = append(only, unclip.ImageEncoder, unclip.FeatureExtractor)
+	}
 	if has("text") || has("prior") || has("decoder") {
 		only = append(only, unclip.Tokenizer, unclip.TextEncoder)
 	}
@@ -154,10 +185,12 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 		switch *config {
 		case "karlo":
 			arch = unclip.Karlo()
+		case "karlo-variations":
+			arch = unclip.KarloVariations()
 		case "tiny":
 			arch = unclip.Tiny()
 		default:
-			return fmt.Errorf("unknown --config %q (karlo or tiny)", *config)
+			return fmt.Errorf("unknown --config %q (karlo, karlo-variations or tiny)", *config)
 		}
 		arch = arch.Scale(*scale)
 		if *sizeDiv > 1 {
@@ -176,10 +209,7 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "building %s: %s ...\n", name, strings.Join(only, ", "))
 		p, err = unclip.NewRandom(arch, unclip.RandomOptions{Seed: weightSeed, Device: dev, Only: only, DType: dtype, Residency: residency})
 	} else {
-		var dir string
-		if dir, err = resolveModel(*model, "main", stderr); err == nil {
-			p, err = unclip.Load(dir, unclip.LoadOptions{Variant: *variant, Device: dev, Only: only, DType: dtype, Residency: residency})
-		}
+		p, err = unclip.Load(*model, unclip.LoadOptions{Variant: *variant, Device: dev, Only: only, DType: dtype, Residency: residency})
 	}
 	if err != nil {
 		return err
@@ -191,6 +221,9 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 
 	req := unclip.DefaultRequest()
 	req.Prompts = []string{"a watercolor painting of a fox in the snow"}
+	if variations {
+		req.Prompts = []string{""} // the variation pipeline's text side
+	}
 	req.ImagesPerPrompt = *n
 	req.PriorSteps, req.DecoderSteps, req.SuperResSteps = *priorSteps, *decSteps, *srSteps
 	req.Noise = unclip.NewTorchNoise(0)
@@ -261,6 +294,13 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	ctx, end := cancellable()
 	defer end()
 	b := *n
+	var imageEmb []float32
+	if has("image") {
+		img := syntheticImage(640, 480)
+		if err := timeIt("image", 1, func() (e error) { imageEmb, e = p.EncodeImages(ctx, &req, []*clip.RGB{img}); return }); err != nil {
+			return err
+		}
+	}
 	var ts *unclip.TextState
 	if has("text") || has("prior") || has("decoder") {
 		err := timeIt("text", 1, func() (e error) { ts, e = p.EncodePrompts(ctx, &req); return })
@@ -276,6 +316,12 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 		if err := timeIt("prior", req.PriorSteps, func() (e error) { emb, stats, e = p.RunPrior(ctx, &req, ts); return }); err != nil {
 			return err
 		}
+	} else if has("decoder") && imageEmb != nil { // the variation: the image's embedding for every image
+		var rows []float32
+		for range b {
+			rows = append(rows, imageEmb...)
+		}
+		emb = tensor.FromFloat32(rows, b, len(imageEmb)).To(dev)
 	} else if has("decoder") {
 		emb = randomTensor(dev, b, p.TextProj.Config.ClipEmbeddingsDim)
 	}
@@ -320,6 +366,22 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 
 // mib formats a byte count in MiB.
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// syntheticImage is a w×h test picture (gradients and a disc) for timing
+// the image encoder, preprocessing included.
+func syntheticImage(w, h int) *clip.RGB {
+	img := &clip.RGB{W: w, H: h, Pix: make([]uint8, 3*w*h)}
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			p := img.Pix[3*(y*w+x):]
+			p[0], p[1], p[2] = uint8(255*x/w), uint8(255*y/h), 128
+			if dx, dy := x-w/2, y-h/2; dx*dx+dy*dy < h*h/9 {
+				p[2] = 240
+			}
+		}
+	}
+	return img
+}
 
 // randomTensor is a deterministic standard-normal-ish tensor on dev.
 func randomTensor(dev tensor.Backend, shape ...int) *tensor.Tensor {

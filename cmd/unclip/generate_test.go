@@ -202,4 +202,25 @@ func TestBenchPipelineScaledKarlo(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "bogus") {
 		t.Errorf("unknown stage: exit %d, %q", code, stderr)
 	}
+	// The image-variations architecture: the ViT-L/14 image encoder's
+	// topology instead of the prior, its embedding conditioning the decoder.
+	code, stdout, stderr = runCLI("bench", "pipeline", "--config", "karlo-variations", "--random-weights", "--scale", "20", "--size-div", "8",
+		"--decoder-steps", "2", "--sr-steps", "2", "--device", "cpu", "--json")
+	if code != 0 {
+		t.Fatalf("karlo-variations: exit %d: %s", code, stderr)
+	}
+	for _, stage := range []string{`"stage":"image"`, `"stage":"text"`, `"stage":"decoder"`, `"stage":"sr"`} {
+		if !strings.Contains(stdout, stage) {
+			t.Errorf("JSON %q lacks %s", stdout, stage)
+		}
+	}
+	if strings.Contains(stdout, `"stage":"prior"`) {
+		t.Errorf("an image-variations run timed a prior: %s", stdout)
+	}
+	for _, c := range [][]string{{"--config", "karlo-variations", "--stages", "prior"}, {"--config", "karlo", "--stages", "image"}} {
+		code, _, stderr = runCLI(append([]string{"bench", "pipeline", "--random-weights"}, c...)...)
+		if code != 1 || !strings.Contains(stderr, "image-variations") {
+			t.Errorf("%v: exit %d, %q", c, code, stderr)
+		}
+	}
 }

@@ -223,6 +223,15 @@ type ImageProcessor struct {
 	DoNormalize   bool
 }
 
+// NewImageProcessor is CLIPImageProcessor's defaults for images of size
+// pixels: shortest edge and center crop of that size, rescale by 1/255 and
+// the CLIP mean and standard deviation.
+func NewImageProcessor(size int) *ImageProcessor {
+	return &ImageProcessor{ShortestEdge: size, CropW: size, CropH: size, RescaleFactor: 1.0 / 255,
+		DoResize: true, DoCenterCrop: true, DoRescale: true, DoNormalize: true,
+		Mean: [3]float64{0.48145466, 0.4578275, 0.40821073}, Std: [3]float64{0.26862954, 0.26130258, 0.27577711}}
+}
+
 // LoadImageProcessor reads a feature_extractor folder's
 // preprocessor_config.json.
 func LoadImageProcessor(dir string) (*ImageProcessor, error) {
@@ -246,8 +255,7 @@ func LoadImageProcessor(dir string) (*ImageProcessor, error) {
 	if err := json.Unmarshal(data, &c); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	p := &ImageProcessor{RescaleFactor: 1.0 / 255, DoResize: true, DoCenterCrop: true, DoRescale: true, DoNormalize: true,
-		Mean: [3]float64{0.48145466, 0.4578275, 0.40821073}, Std: [3]float64{0.26862954, 0.26130258, 0.27577711}}
+	p := NewImageProcessor(0)
 	for _, b := range []struct {
 		dst *bool
 		src *bool

@@ -15,8 +15,11 @@ import (
 
 // Architecture is the configuration of every component of a pipeline.
 type Architecture struct {
-	Name      string
-	Text      clip.TextConfig
+	Name string
+	Text clip.TextConfig
+	// Vision, when set, is the image encoder of an image-variations
+	// pipeline (which has no prior).
+	Vision    *clip.VisionConfig
 	Prior     prior.Config
 	TextProj  textproj.Config
 	Decoder   unet.Config
@@ -80,6 +83,17 @@ func Karlo() Architecture {
 	}
 }
 
+// KarloVariations is kakaobrain/karlo-v1-alpha-image-variations: Karlo's
+// text encoder, text_proj, decoder and super-resolution U-Nets with a
+// ViT-L/14 image encoder at 224 pixels instead of the prior.
+func KarloVariations() Architecture {
+	a := Karlo()
+	a.Name = "karlo-variations"
+	v := clip.KarloVisionConfig()
+	a.Vision = &v
+	return a
+}
+
 // Tiny is the architecture of diffusers' own unCLIP tests (and of the
 // shared fixture): 32×32 decoder, 64×64 super-resolution, about 4 million
 // parameters. Its text encoder takes the 514-token byte-level vocabulary.
@@ -128,6 +142,14 @@ func (a Architecture) Scale(f int) Architecture {
 		c.BlockOutChannels = ch
 		return c
 	}
+	if a.Vision != nil {
+		v := *a.Vision
+		v.HiddenSize = div(v.HiddenSize, 64)
+		v.NumAttentionHeads = v.HiddenSize / 64
+		v.IntermediateSize = div(v.IntermediateSize, 64)
+		v.ProjectionDim = a.Text.HiddenSize
+		a.Vision = &v
+	}
 	a.Decoder = scaleUNet(a.Decoder)
 	a.Decoder.CrossAttentionDim = unet.IntList{a.TextProj.CrossAttentionDim}
 	a.TextProj.TimeEmbedDim = a.Decoder.TimeEmbedDim()
@@ -160,7 +182,10 @@ func NewRandom(arch Architecture, opt RandomOptions) (*Pipeline, error) {
 		want[c] = true
 	}
 	need := func(c string) bool { return len(want) == 0 || want[c] }
-	p := &Pipeline{Dir: "random:" + arch.Name, Device: dev}
+	p := &Pipeline{Dir: "random:" + arch.Name, Device: dev, Kind: TextToImage}
+	if arch.Vision != nil {
+		p.Kind = ImageVariation
+	}
 	tgt := nn.Target{Device: dev, DType: opt.DType, Offload: opt.Residency != Resident}
 	sd := func(name string) *nn.StateDict {
 		h := fnv.New64a()
@@ -183,12 +208,17 @@ func NewRandom(arch Architecture, opt RandomOptions) (*Pipeline, error) {
 	}
 	step(Tokenizer, func() (e error) { p.Tokenizer, e = clip.ByteLevelTokenizer(arch.Text.MaxPositionEmbeddings); return })
 	step(TextEncoder, func() (e error) { p.Text, e = clip.NewTextModel(arch.Text, sd(TextEncoder), tgt); return })
-	step(Prior, func() (e error) { p.Prior, e = prior.New(arch.Prior, sd(Prior), tgt); return })
+	if arch.Vision != nil {
+		step(ImageEncoder, func() (e error) { p.Image, e = clip.NewVisionModel(*arch.Vision, sd(ImageEncoder), tgt); return })
+		step(FeatureExtractor, func() error { p.Features = clip.NewImageProcessor(arch.Vision.ImageSize); return nil })
+	} else {
+		step(Prior, func() (e error) { p.Prior, e = prior.New(arch.Prior, sd(Prior), tgt); return })
+		step(PriorScheduler, func() (e error) { p.PriorSch, e = scheduler.New(arch.Schedules[0]); return })
+	}
 	step(TextProj, func() (e error) { p.TextProj, e = textproj.New(arch.TextProj, sd(TextProj), tgt); return })
 	step(Decoder, func() (e error) { p.Decoder, e = unet.New(arch.Decoder, sd(Decoder), tgt); return })
 	step(SuperResFirst, func() (e error) { p.SRFirst, e = unet.New(arch.SuperRes, sd(SuperResFirst), tgt); return })
 	step(SuperResLast, func() (e error) { p.SRLast, e = unet.New(arch.SuperRes, sd(SuperResLast), tgt); return })
-	step(PriorScheduler, func() (e error) { p.PriorSch, e = scheduler.New(arch.Schedules[0]); return })
 	step(DecoderScheduler, func() (e error) { p.DecSch, e = scheduler.New(arch.Schedules[1]); return })
 	step(SuperResScheduler, func() (e error) { p.SRSch, e = scheduler.New(arch.Schedules[2]); return })
 	if err == nil {
