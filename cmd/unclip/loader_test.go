@@ -150,6 +150,11 @@ func TestREADMEDownloadMatchesCLI(t *testing.T) {
 	if cmd == "" || !strings.Contains(string(readme), cmd) {
 		t.Errorf("the README lacks the CLI's download command %q", cmd)
 	}
+	for _, line := range strings.Split(downloadHint(karloVariationsRepo, "main"), "\n") {
+		if strings.Contains(line, "huggingface-cli download") && !strings.Contains(string(readme), strings.TrimSpace(line)) {
+			t.Errorf("the README lacks the CLI's download command %q", strings.TrimSpace(line))
+		}
+	}
 	if strings.Contains(string(readme), "with the fp16 files") || strings.Contains(string(readme), "--variant fp16 -p") {
 		t.Error("the README still promises fp16 files the Karlo repository does not have")
 	}

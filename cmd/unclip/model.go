@@ -19,6 +19,10 @@ import (
 // karloRepo is the Hugging Face repository of the published Karlo model.
 const karloRepo = "kakaobrain/karlo-v1-alpha"
 
+// karloVariationsRepo is the image-variations model; its main branch has
+// PyTorch .bin weights only, the safetensors are on refs/pr/2.
+const karloVariationsRepo = "kakaobrain/karlo-v1-alpha-image-variations"
+
 // resolveModel turns a -m value into a model folder:
 //
 //   - "demo" is returned unchanged (the caller handles it);
@@ -251,6 +255,9 @@ func cachedRevisions(repoDir string) string {
 // downloadHint says how to fetch a repository into the Hugging Face cache.
 func downloadHint(repo, revision string) string {
 	rev, pyRev := "", ""
+	if strings.EqualFold(repo, karloVariationsRepo) && revision == "main" {
+		revision = "refs/pr/2" // the revision with safetensors
+	}
 	if revision != "main" {
 		rev = " --revision " + revision
 		pyRev = fmt.Sprintf(", revision='%s'", revision)
@@ -263,6 +270,12 @@ func downloadHint(repo, revision string) string {
 	if strings.EqualFold(repo, karloRepo) {
 		fmt.Fprintf(&b, "unclip reads only the .json, .txt and .safetensors files: about 13.7 GB in float32 (the repository also holds\n"+
 			"the same weights as PyTorch .bin files, which a download without --include fetches too: ~27 GB; it has no fp16 files).\n")
+	}
+	if strings.EqualFold(repo, karloVariationsRepo) {
+		fmt.Fprintf(&b, "Its safetensors are on the revision refs/pr/2 (then run unclip with --revision refs/pr/2); its main branch holds\n"+
+			"only PyTorch .bin weights, which unclip also reads (without running their pickle):\n"+
+			"  huggingface-cli download %s --include \"*.json\" \"*.txt\" \"*/pytorch_model.bin\" \"*/diffusion_pytorch_model.bin\"\n"+
+			"Either is about 10.8 GB in float32 (no prior; a ViT-L/14 image encoder).\n", karloVariationsRepo)
 	}
 	fmt.Fprintf(&b, "Or pass a local diffusers model folder: -m DIR.")
 	return b.String()

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/unclip-go/unclip/models/verify"
 )
@@ -12,7 +13,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	model := fs.String("m", "", "model: a diffusers unCLIP folder (required)")
 	gold := fs.String("g", "", "golden recording (golden.safetensors with golden.json beside it); default: golden.safetensors beside the model folder")
-	only := fs.String("only", "", "comma-separated checks to run (default all): tokenizer,text_encoder,prior,text_proj,scheduler,noise,decoder,super_res,upscale,pipeline")
+	only := fs.String("only", "", "comma-separated checks to run (default all): "+strings.Join(verify.Checks, ",")+"; for a variation recording "+strings.Join(verify.VariationChecks, ","))
 	device := fs.String("device", "cpu", deviceFlagHelp)
 	threads := fs.Int("threads", 0, threadsFlagHelp)
 	var mem memoryFlags
