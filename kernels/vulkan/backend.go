@@ -74,12 +74,14 @@ type Backend struct {
 	depth     int
 	scratch   []*tensor.Storage
 
-	recording   *recording   // being recorded (Record), nil otherwise
-	outstanding bool         // recordings were submitted without a fence since the last wait
-	outSeq      uint64       // recSeq at the first of them
-	submits     atomic.Int64 // batches submitted (Counters)
-	waits       atomic.Int64 // host waits for the device (Counters)
-	dispatches  atomic.Int64 // dispatches submitted, replays included (Counters)
+	recording   *recording                 // being recorded (Record), nil otherwise
+	warm        *warmer                    // Record's warm pass: pipelines created ahead, nothing recorded
+	created     struct{ inline, warm int } // pipelines created on first use and by warm passes
+	outstanding bool                       // recordings were submitted without a fence since the last wait
+	outSeq      uint64                     // recSeq at the first of them
+	submits     atomic.Int64               // batches submitted (Counters)
+	waits       atomic.Int64               // host waits for the device (Counters)
+	dispatches  atomic.Int64               // dispatches submitted, replays included (Counters)
 	freeMu      sync.Mutex
 	pending     []pendingFree
 }
@@ -588,6 +590,9 @@ func (b *Backend) readThrough(st, a *alloc, off int, dst []byte) error {
 
 // recordCopy records a copy of n bytes between allocations (b.mu held).
 func (b *Backend) recordCopy(src *alloc, so uint64, dst *alloc, do, n uint64) error {
+	if b.warm != nil {
+		return nil
+	}
 	if err := b.begin(); err != nil {
 		return err
 	}

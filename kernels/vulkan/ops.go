@@ -27,7 +27,7 @@ func (b *Backend) Run(n *tensor.Node) error {
 		tmp, b.scratch = b.scratch, nil
 	}
 	b.scratchMu.Unlock()
-	if rec := b.recording; rec != nil {
+	if rec := b.recording; rec != nil && b.warm == nil {
 		// The recorded commands read them on every run.
 		rec.scratch = append(rec.scratch, tmp...)
 		return err

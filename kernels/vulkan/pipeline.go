@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
 
 	"github.com/unclip-go/unclip/shaders"
 )
@@ -35,13 +37,9 @@ func (b *Backend) getPipeline(name string, nbuf int, spec ...uint32) (*pipeline,
 	if p, ok := b.pipelines[key]; ok {
 		return p, nil
 	}
-	code, err := shaders.SPIRV(name)
+	words, err := spirvWords(name)
 	if err != nil {
 		return nil, err
-	}
-	words := make([]uint32, len(code)/4)
-	for i := range words {
-		words[i] = binary.LittleEndian.Uint32(code[4*i:])
 	}
 	h, err := b.dev.createPipeline(b.pcache, words, nbuf, pushSize, spec)
 	if err != nil {
@@ -50,7 +48,90 @@ func (b *Backend) getPipeline(name string, nbuf int, spec ...uint32) (*pipeline,
 	p := &pipeline{name: name, nbuf: nbuf, h: h}
 	b.pipelines[key] = p
 	b.cacheDirty = true
+	b.created.inline++
 	return p, nil
+}
+
+// spirvWords returns a shader's SPIR-V as words.
+func spirvWords(name string) ([]uint32, error) {
+	code, err := shaders.SPIRV(name)
+	if err != nil {
+		return nil, err
+	}
+	words := make([]uint32, len(code)/4)
+	for i := range words {
+		words[i] = binary.LittleEndian.Uint32(code[4*i:])
+	}
+	return words, nil
+}
+
+// warmer creates pipelines concurrently. Creating a pipeline compiles its
+// shader for the device, which takes milliseconds to a tenth of a second
+// each (lavapipe's LLVM, a GPU driver's compiler) and happens on the
+// calling thread; a step graph needs a few dozen, first met one after the
+// other while it is recorded. Record therefore walks the graph once in
+// warm mode (Backend.warm set: dispatches and copies record nothing, each
+// missing pipeline is handed to a worker), waits, and then records for
+// real with every pipeline in place.
+type warmer struct {
+	sem     chan struct{} // bounds the compilations running at once
+	wg      sync.WaitGroup
+	pending map[pipelineKey]bool // started (guarded by the Backend's mu)
+	mu      sync.Mutex
+	done    map[pipelineKey]*pipeline
+}
+
+func newWarmer() *warmer {
+	return &warmer{sem: make(chan struct{}, max(runtime.NumCPU(), 1)), pending: map[pipelineKey]bool{}, done: map[pipelineKey]*pipeline{}}
+}
+
+// warmPipeline starts creating the pipeline getPipeline would return,
+// unless it exists or is under way. The caller holds b.mu. A failure is
+// not reported here: the recording pass creates the pipeline again and
+// reports it.
+func (b *Backend) warmPipeline(name string, nbuf int, spec []uint32) {
+	key := pipelineKey{name: name, nbuf: nbuf}
+	copy(key.spec[:], spec)
+	w := b.warm
+	if _, ok := b.pipelines[key]; ok || w.pending[key] {
+		return
+	}
+	w.pending[key] = true
+	words, err := spirvWords(name)
+	if err != nil {
+		return
+	}
+	spec = append([]uint32(nil), spec...)
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		w.sem <- struct{}{}
+		h, err := b.dev.createPipeline(b.pcache, words, nbuf, pushSize, spec)
+		<-w.sem
+		if err != nil {
+			return
+		}
+		w.mu.Lock()
+		w.done[key] = &pipeline{name: name, nbuf: nbuf, h: h}
+		w.mu.Unlock()
+	}()
+}
+
+// finishWarm waits for the warm pass's pipelines and adds them to the
+// backend's (b.mu not held).
+func (b *Backend) finishWarm(w *warmer) {
+	w.wg.Wait()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k, p := range w.done {
+		if _, dup := b.pipelines[k]; dup {
+			b.dev.destroyPipeline(p.h)
+			continue
+		}
+		b.pipelines[k] = p
+		b.cacheDirty = true
+		b.created.warm++
+	}
 }
 
 func (b *Backend) destroyPipelines() {

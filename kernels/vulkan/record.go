@@ -97,6 +97,10 @@ func (b *Backend) dispatch(n *tensor.Node, name string, ops []operand, pb []byte
 		// 16-bit operands (dtSpec): the shader's 16-bit-storage variant.
 		shader += "16"
 	}
+	if b.warm != nil { // warm pass: start its pipeline, record nothing
+		b.warmPipeline(shader, len(ops), spec)
+		return nil
+	}
 	p, err := b.getPipeline(shader, len(ops), spec...)
 	if err != nil {
 		return err

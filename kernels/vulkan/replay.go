@@ -80,6 +80,23 @@ func (b *Backend) Record(nodes []tensor.Node) (tensor.Recording, error) {
 	b.recording = rec
 	b.mu.Unlock()
 
+	// Warm pass: the pipelines the graph needs are created concurrently
+	// (warmer); its errors are met again, and reported, below.
+	if os.Getenv("UNCLIP_VK_WARM") != "0" {
+		w := newWarmer()
+		b.mu.Lock()
+		b.warm = w
+		b.mu.Unlock()
+		for i := range nodes {
+			if b.Run(&nodes[i]) != nil {
+				break
+			}
+		}
+		b.mu.Lock()
+		b.warm = nil
+		b.mu.Unlock()
+		b.finishWarm(w)
+	}
 	var runErr error
 	for i := range nodes {
 		if runErr = b.Run(&nodes[i]); runErr != nil {
