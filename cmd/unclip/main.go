@@ -12,6 +12,7 @@
 //	unclip bench pipeline --random-weights        stage timings without a checkpoint
 //	unclip devices                                the CPU and every Vulkan device
 //	unclip convert  -m DIR --dtype fp16 -o OUT    copy a model with fp16/bf16/fp32 safetensors weights
+//	unclip serve    -m DIR [--addr HOST:PORT]     HTTP server (OpenAI and A1111 APIs), model loaded once
 //
 // Run "unclip help COMMAND" for a command's flags.
 package main
@@ -49,6 +50,7 @@ func init() {
 		{"bench", "time the pipeline stage by stage (bench pipeline) and the kernels", runBench},
 		{"devices", "list the compute devices (CPU and every Vulkan device)", runDevices},
 		{"convert", "write a copy of a model with fp16, bf16 or fp32 safetensors weights", runConvert},
+		{"serve", "HTTP server with the model loaded once (OpenAI and AUTOMATIC1111 image APIs)", runServe},
 	}
 }
 
