@@ -109,7 +109,7 @@ func TestVerifyVariation(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%s kernels:\n%s", cpu.Kernels(), out.String())
-	if rep.Failed != 0 || rep.Passed < 80 {
+	if rep.Failed != 0 || rep.Passed < 78 {
 		t.Errorf("%+v", rep)
 	}
 	for _, want := range []string{"PASS preprocess.image1.cropped exact", "PASS pil_bicubic.case4 exact", "PASS variation.image_encoder.call0.image_embeds",
