@@ -352,6 +352,3 @@ func Bias(mask []bool, n, l, s int) []float32 {
 func (m *Model) PostProcess(x *tensor.Tensor) *tensor.Tensor {
 	return tensor.Add(tensor.Mul(x, m.ClipStd), m.ClipMean)
 }
-
-// DType is the type the network computes in (its activations).
-func (m *Model) DType() tensor.DType { return m.dtype }

@@ -741,15 +741,9 @@ func (p *Pipeline) RunPrior(ctx context.Context, req *Request, ts *TextState) (*
 		return nil, StageStats{}, err
 	}
 	mode := p.PriorSch.Params(sched[0])
-	// The text in the prior's type once, not in every step.
-	dt := p.Prior.DType()
-	projEmb, hidden := nn.As(ts.PromptEmbeds, dt), nn.As(ts.Hidden, dt)
-	if err := firstError(projEmb.Err(), hidden.Err()); err != nil {
-		return nil, StageStats{}, err
-	}
 	step := func(lat, tsin, z, params *tensor.Tensor) (*tensor.Tensor, error) {
 		x := ts.networkInput(lat)
-		pred, err := p.Prior.ForwardSinusoid(x, tsin, projEmb, hidden, ts.Mask)
+		pred, err := p.Prior.ForwardSinusoid(x, tsin, ts.PromptEmbeds, ts.Hidden, ts.Mask)
 		if err != nil {
 			return nil, err
 		}
@@ -762,9 +756,6 @@ func (p *Pipeline) RunPrior(ctx context.Context, req *Request, ts *TextState) (*
 		sinusoid: func(t int) *tensor.Tensor { return p.Prior.Sinusoid(t, ts.rows()) },
 		nets:     []stepFunc{step}, net: func(int) int { return 0 }, post: p.Prior.PostProcess})
 	freeAll(lat)
-	if projEmb != ts.PromptEmbeds {
-		freeAll(projEmb, hidden)
-	}
 	return out, stats, err
 }
 
@@ -802,9 +793,7 @@ func (p *Pipeline) RunDecoder(ctx context.Context, req *Request, ts *TextState, 
 	proj, err := tensor.RunOnce("text_proj", p.Device, []*tensor.Tensor{emb, ts.PromptEmbeds, ts.Hidden},
 		func(in []*tensor.Tensor) ([]*tensor.Tensor, error) {
 			c, t, err := p.TextProj.Forward(in[0], in[1], in[2], ts.CFG)
-			// In the decoder's type once, not in every step.
-			dt := p.Decoder.DType()
-			return []*tensor.Tensor{nn.As(c, dt), nn.As(t, dt)}, err
+			return []*tensor.Tensor{c, t}, err
 		})
 	if err != nil {
 		return nil, StageStats{}, err

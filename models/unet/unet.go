@@ -310,6 +310,3 @@ func (m *Model) Forward(sample *tensor.Tensor, in Inputs) (*tensor.Tensor, error
 	}
 	return out, nil
 }
-
-// DType is the type the network computes in (its activations).
-func (m *Model) DType() tensor.DType { return m.dtype }
