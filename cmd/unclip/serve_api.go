@@ -617,11 +617,7 @@ func (s *server) handleGenerations(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return nil, err
 		}
-		resp := imagesResponse{Created: time.Now().Unix(), Seed: g.seed, Warnings: out.warnings}
-		for _, png := range out.images {
-			resp.Data = append(resp.Data, imageData{B64JSON: base64.StdEncoding.EncodeToString(png)})
-		}
-		return resp, nil
+		return out.openAI(g.seed), nil
 	})
 	defer release()
 	s.respond(w, r, j, stream)
@@ -838,6 +834,15 @@ func (s *server) generateImages(ctx context.Context, g genParams, j *job) (*genO
 }
 
 // add encodes a result's images as generate writes them.
+// openAI is the images in OpenAI's response shape.
+func (o *genOutput) openAI(seed uint64) imagesResponse {
+	resp := imagesResponse{Created: time.Now().Unix(), Seed: seed, Warnings: o.warnings}
+	for _, png := range o.images {
+		resp.Data = append(resp.Data, imageData{B64JSON: base64.StdEncoding.EncodeToString(png)})
+	}
+	return resp
+}
+
 func (o *genOutput) add(res *unclip.Result, params func(int) string, seed uint64) error {
 	pix := unclip.ToUint8(res.Images)
 	per := res.Size * res.Size * 3
@@ -888,11 +893,7 @@ func (s *server) handleVariations(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return nil, err
 		}
-		resp := imagesResponse{Created: time.Now().Unix(), Seed: v.seed, Warnings: out.warnings}
-		for _, png := range out.images {
-			resp.Data = append(resp.Data, imageData{B64JSON: base64.StdEncoding.EncodeToString(png)})
-		}
-		return resp, nil
+		return out.openAI(v.seed), nil
 	})
 	defer release()
 	s.respond(w, r, j, stream)
