@@ -4,6 +4,9 @@ package cpu
 
 // archKernels is empty: no assembly micro-kernels on this platform (or with
 // the purego tag); the pure-Go kernel runs.
+// bf16Kernel is the bfloat16 micro-kernel; none on this architecture.
+var bf16Kernel *microKernel
+
 var archKernels []*microKernel
 
 // peakLoops is empty without assembly.

@@ -1,8 +1,11 @@
 package cpu
 
 import (
+	"math"
 	"sync"
 	"unsafe"
+
+	"github.com/unclip-go/unclip/tensor"
 )
 
 // The blocked SGEMM that the fast matmul, convolution and attention kernels
@@ -42,6 +45,11 @@ type microKernel struct {
 	// whose row count mr does not divide (attention's Oᵀ has Dv = 64
 	// rows: 12 leaves a third of a panel idle, 8 none).
 	alt *microKernel
+	// pairs marks a bfloat16 kernel: its panels hold pairs of bf16 values
+	// (k = 2p in the low half, 2p+1 in the high half of each 32-bit
+	// element) and fn's k counts pairs. The driver packs as for float32,
+	// rounds to bf16 (to nearest even) and interleaves; kc is even.
+	pairs bool
 }
 
 // kernels lists the micro-kernels from most to least preferred; the last
@@ -240,6 +248,9 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 	mr, nr := mk.mr, mk.nr
 	// Even block sizes: no thin last block.
 	kcB := ceilDiv(k, ceilDiv(k, mk.kc))
+	if mk.pairs {
+		kcB += kcB & 1 // whole pairs in every block but the last
+	}
 	ncB := ceilDiv(ceilDiv(n, ceilDiv(n, mk.nc)), nr) * nr
 	mcB := mk.rowBlock(m)
 	if threads > 1 && ceilDiv(m, mcB) < threads && m > mr {
@@ -263,6 +274,7 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 		npan := ceilDiv(nc, nr)
 		for pc := 0; pc < k; pc += kcB {
 			kc := min(kcB, k-pc)
+			ks := mk.steps(kc) // kernel steps: kc, or its pairs
 			acc := pc > 0
 			var rb, cb []float32 // biases, added by the first K block
 			if pc == 0 {
@@ -276,7 +288,7 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 			parallelN(nPack, threads, func(t, _ int) {
 				p0, p1 := npan*t/nPack, npan*(t+1)/nPack
 				if p1 > p0 {
-					g.packB(bbuf[p0*kc*nr:], pc, kc, jc+p0*nr, min(nc-p0*nr, (p1-p0)*nr), nr)
+					g.packBFor(mk, bbuf[p0*ks*nr:], pc, kc, jc+p0*nr, min(nc-p0*nr, (p1-p0)*nr))
 				}
 			})
 			// Tasks: row blocks × column chunks of the B block.
@@ -306,7 +318,7 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 				}
 				ab := abufs[w]
 				if packed[w] != ic { // this worker's A block is not that one yet
-					g.packA(ab, ic, mc, pc, kc, mr)
+					g.packAFor(mk, ab, ic, mc, pc, kc)
 					packed[w] = ic
 				}
 				j := jc + p0*nr
@@ -318,11 +330,71 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 					bcb = cb[j:]
 				}
 				cols := min(n-j, (p1-p0)*nr)
-				mk.block(mc, cols, kc, ab, bbuf[p0*kc*nr:], g.c[ic*g.ldc+j:], g.ldc, acc, brb, bcb)
+				mk.block(mc, cols, ks, ab, bbuf[p0*ks*nr:], g.c[ic*g.ldc+j:], g.ldc, acc, brb, bcb)
 				if pc+kc == k {
 					g.finish(ic, j, mc, cols)
 				}
 			})
+		}
+	}
+}
+
+// steps is the number of kernel steps for kc values of K: kc, or ⌈kc/2⌉
+// pairs.
+func (mk *microKernel) steps(kc int) int {
+	if mk.pairs {
+		return ceilDiv(kc, 2)
+	}
+	return kc
+}
+
+// packAFor packs rows [i0, i0+mc) × K [k0, k0+kc) of A for mk.
+func (g *gemmJob) packAFor(mk *microKernel, dst []float32, i0, mc, k0, kc int) {
+	if !mk.pairs {
+		g.packA(dst, i0, mc, k0, kc, mk.mr)
+		return
+	}
+	tmp := getScratch(ceilDiv(mc, mk.mr) * mk.mr * kc)
+	g.packA(tmp, i0, mc, k0, kc, mk.mr)
+	toPairs(dst, tmp, ceilDiv(mc, mk.mr), kc, mk.mr)
+	putScratch(tmp)
+}
+
+// packBFor packs K [k0, k0+kc) × columns [j0, j0+nc) of B for mk.
+func (g *gemmJob) packBFor(mk *microKernel, dst []float32, k0, kc, j0, nc int) {
+	if !mk.pairs {
+		g.packB(dst, k0, kc, j0, nc, mk.nr)
+		return
+	}
+	tmp := getScratch(ceilDiv(nc, mk.nr) * mk.nr * kc)
+	g.packB(tmp, k0, kc, j0, nc, mk.nr)
+	toPairs(dst, tmp, ceilDiv(nc, mk.nr), kc, mk.nr)
+	putScratch(tmp)
+}
+
+// toPairs rewrites panels float32 panels of kc steps of w values (src) as
+// panels of ⌈kc/2⌉ steps of w bf16 pairs (dst, not overlapping src): the
+// value at step 2p rounded to bf16 in the low half, the one at 2p+1 in the
+// high half, zero past kc.
+func toPairs(dst, src []float32, panels, kc, w int) {
+	kp := ceilDiv(kc, 2)
+	for q := 0; q < panels; q++ {
+		s := src[q*kc*w : (q+1)*kc*w]
+		d := dst[q*kp*w : (q+1)*kp*w]
+		for p := 0; p < kp; p++ {
+			lo := s[2*p*w : 2*p*w+w]
+			var hi []float32
+			if 2*p+1 < kc {
+				hi = s[(2*p+1)*w : (2*p+1)*w+w]
+			}
+			dp := d[p*w : p*w+w]
+			for r := range dp {
+				v := uint32(tensor.F32ToBF16(lo[r]))
+				if hi != nil {
+					v |= uint32(tensor.F32ToBF16(hi[r])) << 16
+				}
+				dp[r] = math.Float32frombits(v)
+			}
 		}
 	}
 }

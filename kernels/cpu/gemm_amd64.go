@@ -21,6 +21,9 @@ func sgemm8x32AVX512(k int, a, b, c *float32, ldc int, acc bool)
 func sgemm6x16AVX2(k int, a, b, c *float32, ldc int, acc bool)
 
 //go:noescape
+func bf16gemm12x32AVX512(kp int, a, b, c *float32, ldc int, acc bool)
+
+//go:noescape
 func conv3x3x12x32AVX512(nci int, a, b, c *float32, ldc, wp, hwp int, acc bool)
 
 //go:noescape
@@ -35,7 +38,17 @@ func fmaPeakAVX2(n int)
 var (
 	hasAVX512 = cpuid.CPU.Supports(cpuid.AVX512F)
 	hasAVX2   = cpuid.CPU.Supports(cpuid.AVX2, cpuid.FMA3)
+	hasBF16   = cpuid.CPU.Supports(cpuid.AVX512F, cpuid.AVX512BF16)
 )
+
+// bf16Kernel is the bfloat16 micro-kernel (VDPBF16PS: two bf16 products
+// per float32 lane and instruction), nil where the CPU lacks AVX512_BF16.
+var bf16Kernel = func() *microKernel {
+	if !hasBF16 {
+		return nil
+	}
+	return &microKernel{name: "avx512-bf16", mr: 12, nr: 32, mc: 144, kc: 1024, nc: 4096, fn: bf16gemm12x32AVX512, ok: true, pairs: true}
+}()
 
 // archKernels are the assembly micro-kernels, most preferred first.
 var archKernels = []*microKernel{

@@ -21,6 +21,9 @@ func fmaPeakNEON(n int)
 // vectors in the 32 V registers. The blocking suits a 64 KiB L1 and a
 // 1 MiB L2 (Neoverse; Apple cores have more): a 512×12 B micro-panel is
 // 24 KiB, a 128×512 A block 256 KiB.
+// bf16Kernel is the bfloat16 micro-kernel; none on this architecture.
+var bf16Kernel *microKernel
+
 var archKernels = []*microKernel{
 	{name: "neon", mr: 8, nr: 12, mc: 128, kc: 512, nc: 4092, fn: sgemm8x12NEON, conv: conv3x3x8x12NEON, ok: true},
 }

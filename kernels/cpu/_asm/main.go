@@ -52,6 +52,7 @@ func amd64() {
 	gemm("sgemm12x32AVX512", "Z", 12, 2, 64, 24, 26, 6)
 	gemm("sgemm8x32AVX512", "Z", 8, 2, 64, 16, 18, 6)
 	gemm("sgemm6x16AVX2", "Y", 6, 2, 32, 12, 14, 2)
+	gemmBF16("bf16gemm12x32AVX512", 12, 2, 24, 26, 6)
 	conv3x3("conv3x3x12x32AVX512", "Z", 12, 2, 64, 24, 26, 6)
 	conv3x3("conv3x3x6x16AVX2", "Y", 6, 2, 32, 12, 14, 2)
 	peak("fmaPeakAVX512", "Z")
@@ -175,6 +176,60 @@ func gemm(name, r string, mr, nv, vbytes, bReg, aReg, nA int) {
 	t.step(0, "(BX)", 0)
 	p("%s_store:", name)
 	t.epilogue("acc+40(FP)")
+}
+
+// gemmBF16 writes the bfloat16 micro-kernel (AVX512_BF16): the same
+// mr×(nv·16) float32 tile as gemm, from panels of bf16 pairs: a holds mr
+// 32-bit pairs (rows' values at k = 2p and 2p+1, the even one in the low
+// half) per pair step p, b holds nv vectors of 16 such pairs (columns).
+// Each VDPBF16PS adds both products of a pair to a float32 lane (bf16
+// products are exact in float32; each addition rounds to nearest even,
+// with bf16 and float32 denormals flushed to zero). kp is the number of
+// pair steps.
+//
+//	func name(kp int, a, b, c *float32, ldc int, acc bool)
+func gemmBF16(name string, mr, nv, bReg, aReg, nA int) {
+	t := tile{name: name, r: "Z", mr: mr, nv: nv, vbytes: 64, bReg: bReg, aReg: aReg, nA: nA}
+	p("")
+	p("// func %s(kp int, a, b, c *float32, ldc int, acc bool)", name)
+	p("TEXT ·%s(SB), NOSPLIT, $0-41", name)
+	p("\tMOVQ kp+0(FP), DX")
+	p("\tMOVQ a+8(FP), AX")
+	p("\tMOVQ b+16(FP), BX")
+	p("\tMOVQ c+24(FP), CX")
+	p("\tMOVQ ldc+32(FP), R8")
+	t.prologue()
+	p("\tTESTQ DX, DX")
+	p("\tJEQ %s_store", name)
+	p("%s_loop:", name)
+	for v := 0; v < nv; v++ {
+		p("\tVMOVUPS %d(BX), Z%d", 64*v, bReg+v)
+	}
+	for i := 0; i < mr; i++ {
+		a := aReg + i%nA
+		p("\tVPBROADCASTD %d(AX), Z%d", 4*i, a)
+		for v := 0; v < nv; v++ {
+			dpbf16ps(i*nv+v, a, bReg+v)
+		}
+	}
+	p("\tADDQ $%d, AX", 4*mr)
+	p("\tADDQ $%d, BX", 64*nv)
+	p("\tDECQ DX")
+	p("\tJNZ %s_loop", name)
+	p("%s_store:", name)
+	t.epilogue("acc+40(FP)")
+}
+
+// dpbf16ps writes VDPBF16PS zmm(dst) += zmm(src1) · zmm(src2) (pairs of
+// bf16 per float32 lane) as bytes: Go's assembler does not know the
+// instruction. EVEX.512.F3.0F38.W0 52 /r, register form.
+func dpbf16ps(dst, src1, src2 int) {
+	inv := func(r, bit int) int { return (^(r >> bit)) & 1 }
+	p0 := inv(dst, 3)<<7 | inv(src2, 4)<<6 | inv(src2, 3)<<5 | inv(dst, 4)<<4 | 0b10
+	p1 := (^src1&0xF)<<3 | 1<<2 | 0b10
+	p2 := 0b10<<5 | inv(src1, 4)<<3
+	modrm := 0xC0 | (dst&7)<<3 | src2&7
+	p("\tBYTE $0x62; BYTE $0x%02x; BYTE $0x%02x; BYTE $0x%02x; BYTE $0x52; BYTE $0x%02x // VDPBF16PS Z%d, Z%d, Z%d", p0, p1, p2, modrm, src2, src1, dst)
 }
 
 // conv3x3 writes the direct 3×3 convolution micro-kernel: the A panel is

@@ -1,0 +1,165 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"unsafe"
+
+	"github.com/unclip-go/unclip/tensor"
+)
+
+// bf16 rounds to bfloat16 and back (to nearest even).
+func bf16(x float32) float64 { return float64(tensor.BF16ToF32(tensor.F32ToBF16(x))) }
+
+// bf16Bound is the float32 accumulation bound for a k-term sum of exact
+// products: every addition rounds once (to nearest, unit 2⁻²⁴) and the
+// partial sums never exceed Σ|aᵢbᵢ|, so |error| ≤ k·2⁻²⁴·Σ|aᵢbᵢ| (k
+// additions, counting the final add into C).
+func bf16Bound(k int, absSum float64) float64 { return float64(k+1) * 0x1p-24 * absSum }
+
+// TestBF16MicroKernel runs the assembly kernel on one register tile, an
+// odd k (the last pair half empty), into zero and into an existing C, and
+// checks every element against the float64 product of the bf16-rounded
+// inputs within the float32 accumulation bound.
+func TestBF16MicroKernel(t *testing.T) {
+	mk := bf16Kernel
+	if mk == nil {
+		t.Skip("no AVX512_BF16 on this CPU")
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	mr, nr := mk.mr, mk.nr
+	for _, k := range []int{1, 2, 37, 512} {
+		a, b := randSlice(rng, mr*k), randSlice(rng, k*nr) // A panel (k × mr), B panel (k × nr)
+		kp := ceilDiv(k, 2)
+		ap, bp := make([]float32, kp*mr), make([]float32, kp*nr)
+		toPairs(ap, a, 1, k, mr)
+		toPairs(bp, b, 1, k, nr)
+		for _, acc := range []bool{false, true} {
+			c0 := randSlice(rng, mr*nr)
+			c := append([]float32(nil), c0...)
+			mk.fn(kp, &ap[0], &bp[0], &c[0], nr, acc)
+			for i := 0; i < mr; i++ {
+				for j := 0; j < nr; j++ {
+					var want, abs float64
+					if acc {
+						want, abs = float64(c0[i*nr+j]), math.Abs(float64(c0[i*nr+j]))
+					}
+					for p := 0; p < k; p++ {
+						prod := bf16(a[p*mr+i]) * bf16(b[p*nr+j])
+						want += prod
+						abs += math.Abs(prod)
+					}
+					if d := math.Abs(float64(c[i*nr+j]) - want); d > bf16Bound(k, abs) {
+						t.Fatalf("k %d acc %v: c[%d][%d] = %g, want %g (error %g, bound %g)", k, acc, i, j, c[i*nr+j], want, d, bf16Bound(k, abs))
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestBF16GEMM runs the blocked driver with the bf16 kernel on odd sizes,
+// K past one block (with an odd last block), a transposed B, a batch and a
+// bias, against the float64 product of the bf16-rounded inputs.
+func TestBF16GEMM(t *testing.T) {
+	mk := bf16Kernel
+	if mk == nil {
+		t.Skip("no AVX512_BF16 on this CPU")
+	}
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, c := range []struct {
+		batch, m, k, n int
+		transB, bias   bool
+	}{
+		{1, 1, 1, 1, false, false},
+		{1, 13, 37, 33, false, true},
+		{1, 100, 2049, 65, true, false},
+		{3, 25, 64, 40, true, true},
+		{1, 300, 77, 512, false, false},
+	} {
+		t.Run(fmt.Sprintf("%dx%dx%dx%d/t%v", c.batch, c.m, c.k, c.n, c.transB), func(t *testing.T) {
+			a := tensor.FromFloat32(randSlice(rng, c.batch*c.m*c.k), c.batch, c.m, c.k)
+			var b *tensor.Tensor
+			if c.transB {
+				b = tensor.FromFloat32(randSlice(rng, c.batch*c.n*c.k), c.batch, c.n, c.k).Transpose(1, 2)
+			} else {
+				b = tensor.FromFloat32(randSlice(rng, c.batch*c.k*c.n), c.batch, c.k, c.n)
+			}
+			var bias *tensor.Tensor
+			if c.bias {
+				bias = tensor.FromFloat32(randSlice(rng, c.n), c.n)
+			}
+			node := matmulNode(a, b, bias)
+			if err := matmulFast(node, mk); err != nil {
+				t.Fatal(err)
+			}
+			got := node.Dst.MustFloat32s()
+			av, bv := a.MustFloat32s(), b.Contiguous().MustFloat32s()
+			var bb []float32
+			if bias != nil {
+				bb = bias.MustFloat32s()
+			}
+			for bi := 0; bi < c.batch; bi++ {
+				for i := 0; i < c.m; i++ {
+					for j := 0; j < c.n; j++ {
+						var want, abs float64
+						if bb != nil {
+							want, abs = float64(bb[j]), math.Abs(float64(bb[j]))
+						}
+						for p := 0; p < c.k; p++ {
+							prod := bf16(av[(bi*c.m+i)*c.k+p]) * bf16(bv[(bi*c.k+p)*c.n+j])
+							want += prod
+							abs += math.Abs(prod)
+						}
+						g := float64(got[(bi*c.m+i)*c.n+j])
+						if d := math.Abs(g - want); d > bf16Bound(c.k+1, abs) {
+							t.Fatalf("[%d][%d][%d] = %g, want %g (error %g, bound %g)", bi, i, j, g, want, d, bf16Bound(c.k+1, abs))
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestToPairs checks the interleaving: step 2p in the low half, 2p+1 in the
+// high half, zero past an odd kc, rounded to nearest even.
+func TestToPairs(t *testing.T) {
+	src := []float32{1, 2, 3, 4, 5, 6, 1 + 0x1p-8, 1 + 3*0x1p-9, 7, 8} // kc 5 steps of w 2
+	dst := make([]float32, 3*2)
+	toPairs(dst, src, 1, 5, 2)
+	bits := unsafe.Slice((*uint32)(unsafe.Pointer(&dst[0])), len(dst))
+	half := func(v uint32) float32 { return tensor.BF16ToF32(uint16(v)) }
+	want := [][2]float32{{1, 3}, {2, 4}, {5, 1}, {6, 1 + 0x1p-7}, {7, 0}, {8, 0}}
+	for i, w := range want {
+		if lo, hi := half(bits[i]), half(bits[i]>>16); lo != w[0] || hi != w[1] {
+			t.Errorf("element %d: (%g, %g), want (%g, %g)", i, lo, hi, w[0], w[1])
+		}
+	}
+}
+
+// BenchmarkBF16GEMM times square GEMMs with the bf16 kernel beside the
+// float32 one (same driver, same threads).
+func BenchmarkBF16GEMM(b *testing.B) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{1024, 2048} {
+		x := tensor.FromFloat32(randSlice(rng, n*n), n, n)
+		w := tensor.FromFloat32(randSlice(rng, n*n), n, n)
+		for _, mk := range []*microKernel{active.Load(), bf16Kernel} {
+			if mk == nil {
+				continue
+			}
+			b.Run(fmt.Sprintf("%s/%d", mk.name, n), func(b *testing.B) {
+				node := matmulNode(x, w, nil)
+				for b.Loop() {
+					if err := matmulFast(node, mk); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(2*float64(n)*float64(n)*float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
