@@ -163,3 +163,88 @@ func BenchmarkBF16GEMM(b *testing.B) {
 		}
 	}
 }
+
+// TestBF16Conv runs 3×3 convolutions with the bf16 kernels — direct (rows
+// of at least 32 pixels: an odd channel count, K blocks of channel pairs
+// with a shorter last one, output channels that are not a multiple of 12)
+// and through the implicit GEMM (a small map) — against the float64
+// convolution of the bf16-rounded inputs, within the float32 accumulation
+// bound.
+func TestBF16Conv(t *testing.T) {
+	mk := bf16Kernel
+	if mk == nil {
+		t.Skip("no AVX512_BF16 on this CPU")
+	}
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, c := range []struct{ b, ci, co, h, w int }{
+		{1, 8, 12, 4, 32},
+		{2, 7, 13, 5, 40},
+		{1, 70, 24, 3, 33},
+		{2, 16, 20, 8, 8},
+	} {
+		t.Run(fmt.Sprintf("%dx%dx%dx%d->%d", c.b, c.ci, c.h, c.w, c.co), func(t *testing.T) {
+			x := tensor.FromFloat32(randSlice(rng, c.b*c.ci*c.h*c.w), c.b, c.ci, c.h, c.w)
+			w := tensor.FromFloat32(randSlice(rng, c.co*c.ci*9), c.co, c.ci, 3, 3)
+			bias := tensor.FromFloat32(randSlice(rng, c.co), c.co)
+			node := convNode(x, w, bias, 1, 1)
+			if err := conv2dFast(node, mk); err != nil {
+				t.Fatal(err)
+			}
+			got := node.Dst.MustFloat32s()
+			xv, wv, bv := x.MustFloat32s(), w.MustFloat32s(), bias.MustFloat32s()
+			for b := 0; b < c.b; b++ {
+				for o := 0; o < c.co; o++ {
+					for y := 0; y < c.h; y++ {
+						for xx := 0; xx < c.w; xx++ {
+							want, abs := float64(bv[o]), math.Abs(float64(bv[o]))
+							for ci := 0; ci < c.ci; ci++ {
+								for ky := 0; ky < 3; ky++ {
+									for kx := 0; kx < 3; kx++ {
+										iy, ix := y+ky-1, xx+kx-1
+										if iy < 0 || iy >= c.h || ix < 0 || ix >= c.w {
+											continue
+										}
+										prod := bf16(wv[((o*c.ci+ci)*3+ky)*3+kx]) * bf16(xv[((b*c.ci+ci)*c.h+iy)*c.w+ix])
+										want += prod
+										abs += math.Abs(prod)
+									}
+								}
+							}
+							g := float64(got[((b*c.co+o)*c.h+y)*c.w+xx])
+							k := 9*c.ci + c.ci + 2 // products, block sums, bias
+							if d := math.Abs(g - want); d > bf16Bound(k, abs) {
+								t.Fatalf("[%d][%d][%d][%d] = %g, want %g (error %g, bound %g)", b, o, y, xx, g, want, d, bf16Bound(k, abs))
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkBF16Conv times the decoder's 3×3 convolutions with the bf16
+// kernels beside the float32 ones.
+func BenchmarkBF16Conv(b *testing.B) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, s := range [][2]int{{320, 64}, {640, 32}, {1280, 8}} {
+		c, hw := s[0], s[1]
+		x := tensor.FromFloat32(randSlice(rng, 2*c*hw*hw), 2, c, hw, hw)
+		w := tensor.FromFloat32(randSlice(rng, c*c*9), c, c, 3, 3)
+		for _, mk := range []*microKernel{active.Load(), bf16Kernel} {
+			if mk == nil {
+				continue
+			}
+			b.Run(fmt.Sprintf("%s/2x%dx%dx%d", mk.name, c, hw, hw), func(b *testing.B) {
+				node := convNode(x, w, nil, 1, 1)
+				for b.Loop() {
+					if err := conv2dFast(node, mk); err != nil {
+						b.Fatal(err)
+					}
+				}
+				flops := 2 * 2 * float64(c) * float64(c) * 9 * float64(hw*hw)
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}

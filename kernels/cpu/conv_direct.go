@@ -1,6 +1,11 @@
 package cpu
 
-import "unsafe"
+import (
+	"math"
+	"unsafe"
+
+	"github.com/unclip-go/unclip/tensor"
+)
 
 // Direct 3×3 convolution (stride 1, padding 1: every 3×3 convolution of the
 // U-Nets' resnets). The implicit GEMM copies each input value into the B
@@ -40,9 +45,26 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias []
 	mr, nr := mk.mr, mk.nr
 	k := 9 * c
 	cb := ceilDiv(c, ceilDiv(c, directChannels)) // even K blocks
+	if mk.pairs {
+		cb += cb & 1 // whole channel pairs in every block but the last
+	}
 	kcB := 9 * cb
 	ap, mcB, mPad := mk.packAll(wo.packA, o, k, kcB, threads)
+	if mk.pairs {
+		p := convPairs(ap, o, c, cb, mr, mcB, mPad)
+		putScratch(ap)
+		ap = p
+	}
 	defer putScratch(ap)
+	// step is the channel count the kernel steps over: channels, or pairs
+	// of them (then the slab holds pairs, and A and the slab are indexed
+	// by pair).
+	step := func(n int) int {
+		if mk.pairs {
+			return ceilDiv(n, 2)
+		}
+		return n
+	}
 
 	// Chunks of rows: about as many tiles as runCols puts in a column
 	// chunk, but at least two chunks per thread when the batch allows.
@@ -55,7 +77,7 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias []
 	nch := bsz * perImage
 	wp := w + 2
 	plane := (rows + 2) * wp
-	slabLen := cb*plane + nr + 2 // slack: an edge tile reads past its row
+	slabLen := step(cb)*plane + nr + 2 // slack: an edge tile reads past its row
 	// The chunk's outputs are summed in a staging buffer whose rows (one
 	// per output channel) are ls apart: in y they are H·W apart, a power
 	// of two at every U-Net level, so a tile's rows would share an L1 set.
@@ -71,7 +93,7 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias []
 	parallelN(nch, threads, func(t, wk int) {
 		if slabs[wk] == nil {
 			slabs[wk] = getScratch(slabLen)
-			clear(slabs[wk][cb*plane:])
+			clear(slabs[wk][step(cb)*plane:])
 			stages[wk] = getScratch(o * ls)
 		}
 		slab, stage := slabs[wk], stages[wk]
@@ -94,34 +116,40 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias []
 			kc := min(kcB, k-pc)
 			ci0, nci := pc/9, kc/9
 			// The padded input rows oy0−1 … oy0+nrows of channels ci0….
-			for ci := 0; ci < nci; ci++ {
-				src := in[(ci0+ci)*h*w : (ci0+ci+1)*h*w]
-				for r := 0; r < nrows+2; r++ {
-					d := slab[ci*plane+r*wp : ci*plane+(r+1)*wp]
-					iy := oy0 - 1 + r
-					if iy < 0 || iy >= h {
-						clear(d)
-						continue
+			if mk.pairs {
+				padPairs(slab, in, ci0, nci, h, w, oy0, nrows, plane)
+			} else {
+				for ci := 0; ci < nci; ci++ {
+					src := in[(ci0+ci)*h*w : (ci0+ci+1)*h*w]
+					for r := 0; r < nrows+2; r++ {
+						d := slab[ci*plane+r*wp : ci*plane+(r+1)*wp]
+						iy := oy0 - 1 + r
+						if iy < 0 || iy >= h {
+							clear(d)
+							continue
+						}
+						d[0], d[wp-1] = 0, 0
+						copy(d[1:wp-1], src[iy*w:(iy+1)*w])
 					}
-					d[0], d[wp-1] = 0, 0
-					copy(d[1:wp-1], src[iy*w:(iy+1)*w])
 				}
 			}
+			ns := step(nci)
+			kcs := 9 * ns // A steps of this block
 			for ic := 0; ic < o; ic += mcB {
 				mc := min(mcB, o-ic)
-				a := ap[pc*mPad+ic*kc:]
+				a := ap[9*step(ci0)*mPad+ic*kcs:]
 				for r := 0; r < nrows; r++ {
 					for ox := 0; ox < w; ox += nr {
 						cols := min(nr, w-ox)
 						bp := &slab[r*wp+ox]
 						for i := 0; i < mc; i += mr {
 							oc := ic + i
-							apan := &a[i*kc]
+							apan := &a[i*kcs]
 							var rb []float32
 							if pc == 0 && bias != nil {
 								rb = bias[oc:]
 							}
-							kern := func(d *float32, ld int, acc bool) { mk.conv(nci, apan, bp, d, ld, wp, plane, acc) }
+							kern := func(d *float32, ld int, acc bool) { mk.conv(ns, apan, bp, d, ld, wp, plane, acc) }
 							mk.tileTo(kern, min(mr, mc-i), cols, stage[oc*ls+r*w+ox:], ls, pc > 0, rb, nil, &tile)
 						}
 					}
@@ -129,6 +157,77 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias []
 			}
 		}
 	})
+}
+
+// convPairs rewrites the packed conv weights ap (packAll's layout: K
+// blocks of cb channels × 9 taps, row blocks of mcB rows, panels of mr
+// rows) as bf16 pairs of channels: per block, per panel, for each channel
+// pair p and tap t, mr 32-bit pairs (channel 2p's weight low, 2p+1's high,
+// zero past the block's channels). The block of channel c0 starts at
+// 9·(c0/2)·mPad, its row block at ic at ic·9·⌈nci/2⌉.
+func convPairs(ap []float32, o, c, cb, mr, mcB, mPad int) []float32 {
+	out := getScratch(9 * ceilDiv(c, 2) * mPad)
+	for c0 := 0; c0 < c; c0 += cb {
+		nci := min(cb, c-c0)
+		kc, ncp := 9*nci, ceilDiv(nci, 2)
+		for ic := 0; ic < o; ic += mcB {
+			mc := min(mcB, o-ic)
+			for q := 0; q < ceilDiv(mc, mr); q++ {
+				src := ap[9*c0*mPad+ic*kc+q*kc*mr:]
+				dst := out[9*(c0/2)*mPad+ic*9*ncp+q*9*ncp*mr:]
+				for p := 0; p < ncp; p++ {
+					for t := 0; t < 9; t++ {
+						lo := src[(9*2*p+t)*mr : (9*2*p+t+1)*mr]
+						var hi []float32
+						if 2*p+1 < nci {
+							hi = src[(9*(2*p+1)+t)*mr : (9*(2*p+1)+t+1)*mr]
+						}
+						d := dst[(9*p+t)*mr : (9*p+t+1)*mr]
+						for r := range d {
+							v := uint32(tensor.F32ToBF16(lo[r]))
+							if hi != nil {
+								v |= uint32(tensor.F32ToBF16(hi[r])) << 16
+							}
+							d[r] = math.Float32frombits(v)
+						}
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// padPairs fills the slab with the zero-padded input rows oy0−1 …
+// oy0+nrows of channels ci0 … ci0+nci−1 as bf16 pairs of channels: pair p
+// holds channel ci0+2p in the low half and ci0+2p+1 (or zero) in the high
+// half of each pixel.
+func padPairs(slab, in []float32, ci0, nci, h, w, oy0, nrows, plane int) {
+	wp := w + 2
+	for p := 0; p < ceilDiv(nci, 2); p++ {
+		lo := in[(ci0+2*p)*h*w : (ci0+2*p+1)*h*w]
+		var hi []float32
+		if 2*p+1 < nci {
+			hi = in[(ci0+2*p+1)*h*w : (ci0+2*p+2)*h*w]
+		}
+		for r := 0; r < nrows+2; r++ {
+			d := slab[p*plane+r*wp : p*plane+(r+1)*wp]
+			iy := oy0 - 1 + r
+			if iy < 0 || iy >= h {
+				clear(d)
+				continue
+			}
+			d[0], d[wp-1] = 0, 0
+			l := lo[iy*w : (iy+1)*w]
+			for x, v := range l {
+				b := uint32(tensor.F32ToBF16(v))
+				if hi != nil {
+					b |= uint32(tensor.F32ToBF16(hi[iy*w+x])) << 16
+				}
+				d[1+x] = math.Float32frombits(b)
+			}
+		}
+	}
 }
 
 // packAll packs all of A (m × k) for the micro-kernel, on up to threads

@@ -24,6 +24,9 @@ func sgemm6x16AVX2(k int, a, b, c *float32, ldc int, acc bool)
 func bf16gemm12x32AVX512(kp int, a, b, c *float32, ldc int, acc bool)
 
 //go:noescape
+func bf16conv3x3x12x32AVX512(ncp int, a, b, c *float32, ldc, wp, hwp int, acc bool)
+
+//go:noescape
 func conv3x3x12x32AVX512(nci int, a, b, c *float32, ldc, wp, hwp int, acc bool)
 
 //go:noescape
@@ -47,7 +50,8 @@ var bf16Kernel = func() *microKernel {
 	if !hasBF16 {
 		return nil
 	}
-	return &microKernel{name: "avx512-bf16", mr: 12, nr: 32, mc: 144, kc: 1024, nc: 4096, fn: bf16gemm12x32AVX512, ok: true, pairs: true}
+	return &microKernel{name: "avx512-bf16", mr: 12, nr: 32, mc: 144, kc: 1024, nc: 4096, fn: bf16gemm12x32AVX512,
+		conv: bf16conv3x3x12x32AVX512, ok: true, pairs: true}
 }()
 
 // archKernels are the assembly micro-kernels, most preferred first.

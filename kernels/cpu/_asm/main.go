@@ -53,6 +53,7 @@ func amd64() {
 	gemm("sgemm8x32AVX512", "Z", 8, 2, 64, 16, 18, 6)
 	gemm("sgemm6x16AVX2", "Y", 6, 2, 32, 12, 14, 2)
 	gemmBF16("bf16gemm12x32AVX512", 12, 2, 24, 26, 6)
+	conv3x3BF16("bf16conv3x3x12x32AVX512", 12, 2, 24, 26, 6)
 	conv3x3("conv3x3x12x32AVX512", "Z", 12, 2, 64, 24, 26, 6)
 	conv3x3("conv3x3x6x16AVX2", "Y", 6, 2, 32, 12, 14, 2)
 	peak("fmaPeakAVX512", "Z")
@@ -202,22 +203,67 @@ func gemmBF16(name string, mr, nv, bReg, aReg, nA int) {
 	p("\tTESTQ DX, DX")
 	p("\tJEQ %s_store", name)
 	p("%s_loop:", name)
-	for v := 0; v < nv; v++ {
-		p("\tVMOVUPS %d(BX), Z%d", 64*v, bReg+v)
-	}
-	for i := 0; i < mr; i++ {
-		a := aReg + i%nA
-		p("\tVPBROADCASTD %d(AX), Z%d", 4*i, a)
-		for v := 0; v < nv; v++ {
-			dpbf16ps(i*nv+v, a, bReg+v)
-		}
-	}
+	t.bf16Step(0, "(BX)", 0)
 	p("\tADDQ $%d, AX", 4*mr)
 	p("\tADDQ $%d, BX", 64*nv)
 	p("\tDECQ DX")
 	p("\tJNZ %s_loop", name)
 	p("%s_store:", name)
 	t.epilogue("acc+40(FP)")
+}
+
+// bf16Step is one pair step of the bf16 kernels: load the nv B vectors of
+// pairs at bOff+bAddr, then for each of the mr A pairs at aOff(AX),
+// broadcast it and add both products to the row's accumulators.
+func (t *tile) bf16Step(aOff int, bAddr string, bOff int) {
+	for v := 0; v < t.nv; v++ {
+		p("\tVMOVUPS %d%s, Z%d", bOff+v*64, bAddr, t.bReg+v)
+	}
+	for i := 0; i < t.mr; i++ {
+		a := t.aReg + i%t.nA
+		p("\tVPBROADCASTD %d(AX), Z%d", aOff+4*i, a)
+		for v := 0; v < t.nv; v++ {
+			dpbf16ps(i*t.nv+v, a, t.bReg+v)
+		}
+	}
+}
+
+// conv3x3BF16 writes the bfloat16 direct 3×3 convolution kernel: conv3x3
+// over pairs of input channels. The A panel holds, per channel pair and
+// tap, mr weight pairs (channels 2p and 2p+1); the padded image holds, per
+// channel pair, rows of pixel pairs (hwp and wp count 32-bit pairs).
+//
+//	func name(ncp int, a, b, c *float32, ldc, wp, hwp int, acc bool)
+func conv3x3BF16(name string, mr, nv, bReg, aReg, nA int) {
+	t := tile{name: name, r: "Z", mr: mr, nv: nv, vbytes: 64, bReg: bReg, aReg: aReg, nA: nA}
+	p("")
+	p("// func %s(ncp int, a, b, c *float32, ldc, wp, hwp int, acc bool)", name)
+	p("TEXT ·%s(SB), NOSPLIT, $0-57", name)
+	p("\tMOVQ ncp+0(FP), DX")
+	p("\tMOVQ a+8(FP), AX")
+	p("\tMOVQ b+16(FP), BX")
+	p("\tMOVQ c+24(FP), CX")
+	p("\tMOVQ ldc+32(FP), R8")
+	p("\tMOVQ wp+40(FP), R10")
+	p("\tSHLQ $2, R10")
+	p("\tMOVQ hwp+48(FP), R11")
+	p("\tSHLQ $2, R11")
+	t.prologue()
+	p("\tTESTQ DX, DX")
+	p("\tJEQ %s_store", name)
+	p("%s_loop:", name)
+	rows := []string{"(BX)", "(BX)(R10*1)", "(BX)(R10*2)"}
+	for ky := 0; ky < 3; ky++ {
+		for kx := 0; kx < 3; kx++ {
+			t.bf16Step(4*mr*(ky*3+kx), rows[ky], 4*kx)
+		}
+	}
+	p("\tADDQ $%d, AX", 9*4*mr)
+	p("\tADDQ R11, BX")
+	p("\tDECQ DX")
+	p("\tJNZ %s_loop", name)
+	p("%s_store:", name)
+	t.epilogue("acc+56(FP)")
 }
 
 // dpbf16ps writes VDPBF16PS zmm(dst) += zmm(src1) · zmm(src2) (pairs of
