@@ -19,7 +19,8 @@ import (
 const deviceFlagHelp = "compute device: auto, cpu, vulkan or vulkan:N (auto picks a Vulkan GPU when one is usable, else the CPU)"
 
 // precisionFlagHelp documents --precision.
-const precisionFlagHelp = "network precision: fp32, or fp16 (16-bit weights and activations, float32 accumulation, norms, softmax and scheduler)"
+const precisionFlagHelp = "network precision: fp32; fp16 (16-bit weights and activations, float32 accumulation, norms, softmax and scheduler); " +
+	"bf16 (on the CPU: matrix products and convolutions on bfloat16-rounded operands with float32 accumulation, through AVX512_BF16 where the CPU has it; on Vulkan: bfloat16 storage as fp16)"
 
 // parsePrecision maps --precision to the networks' dtype. fp32 keeps a
 // checkpoint's weight type (fp16 files stay 16-bit in memory) and computes
@@ -33,8 +34,22 @@ func parsePrecision(p string, dev tensor.Backend) (tensor.DType, error) {
 			return 0, fmt.Errorf("--precision fp16: %s has no 16-bit storage; use fp32", dev.Name())
 		}
 		return tensor.F16, nil
+	case "bf16", "bfloat16":
+		if dev == tensor.CPU() {
+			if cpu.Kernels() == "ref" {
+				return 0, fmt.Errorf("--precision bf16 runs in the fast CPU kernels, and the reference kernels are selected (UNCLIP_CPU_KERNELS=ref)")
+			}
+			// Activations stay float32; products and convolutions round
+			// their operands to bf16 (kernels/cpu.SetBF16).
+			cpu.SetBF16(true)
+			return tensor.Invalid, nil
+		}
+		if s, ok := dev.(interface{ SupportsF16() bool }); ok && !s.SupportsF16() {
+			return 0, fmt.Errorf("--precision bf16: %s has no 16-bit storage; use fp32", dev.Name())
+		}
+		return tensor.BF16, nil
 	}
-	return 0, fmt.Errorf("unknown precision %q (fp32 or fp16)", p)
+	return 0, fmt.Errorf("unknown precision %q (fp32, fp16 or bf16)", p)
 }
 
 // profiler is implemented by backends that time their kernels.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"unsafe"
 
@@ -64,10 +65,27 @@ func TestBF16MicroKernel(t *testing.T) {
 // K past one block (with an odd last block), a transposed B, a batch and a
 // bias, against the float64 product of the bf16-rounded inputs.
 func TestBF16GEMM(t *testing.T) {
-	mk := bf16Kernel
-	if mk == nil {
-		t.Skip("no AVX512_BF16 on this CPU")
+	for _, mk := range bf16Kernels() {
+		t.Run(mk.name, func(t *testing.T) { testBF16GEMM(t, mk) })
 	}
+}
+
+// bf16Kernels are the kernels of bfloat16 compute on this machine: the
+// native one where there is one, and the rounding fallback of the generic
+// and the selected float32 kernels.
+func bf16Kernels() []*microKernel {
+	var out []*microKernel
+	if bf16Kernel != nil {
+		out = append(out, bf16Kernel)
+	}
+	out = append(out, roundedKernel(genericKernel))
+	if mk := active.Load(); mk != nil && mk != genericKernel {
+		out = append(out, roundedKernel(mk))
+	}
+	return out
+}
+
+func testBF16GEMM(t *testing.T, mk *microKernel) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	for _, c := range []struct {
 		batch, m, k, n int
@@ -171,10 +189,12 @@ func BenchmarkBF16GEMM(b *testing.B) {
 // convolution of the bf16-rounded inputs, within the float32 accumulation
 // bound.
 func TestBF16Conv(t *testing.T) {
-	mk := bf16Kernel
-	if mk == nil {
-		t.Skip("no AVX512_BF16 on this CPU")
+	for _, mk := range bf16Kernels() {
+		t.Run(mk.name, func(t *testing.T) { testBF16Conv(t, mk) })
 	}
+}
+
+func testBF16Conv(t *testing.T, mk *microKernel) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	for _, c := range []struct{ b, ci, co, h, w int }{
 		{1, 8, 12, 4, 32},
@@ -247,4 +267,44 @@ func BenchmarkBF16Conv(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestSetBF16 checks that bfloat16 compute reaches the backend's matrix
+// products and convolutions (their results change, to the bf16 ones) and
+// that turning it off restores float32.
+func TestSetBF16(t *testing.T) {
+	if active.Load() == nil {
+		t.Skip("reference kernels selected: bf16 compute applies to the fast kernels")
+	}
+	rng := rand.New(rand.NewPCG(13, 14))
+	a := tensor.FromFloat32(randSlice(rng, 40*70), 40, 70)
+	b := tensor.FromFloat32(randSlice(rng, 70*33), 70, 33)
+	run := func() []float32 { return tensor.MatMul(a, b).MustFloat32s() }
+	f32 := run()
+	SetBF16(true)
+	got := run()
+	SetBF16(false)
+	node := matmulNode(a, b, nil)
+	if err := matmulFast(node, computeKernelFor(true)); err != nil {
+		t.Fatal(err)
+	}
+	want := node.Dst.MustFloat32s()
+	if !slices.Equal(got, want) {
+		t.Error("with SetBF16(true) the backend's product is not the bf16 kernels'")
+	}
+	if slices.Equal(got, f32) {
+		t.Error("SetBF16(true) left the product in float32")
+	}
+	if again := run(); !slices.Equal(again, f32) {
+		t.Error("SetBF16(false) did not restore float32")
+	}
+}
+
+// computeKernelFor is computeKernel of the selected kernel with bf16
+// compute on or off, without changing the mode.
+func computeKernelFor(on bool) *microKernel {
+	old := bf16Mode.Load()
+	bf16Mode.Store(on)
+	defer bf16Mode.Store(old)
+	return computeKernel(active.Load())
 }

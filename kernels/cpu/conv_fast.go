@@ -50,7 +50,7 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 		conv2dDirect(mk, threads, x, wo, bias, ep, y, bsz, c, h, w, o)
 		return nil
 	}
-	cols := colsWorthIt(o, bsz*hwo, ckk, threads) && !mk.pairs
+	cols := colsWorthIt(o, bsz*hwo, ckk, threads) && !mk.pairs && !mk.round
 	// The implicit im2col matrix of the whole batch (columns (b, oy, ox));
 	// with "in" set to one image, that image's.
 	im := im2col{in: x, chw: c * h * w, hwo: hwo, h: h, w: w, kh: kh, kw: kw, ow: ow, sy: sy, sx: sx, py: py, px: px}

@@ -94,11 +94,11 @@ func runFast(n *tensor.Node, mk *microKernel) (done bool, err error) {
 	case tensor.OpCopy:
 		return copyFast(n)
 	case tensor.OpMatMul:
-		return true, matmulFast(n, mk)
+		return true, matmulFast(n, computeKernel(mk))
 	case tensor.OpAttention:
 		return true, attentionFast(n, mk)
 	case tensor.OpConv2d:
-		return true, conv2dFast(n, mk)
+		return true, conv2dFast(n, computeKernel(mk))
 	case tensor.OpLayerNorm:
 		return true, layerNormFast(n)
 	case tensor.OpGroupNorm:

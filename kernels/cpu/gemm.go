@@ -50,6 +50,9 @@ type microKernel struct {
 	// element) and fn's k counts pairs. The driver packs as for float32,
 	// rounds to bf16 (to nearest even) and interleaves; kc is even.
 	pairs bool
+	// round marks a float32 kernel fed operands rounded to bfloat16 (the
+	// bf16 compute fallback without AVX512_BF16).
+	round bool
 }
 
 // kernels lists the micro-kernels from most to least preferred; the last
@@ -352,6 +355,9 @@ func (mk *microKernel) steps(kc int) int {
 func (g *gemmJob) packAFor(mk *microKernel, dst []float32, i0, mc, k0, kc int) {
 	if !mk.pairs {
 		g.packA(dst, i0, mc, k0, kc, mk.mr)
+		if mk.round {
+			roundBF16(dst[:ceilDiv(mc, mk.mr)*mk.mr*kc])
+		}
 		return
 	}
 	tmp := getScratch(ceilDiv(mc, mk.mr) * mk.mr * kc)
@@ -364,6 +370,9 @@ func (g *gemmJob) packAFor(mk *microKernel, dst []float32, i0, mc, k0, kc int) {
 func (g *gemmJob) packBFor(mk *microKernel, dst []float32, k0, kc, j0, nc int) {
 	if !mk.pairs {
 		g.packB(dst, k0, kc, j0, nc, mk.nr)
+		if mk.round {
+			roundBF16(dst[:ceilDiv(nc, mk.nr)*mk.nr*kc])
+		}
 		return
 	}
 	tmp := getScratch(ceilDiv(nc, mk.nr) * mk.nr * kc)

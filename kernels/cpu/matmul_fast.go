@@ -45,7 +45,7 @@ func matmulFast(n *tensor.Node, mk *microKernel) error {
 	switch {
 	case nb > 1 && threads > 1 && 2*m*nn*k < 8*serialFlops:
 		parallel(nb, func(bi, _ int) { jobs[bi].run(mk, 1) })
-	case colsWorthIt(m, nn, k, threads) && !mk.pairs:
+	case colsWorthIt(m, nn, k, threads) && !mk.pairs && !mk.round:
 		for bi := range jobs {
 			runCols(mk, threads, jobs[bi:bi+1])
 		}
