@@ -270,19 +270,25 @@ func BenchmarkBF16Conv(b *testing.B) {
 }
 
 // TestSetBF16 checks that bfloat16 compute reaches the backend's matrix
-// products and convolutions (their results change, to the bf16 ones) and
-// that turning it off restores float32.
+// products (the result changes, to the bf16 kernels'), except those with
+// too little work per value (bf16MinWork), and that turning it off
+// restores float32.
 func TestSetBF16(t *testing.T) {
 	if active.Load() == nil {
 		t.Skip("reference kernels selected: bf16 compute applies to the fast kernels")
 	}
 	rng := rand.New(rand.NewPCG(13, 14))
-	a := tensor.FromFloat32(randSlice(rng, 40*70), 40, 70)
-	b := tensor.FromFloat32(randSlice(rng, 70*33), 70, 33)
+	// Big enough for bf16 (bf16MinWork): 2·1024·1024/2048 FLOPs per value.
+	a := tensor.FromFloat32(randSlice(rng, 1024*19), 1024, 19)
+	b := tensor.FromFloat32(randSlice(rng, 19*1024), 19, 1024)
 	run := func() []float32 { return tensor.MatMul(a, b).MustFloat32s() }
 	f32 := run()
+	small := tensor.MatMul(a.Narrow(0, 0, 40), b)
 	SetBF16(true)
 	got := run()
+	if !slices.Equal(tensor.MatMul(a.Narrow(0, 0, 40), b).MustFloat32s(), small.MustFloat32s()) {
+		t.Error("a 40-row product (too little work per value) left float32")
+	}
 	SetBF16(false)
 	node := matmulNode(a, b, nil)
 	if err := matmulFast(node, computeKernelFor(true)); err != nil {
