@@ -7,6 +7,9 @@ package cpu
 // bf16Kernel is the bfloat16 micro-kernel; none on this architecture.
 var bf16Kernel *microKernel
 
+// pairBF16 is the pair conversion of the bf16 packers (pairBF16Go).
+func pairBF16(dst, lo, hi []float32) { pairBF16Go(dst, lo, hi) }
+
 var archKernels []*microKernel
 
 // peakLoops is empty without assembly.

@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 
@@ -54,28 +55,30 @@ func roundedKernel(mk *microKernel) *microKernel {
 	return v.(*microKernel)
 }
 
-// bf16MinWork is the least work per converted operand value, 2mn/(m+n)
-// FLOPs for an m×k by k×n product, for which a product runs in bf16: the
-// packers convert each value in Go (about 2 ns), which costs more than the
-// faster arithmetic saves below it. On the 2-core AMD EPYC family 25
-// (Zen 4), Karlo's prior (162 rows by 2048: 300 FLOPs per value) took
-// 2.02 s per step in bf16 against 1.78 in float32. The rule depends on
-// shapes only, so a run rounds the same products on every CPU.
-const bf16MinWork = 1024
-
-// matmulWorthBF16 reports whether bfloat16 compute applies to a matrix
-// product node (see bf16MinWork).
-func matmulWorthBF16(n *tensor.Node) bool {
-	if !bf16Mode.Load() {
-		return false
-	}
-	m, nn := n.Src[0].Dim(-2), n.Src[1].Dim(-1)
-	return 2*m*nn >= bf16MinWork*(m+nn)
-}
-
 // roundBF16 rounds every value of s to bfloat16, in place.
 func roundBF16(s []float32) {
 	for i, v := range s {
 		s[i] = tensor.BF16ToF32(tensor.F32ToBF16(v))
 	}
+}
+
+// pairBF16Go is the pure-Go twin of the pair conversion: dst[i] holds
+// lo[i] rounded to bf16 in its low half and hi[i] (0 when hi is nil) in
+// its high half.
+func pairBF16Go(dst, lo, hi []float32) {
+	for i := range dst {
+		v := uint32(tensor.F32ToBF16(lo[i]))
+		if hi != nil {
+			v |= uint32(tensor.F32ToBF16(hi[i])) << 16
+		}
+		dst[i] = math.Float32frombits(v)
+	}
+}
+
+// tail is s[i:], or nil for a nil s.
+func tail(s []float32, i int) []float32 {
+	if s == nil {
+		return nil
+	}
+	return s[i:]
 }

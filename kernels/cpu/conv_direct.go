@@ -1,11 +1,6 @@
 package cpu
 
-import (
-	"math"
-	"unsafe"
-
-	"github.com/unclip-go/unclip/tensor"
-)
+import "unsafe"
 
 // Direct 3×3 convolution (stride 1, padding 1: every 3×3 convolution of the
 // U-Nets' resnets). The implicit GEMM copies each input value into the B
@@ -182,14 +177,7 @@ func convPairs(ap []float32, o, c, cb, mr, mcB, mPad int) []float32 {
 						if 2*p+1 < nci {
 							hi = src[(9*(2*p+1)+t)*mr : (9*(2*p+1)+t+1)*mr]
 						}
-						d := dst[(9*p+t)*mr : (9*p+t+1)*mr]
-						for r := range d {
-							v := uint32(tensor.F32ToBF16(lo[r]))
-							if hi != nil {
-								v |= uint32(tensor.F32ToBF16(hi[r])) << 16
-							}
-							d[r] = math.Float32frombits(v)
-						}
+						pairBF16(dst[(9*p+t)*mr:(9*p+t+1)*mr], lo, hi)
 					}
 				}
 			}
@@ -218,14 +206,11 @@ func padPairs(slab, in []float32, ci0, nci, h, w, oy0, nrows, plane int) {
 				continue
 			}
 			d[0], d[wp-1] = 0, 0
-			l := lo[iy*w : (iy+1)*w]
-			for x, v := range l {
-				b := uint32(tensor.F32ToBF16(v))
-				if hi != nil {
-					b |= uint32(tensor.F32ToBF16(hi[iy*w+x])) << 16
-				}
-				d[1+x] = math.Float32frombits(b)
+			var h []float32
+			if hi != nil {
+				h = hi[iy*w : (iy+1)*w]
 			}
+			pairBF16(d[1:wp-1], lo[iy*w:(iy+1)*w], h)
 		}
 	}
 }

@@ -94,10 +94,7 @@ func runFast(n *tensor.Node, mk *microKernel) (done bool, err error) {
 	case tensor.OpCopy:
 		return copyFast(n)
 	case tensor.OpMatMul:
-		if matmulWorthBF16(n) {
-			mk = computeKernel(mk)
-		}
-		return true, matmulFast(n, mk)
+		return true, matmulFast(n, computeKernel(mk))
 	case tensor.OpAttention:
 		return true, attentionFast(n, mk)
 	case tensor.OpConv2d:

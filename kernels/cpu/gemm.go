@@ -1,11 +1,8 @@
 package cpu
 
 import (
-	"math"
 	"sync"
 	"unsafe"
-
-	"github.com/unclip-go/unclip/tensor"
 )
 
 // The blocked SGEMM that the fast matmul, convolution and attention kernels
@@ -396,14 +393,7 @@ func toPairs(dst, src []float32, panels, kc, w int) {
 			if 2*p+1 < kc {
 				hi = s[(2*p+1)*w : (2*p+1)*w+w]
 			}
-			dp := d[p*w : p*w+w]
-			for r := range dp {
-				v := uint32(tensor.F32ToBF16(lo[r]))
-				if hi != nil {
-					v |= uint32(tensor.F32ToBF16(hi[r])) << 16
-				}
-				dp[r] = math.Float32frombits(v)
-			}
+			pairBF16(d[p*w:p*w+w], lo, hi)
 		}
 	}
 }

@@ -27,6 +27,23 @@ func bf16gemm12x32AVX512(kp int, a, b, c *float32, ldc int, acc bool)
 func bf16conv3x3x12x32AVX512(ncp int, a, b, c *float32, ldc, wp, hwp int, acc bool)
 
 //go:noescape
+func pairBF16AVX512(lo, hi, dst *float32, n int)
+
+// pairBF16 sets dst[i] to the bf16 pair (lo[i], hi[i]) (see toPairs), in
+// AVX-512 where the CPU has it; hi nil pairs with zeros.
+func pairBF16(dst, lo, hi []float32) {
+	n16 := 0
+	if hasAVX512 && hi != nil {
+		n16 = len(dst) &^ 15
+		if n16 > 0 {
+			_, _ = lo[n16-1], hi[n16-1]
+			pairBF16AVX512(&lo[0], &hi[0], &dst[0], n16)
+		}
+	}
+	pairBF16Go(dst[n16:], lo[n16:], tail(hi, n16))
+}
+
+//go:noescape
 func conv3x3x12x32AVX512(nci int, a, b, c *float32, ldc, wp, hwp int, acc bool)
 
 //go:noescape

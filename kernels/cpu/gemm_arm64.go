@@ -24,6 +24,9 @@ func fmaPeakNEON(n int)
 // bf16Kernel is the bfloat16 micro-kernel; none on this architecture.
 var bf16Kernel *microKernel
 
+// pairBF16 is the pair conversion of the bf16 packers (pairBF16Go).
+func pairBF16(dst, lo, hi []float32) { pairBF16Go(dst, lo, hi) }
+
 var archKernels = []*microKernel{
 	{name: "neon", mr: 8, nr: 12, mc: 128, kc: 512, nc: 4092, fn: sgemm8x12NEON, conv: conv3x3x8x12NEON, ok: true},
 }

@@ -54,6 +54,7 @@ func amd64() {
 	gemm("sgemm6x16AVX2", "Y", 6, 2, 32, 12, 14, 2)
 	gemmBF16("bf16gemm12x32AVX512", 12, 2, 24, 26, 6)
 	conv3x3BF16("bf16conv3x3x12x32AVX512", 12, 2, 24, 26, 6)
+	pairBF16AVX512()
 	conv3x3("conv3x3x12x32AVX512", "Z", 12, 2, 64, 24, 26, 6)
 	conv3x3("conv3x3x6x16AVX2", "Y", 6, 2, 32, 12, 14, 2)
 	peak("fmaPeakAVX512", "Z")
@@ -264,6 +265,59 @@ func conv3x3BF16(name string, mr, nv, bReg, aReg, nA int) {
 	p("\tJNZ %s_loop", name)
 	p("%s_store:", name)
 	t.epilogue("acc+56(FP)")
+}
+
+// pairBF16AVX512 writes the float32 → bf16 pair conversion of the bf16
+// packers: dst[i] holds lo[i] rounded to bf16 (nearest even) in its low
+// half and hi[i] in its high half; a NaN keeps its top bits and becomes
+// quiet (tensor.F32ToBF16's rule), in integer AVX-512F.
+//
+//	func pairBF16AVX512(lo, hi, dst *float32, n int) // n a positive multiple of 16
+func pairBF16AVX512() {
+	p("")
+	p("// func pairBF16AVX512(lo, hi, dst *float32, n int)")
+	p("TEXT ·pairBF16AVX512(SB), NOSPLIT, $0-32")
+	for _, c := range []struct {
+		reg  int
+		bits uint32
+	}{{26, 0x7f800000}, {27, 0x7fffffff}, {28, 0x7fff}, {29, 1}, {30, 0xffff0000}, {31, 0x40}} {
+		p("\tMOVL $0x%08x, AX", c.bits)
+		p("\tVPBROADCASTD AX, Z%d", c.reg)
+	}
+	p("\tMOVQ lo+0(FP), AX")
+	p("\tMOVQ hi+8(FP), BX")
+	p("\tMOVQ dst+16(FP), CX")
+	p("\tMOVQ n+24(FP), DX")
+	p("pairBF16AVX512_loop:")
+	// round(x) = (x + 0x7fff + (x>>16 & 1)) >> 16, in Z2 (lo) and Z5 (hi)
+	for _, r := range []struct{ in, out, tmp, k int }{{0, 2, 3, 1}, {1, 5, 6, 2}} {
+		src := "(AX)"
+		if r.in == 1 {
+			src = "(BX)"
+		}
+		p("\tVMOVDQU32 %s, Z%d", src, r.in)
+		p("\tVPSRLD $16, Z%d, Z%d", r.in, r.out)
+		p("\tVPANDD Z29, Z%d, Z%d", r.out, r.out)
+		p("\tVPADDD Z28, Z%d, Z%d", r.out, r.out)
+		p("\tVPADDD Z%d, Z%d, Z%d", r.in, r.out, r.out)
+		p("\tVPSRLD $16, Z%d, Z%d", r.out, r.out)
+		// NaN lanes (|x| > +Inf as integers): x >> 16 | 0x40
+		p("\tVPANDD Z27, Z%d, Z%d", r.in, r.tmp)
+		p("\tVPCMPUD $6, Z26, Z%d, K%d", r.tmp, r.k)
+		p("\tVPSRLD $16, Z%d, Z%d", r.in, r.tmp)
+		p("\tVPORD Z31, Z%d, Z%d", r.tmp, r.tmp)
+		p("\tVMOVDQA32 Z%d, K%d, Z%d", r.tmp, r.k, r.out)
+	}
+	p("\tVPSLLD $16, Z5, Z5")
+	p("\tVPORD Z5, Z2, Z2")
+	p("\tVMOVDQU32 Z2, (CX)")
+	p("\tADDQ $64, AX")
+	p("\tADDQ $64, BX")
+	p("\tADDQ $64, CX")
+	p("\tSUBQ $16, DX")
+	p("\tJNZ pairBF16AVX512_loop")
+	p("\tVZEROUPPER")
+	p("\tRET")
 }
 
 // dpbf16ps writes VDPBF16PS zmm(dst) += zmm(src1) · zmm(src2) (pairs of
