@@ -237,34 +237,7 @@ func (t *tile) bf16Step(aOff int, bAddr string, bOff int) {
 //	func name(ncp int, a, b, c *float32, ldc, wp, hwp int, acc bool)
 func conv3x3BF16(name string, mr, nv, bReg, aReg, nA int) {
 	t := tile{name: name, r: "Z", mr: mr, nv: nv, vbytes: 64, bReg: bReg, aReg: aReg, nA: nA}
-	p("")
-	p("// func %s(ncp int, a, b, c *float32, ldc, wp, hwp int, acc bool)", name)
-	p("TEXT ·%s(SB), NOSPLIT, $0-57", name)
-	p("\tMOVQ ncp+0(FP), DX")
-	p("\tMOVQ a+8(FP), AX")
-	p("\tMOVQ b+16(FP), BX")
-	p("\tMOVQ c+24(FP), CX")
-	p("\tMOVQ ldc+32(FP), R8")
-	p("\tMOVQ wp+40(FP), R10")
-	p("\tSHLQ $2, R10")
-	p("\tMOVQ hwp+48(FP), R11")
-	p("\tSHLQ $2, R11")
-	t.prologue()
-	p("\tTESTQ DX, DX")
-	p("\tJEQ %s_store", name)
-	p("%s_loop:", name)
-	rows := []string{"(BX)", "(BX)(R10*1)", "(BX)(R10*2)"}
-	for ky := 0; ky < 3; ky++ {
-		for kx := 0; kx < 3; kx++ {
-			t.bf16Step(4*mr*(ky*3+kx), rows[ky], 4*kx)
-		}
-	}
-	p("\tADDQ $%d, AX", 9*4*mr)
-	p("\tADDQ R11, BX")
-	p("\tDECQ DX")
-	p("\tJNZ %s_loop", name)
-	p("%s_store:", name)
-	t.epilogue("acc+56(FP)")
+	t.conv("ncp", t.bf16Step)
 }
 
 // pairBF16AVX512 writes the float32 → bf16 pair conversion of the bf16
@@ -341,10 +314,18 @@ func dpbf16ps(dst, src1, src2 int) {
 //	func name(nci int, a, b, c *float32, ldc, wp, hwp int, acc bool)
 func conv3x3(name, r string, mr, nv, vbytes, bReg, aReg, nA int) {
 	t := tile{name: name, r: r, mr: mr, nv: nv, vbytes: vbytes, bReg: bReg, aReg: aReg, nA: nA}
+	t.conv("nci", t.step)
+}
+
+// conv writes the body of a direct 3×3 convolution kernel whose first
+// argument (named count) is the number of channel steps, each nine taps
+// of step.
+func (t *tile) conv(count string, step func(aOff int, bAddr string, bOff int)) {
+	name, mr := t.name, t.mr
 	p("")
-	p("// func %s(nci int, a, b, c *float32, ldc, wp, hwp int, acc bool)", name)
+	p("// func %s(%s int, a, b, c *float32, ldc, wp, hwp int, acc bool)", name, count)
 	p("TEXT ·%s(SB), NOSPLIT, $0-57", name)
-	p("\tMOVQ nci+0(FP), DX")
+	p("\tMOVQ %s+0(FP), DX", count)
 	p("\tMOVQ a+8(FP), AX")
 	p("\tMOVQ b+16(FP), BX")
 	p("\tMOVQ c+24(FP), CX")
@@ -360,7 +341,7 @@ func conv3x3(name, r string, mr, nv, vbytes, bReg, aReg, nA int) {
 	rows := []string{"(BX)", "(BX)(R10*1)", "(BX)(R10*2)"}
 	for ky := 0; ky < 3; ky++ {
 		for kx := 0; kx < 3; kx++ {
-			t.step(4*mr*(ky*3+kx), rows[ky], 4*kx)
+			step(4*mr*(ky*3+kx), rows[ky], 4*kx)
 		}
 	}
 	p("\tADDQ $%d, AX", 9*4*mr)
