@@ -161,14 +161,7 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	if has("sr") {
 		only = append(only, unclip.SuperResFirst, unclip.SuperResLast, unclip.SuperResScheduler)
 	}
-	if err := mem.prepare(*device); err != nil {
-		return err
-	}
-	dev, err := openDevice(*device, *threads, stderr)
-	if err != nil {
-		return err
-	}
-	dtype, err := parsePrecision(*precision, dev)
+	dev, dtype, err := openCompute(*device, *threads, *precision, &mem, stderr)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
@@ -50,6 +52,32 @@ func parsePrecision(p string, dev tensor.Backend) (tensor.DType, error) {
 		return tensor.BF16, nil
 	}
 	return 0, fmt.Errorf("unknown precision %q (fp32, fp16 or bf16)", p)
+}
+
+// openCompute checks the memory flags, opens the --device (saying which
+// one was picked on w, when w is not nil) and parses --precision for it:
+// the start of every command that loads a pipeline.
+func openCompute(device string, threads int, precision string, mem *memoryFlags, w io.Writer) (tensor.Backend, tensor.DType, error) {
+	if err := mem.prepare(device); err != nil {
+		return nil, 0, err
+	}
+	dev, err := openDevice(device, threads, w)
+	if err != nil {
+		return nil, 0, err
+	}
+	dtype, err := parsePrecision(precision, dev)
+	if err != nil {
+		return nil, 0, err
+	}
+	return dev, dtype, nil
+}
+
+// randomSeed is a seed for --seed -1: 32 random bits (torch seeds its CPU
+// generator with 32).
+func randomSeed() uint64 {
+	var b [4]byte
+	rand.Read(b[:])
+	return uint64(binary.LittleEndian.Uint32(b[:]))
 }
 
 // profiler is implemented by backends that time their kernels.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -109,18 +108,9 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%d images asked for; at most %d in one run", len(prompts)*f.n, maxImages)
 	case f.batchSize < 0:
 		return fmt.Errorf("--batch-size must not be negative, got %d", f.batchSize)
-	case f.priorSteps < 2 || f.decSteps < 2 || f.srSteps < 2:
-		return fmt.Errorf("steps must be at least 2 (got prior %d, decoder %d, super-res %d): the UnCLIP scheduler spaces timesteps over steps − 1 intervals", f.priorSteps, f.decSteps, f.srSteps)
-	case f.priorSteps > maxSteps || f.decSteps > maxSteps || f.srSteps > maxSteps:
-		return fmt.Errorf("steps must be at most %d (got prior %d, decoder %d, super-res %d)", maxSteps, f.priorSteps, f.decSteps, f.srSteps)
-	case !finite(f.priorGuidance) || !finite(f.decGuide):
-		return fmt.Errorf("guidance scales must be finite numbers (got prior %g, decoder %g)", f.priorGuidance, f.decGuide)
-	case f.priorGuidance < 0 || f.decGuide < 0:
-		return fmt.Errorf("guidance scales must not be negative (got prior %g, decoder %g)", f.priorGuidance, f.decGuide)
-	case f.priorGuidance > math.MaxFloat32 || f.decGuide > math.MaxFloat32:
-		return fmt.Errorf("guidance scales must fit a float32 (got prior %g, decoder %g)", f.priorGuidance, f.decGuide)
-	case f.seed < -1 || f.seed > 1<<32-1:
-		return fmt.Errorf("--seed must be in [0, 4294967295] (torch seeds its CPU generator with 32 bits), or -1 for a random one")
+	}
+	if err := checkSettings(f.priorSteps, f.decSteps, f.srSteps, f.priorGuidance, f.decGuide, f.seed); err != nil {
+		return err
 	}
 	total := len(prompts) * f.n
 	var perImage []float32 // with --image-embeddings: total rows
@@ -175,22 +165,13 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	}
 	seed := uint64(f.seed)
 	if f.seed < 0 {
-		var b [8]byte
-		rand.Read(b[:])
-		seed = uint64(binary.LittleEndian.Uint32(b[:]))
-	}
-	if err := f.mem.prepare(f.device); err != nil {
-		return err
+		seed = randomSeed()
 	}
 	devOut := io.Writer(stderr)
 	if f.quiet || f.asJSON {
 		devOut = nil
 	}
-	dev, err := openDevice(f.device, f.threads, devOut)
-	if err != nil {
-		return err
-	}
-	dtype, err := parsePrecision(f.precision, dev)
+	dev, dtype, err := openCompute(f.device, f.threads, f.precision, &f.mem, devOut)
 	if err != nil {
 		return err
 	}
@@ -332,6 +313,26 @@ const (
 )
 
 func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+
+// checkSettings checks the steps, guidance scales and seed that generate,
+// vary and interpolate share; prior 0 means a run without the prior.
+func checkSettings(prior, dec, sr int, priorG, decG float64, seed int64) error {
+	switch {
+	case (prior != 0 && prior < 2) || dec < 2 || sr < 2:
+		return fmt.Errorf("steps must be at least 2 (got prior %d, decoder %d, super-res %d): the UnCLIP scheduler spaces timesteps over steps − 1 intervals", prior, dec, sr)
+	case prior > maxSteps || dec > maxSteps || sr > maxSteps:
+		return fmt.Errorf("steps must be at most %d (got prior %d, decoder %d, super-res %d)", maxSteps, prior, dec, sr)
+	case !finite(priorG) || !finite(decG):
+		return fmt.Errorf("guidance scales must be finite numbers (got prior %g, decoder %g)", priorG, decG)
+	case priorG < 0 || decG < 0:
+		return fmt.Errorf("guidance scales must not be negative (got prior %g, decoder %g)", priorG, decG)
+	case priorG > math.MaxFloat32 || decG > math.MaxFloat32:
+		return fmt.Errorf("guidance scales must fit a float32 (got prior %g, decoder %g)", priorG, decG)
+	case seed < -1 || seed > 1<<32-1:
+		return fmt.Errorf("--seed must be in [0, 4294967295] (torch seeds its CPU generator with 32 bits), or -1 for a random one")
+	}
+	return nil
+}
 
 // planOutputs expands an -o pattern for n images and checks each file.
 func planOutputs(pattern string, n int, force bool) ([]outFile, error) {

@@ -127,18 +127,11 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	if err := f.mem.prepare(f.device); err != nil {
-		return err
-	}
 	devOut := io.Writer(stderr)
 	if f.quiet {
 		devOut = nil
 	}
-	dev, err := openDevice(f.device, f.threads, devOut)
-	if err != nil {
-		return err
-	}
-	dtype, err := parsePrecision(f.precision, dev)
+	dev, dtype, err := openCompute(f.device, f.threads, f.precision, &f.mem, devOut)
 	if err != nil {
 		return err
 	}

@@ -3,11 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -491,9 +489,7 @@ func (s *server) fill(g *genParams, f stageFields) *apiError {
 // pickSeed checks a requested seed; absent or −1 picks one at random.
 func pickSeed(v *int64) (uint64, *apiError) {
 	if v == nil || *v == -1 {
-		var b [4]byte
-		rand.Read(b[:])
-		return uint64(binary.LittleEndian.Uint32(b[:])), nil
+		return randomSeed(), nil
 	}
 	if *v < 0 || *v > 1<<32-1 {
 		return 0, badRequest("invalid_value", "seed", "seed must be in [0, 4294967295] (torch seeds its CPU generator with 32 bits), or -1 for a random one; got %d", *v)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -68,23 +67,8 @@ func (f *imageFlags) register(fs *flag.FlagSet, imageFlag string, withPrior bool
 
 // check validates the numbers shared with generate.
 func (f *imageFlags) check() error {
-	steps := []int{f.decSteps, f.srSteps}
-	if f.priorSteps != 0 {
-		steps = append(steps, f.priorSteps)
-	}
-	for _, s := range steps {
-		if s < 2 || s > maxSteps {
-			return fmt.Errorf("steps must be in [2, %d] (got prior %d, decoder %d, super-res %d): the UnCLIP scheduler spaces timesteps over steps − 1 intervals",
-				maxSteps, f.priorSteps, f.decSteps, f.srSteps)
-		}
-	}
-	for _, g := range []float64{f.priorGuidance, f.decGuide} {
-		if !finite(g) || g < 0 || g > math.MaxFloat32 {
-			return fmt.Errorf("guidance scales must be finite, non-negative float32 numbers (got prior %g, decoder %g)", f.priorGuidance, f.decGuide)
-		}
-	}
-	if f.seed < -1 || f.seed > 1<<32-1 {
-		return fmt.Errorf("--seed must be in [0, 4294967295] (torch seeds its CPU generator with 32 bits), or -1 for a random one")
+	if err := checkSettings(f.priorSteps, f.decSteps, f.srSteps, f.priorGuidance, f.decGuide, f.seed); err != nil {
+		return err
 	}
 	if f.model == "" {
 		return errors.New("no model: give -m DIR")
@@ -125,22 +109,13 @@ func (f *imageFlags) open(stdout, stderr io.Writer, want func(*unclip.Index) err
 	}
 	seed := uint64(f.seed)
 	if f.seed < 0 {
-		var b [8]byte
-		rand.Read(b[:])
-		seed = uint64(binary.LittleEndian.Uint32(b[:]))
-	}
-	if err := f.mem.prepare(f.device); err != nil {
-		return nil, err
+		seed = randomSeed()
 	}
 	devOut := io.Writer(stderr)
 	if f.quiet || f.asJSON {
 		devOut = nil
 	}
-	dev, err := openDevice(f.device, f.threads, devOut)
-	if err != nil {
-		return nil, err
-	}
-	dtype, err := parsePrecision(f.precision, dev)
+	dev, dtype, err := openCompute(f.device, f.threads, f.precision, &f.mem, devOut)
 	if err != nil {
 		return nil, err
 	}
