@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
 
 	"github.com/unclip-go/unclip/models/clip"
 	"github.com/unclip-go/unclip/models/golden"
@@ -22,20 +21,11 @@ import (
 var VariationChecks = []string{"preprocess", "resample", "image_encoder", "text_encoder", "prior", "text_proj", "scheduler",
 	"noise", "decoder", "super_res", "upscale", "slerp", "pipeline"}
 
-// variationStage is the pipeline stage whose weights a variation check runs.
-var variationStage = map[string]string{"image_encoder": "image", "text_encoder": "text", "prior": "prior", "text_proj": "decoder",
-	"decoder": "decoder", "super_res": "super_res"}
-
 // runVariation checks a variation recording.
 func runVariation(opt Options, g *golden.File) (Report, error) {
-	only := opt.Only
-	if len(only) == 0 {
-		only = VariationChecks
-	}
-	for _, c := range only {
-		if !slices.Contains(VariationChecks, c) {
-			return Report{}, fmt.Errorf("unknown check %q for a variation recording (known: %s)", c, strings.Join(VariationChecks, ", "))
-		}
+	only, err := selectChecks(opt.Only, VariationChecks, " for a variation recording")
+	if err != nil {
+		return Report{}, err
 	}
 	var comps []string
 	for _, c := range unclip.VariationComponents {
@@ -58,38 +48,24 @@ func runVariation(opt Options, g *golden.File) (Report, error) {
 		runs = append(runs, name)
 	}
 	sort.Strings(runs)
-	for _, c := range VariationChecks {
-		if !slices.Contains(only, c) {
-			continue
+	r.each(VariationChecks, only, func(c string) error {
+		switch c {
+		case "preprocess":
+			return r.preprocess()
+		case "resample":
+			return r.resample()
+		case "slerp":
+			return r.slerps()
 		}
-		if err := tensor.Catch(func() error {
-			if st := variationStage[c]; st != "" {
-				if err := p.Acquire(st); err != nil {
-					return err
-				}
-				defer p.Release(st)
+		defer func() { r.pre = "" }()
+		for _, run := range runs {
+			r.pre = run + "."
+			if err := r.variationCheck(c, run); err != nil {
+				r.fail(r.pre+c, "error: %v", err)
 			}
-			switch c {
-			case "preprocess":
-				return r.preprocess()
-			case "resample":
-				return r.resample()
-			case "slerp":
-				return r.slerps()
-			}
-			for _, run := range runs {
-				r.pre = run + "."
-				if err := r.variationCheck(c, run); err != nil {
-					r.fail(r.pre+c, "error: %v", err)
-				}
-			}
-			r.pre = ""
-			return nil
-		}); err != nil {
-			r.fail(c, "error: %v", err)
 		}
-		r.pre = ""
-	}
+		return nil
+	})
 	return r.rep, nil
 }
 

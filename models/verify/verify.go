@@ -34,7 +34,8 @@ type Options struct {
 }
 
 // checkStage is the pipeline stage whose weights a check runs.
-var checkStage = map[string]string{"text_encoder": "text", "prior": "prior", "text_proj": "decoder", "decoder": "decoder", "super_res": "super_res"}
+var checkStage = map[string]string{"image_encoder": "image", "text_encoder": "text", "prior": "prior", "text_proj": "decoder",
+	"decoder": "decoder", "super_res": "super_res"}
 
 // Report counts the outcomes.
 type Report struct{ Passed, Failed int }
@@ -74,14 +75,9 @@ func Run(opt Options) (Report, error) {
 	if len(g.Meta.Runs) > 0 {
 		return runVariation(opt, g)
 	}
-	only := opt.Only
-	if len(only) == 0 {
-		only = Checks
-	}
-	for _, c := range only {
-		if !slices.Contains(Checks, c) {
-			return Report{}, fmt.Errorf("unknown check %q (known: %s)", c, strings.Join(Checks, ", "))
-		}
+	only, err := selectChecks(opt.Only, Checks, "")
+	if err != nil {
+		return Report{}, err
 	}
 	var comps []string
 	for _, c := range only {
@@ -99,23 +95,44 @@ func Run(opt Options) (Report, error) {
 		return Report{}, err
 	}
 	r := &runner{opt: opt, g: g, p: p}
-	for _, c := range Checks {
+	r.each(Checks, only, r.run)
+	return r.rep, nil
+}
+
+// selectChecks returns only, or every known check when it is empty; a
+// name not in known is an error (what names the kind of recording).
+func selectChecks(only, known []string, what string) ([]string, error) {
+	if len(only) == 0 {
+		return known, nil
+	}
+	for _, c := range only {
+		if !slices.Contains(known, c) {
+			return nil, fmt.Errorf("unknown check %q%s (known: %s)", c, what, strings.Join(known, ", "))
+		}
+	}
+	return only, nil
+}
+
+// each runs run(c) for every check of all that only selects, in all's
+// order, with its stage's weights on the device; an error (or a shape
+// panic) fails that check and the others still run.
+func (r *runner) each(all, only []string, run func(check string) error) {
+	for _, c := range all {
 		if !slices.Contains(only, c) {
 			continue
 		}
 		if err := tensor.Catch(func() error {
 			if st := checkStage[c]; st != "" {
-				if err := p.Acquire(st); err != nil {
+				if err := r.p.Acquire(st); err != nil {
 					return err
 				}
-				defer p.Release(st)
+				defer r.p.Release(st)
 			}
-			return r.run(c)
+			return run(c)
 		}); err != nil {
 			r.fail(c, "error: %v", err)
 		}
 	}
-	return r.rep, nil
 }
 
 func (r *runner) pass(name, format string, args ...any) {
