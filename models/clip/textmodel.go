@@ -182,7 +182,13 @@ func WeightFiles(dir, variant string) ([]string, error) {
 // LoadTextModel loads text_encoder/{config.json, model.safetensors} and
 // binds the weights to dev (nil: CPU).
 func LoadTextModel(dir, variant string, t nn.Target) (*TextModel, error) {
-	cfg, err := LoadTextConfig(filepath.Join(dir, "config.json"))
+	return loadTower(dir, variant, t, LoadTextConfig, NewTextModel)
+}
+
+// loadTower reads a tower's config.json and weights from dir and binds
+// them with build: the loader of the text and vision towers.
+func loadTower[C any, M any](dir, variant string, t nn.Target, config func(string) (C, error), build func(C, *nn.StateDict, nn.Target) (*M, error)) (*M, error) {
+	cfg, err := config(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +196,7 @@ func LoadTextModel(dir, variant string, t nn.Target) (*TextModel, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := NewTextModel(cfg, sd, t)
+	m, err := build(cfg, sd, t)
 	if err != nil {
 		return nil, fmt.Errorf("clip: %s: %w", dir, err)
 	}

@@ -2,7 +2,6 @@ package clip
 
 import (
 	"fmt"
-	"path/filepath"
 
 	"github.com/unclip-go/unclip/nn"
 	"github.com/unclip-go/unclip/tensor"
@@ -99,19 +98,7 @@ type VisionOutput struct {
 // LoadVisionModel loads image_encoder/{config.json, model.safetensors} and
 // binds the weights to t.
 func LoadVisionModel(dir, variant string, t nn.Target) (*VisionModel, error) {
-	cfg, err := LoadVisionConfig(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return nil, err
-	}
-	sd, err := loadWeights(dir, variant, t)
-	if err != nil {
-		return nil, err
-	}
-	m, err := NewVisionModel(cfg, sd, t)
-	if err != nil {
-		return nil, fmt.Errorf("clip: %s: %w", dir, err)
-	}
-	return m, nil
+	return loadTower(dir, variant, t, LoadVisionConfig, NewVisionModel)
 }
 
 // NewVisionModel binds an image encoder from a state dict.
