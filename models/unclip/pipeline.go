@@ -596,18 +596,9 @@ func (p *Pipeline) EncodePrompts(ctx context.Context, req *Request) (*TextState,
 	}
 	defer p.Release("text")
 	n := max(req.ImagesPerPrompt, 1)
-	var ids [][]int64
-	var masks [][]int64
-	for _, pr := range req.Prompts {
-		enc, err := p.Tokenizer.Encode(pr)
-		if err != nil {
-			return nil, fmt.Errorf("prompt %q: %w", pr, err)
-		}
-		if enc.Truncated && req.Warn != nil {
-			req.Warn(fmt.Sprintf("prompt %q was truncated to %d tokens (CLIP takes at most %d)", shorten(pr), p.Tokenizer.MaxLength()-2, p.Tokenizer.MaxLength()))
-		}
-		ids = append(ids, enc.IDs)
-		masks = append(masks, enc.Mask)
+	ids, masks, err := p.tokenize(req, "prompt", req.Prompts)
+	if err != nil {
+		return nil, err
 	}
 	out, err := p.Text.Forward(ids)
 	if err != nil {
@@ -648,6 +639,23 @@ func (p *Pipeline) EncodePrompts(ctx context.Context, req *Request) (*TextState,
 	}
 	req.progress(Event{Stage: "text", Step: 1, Total: 1, Elapsed: time.Since(t0), Done: true})
 	return st, ctx.Err()
+}
+
+// tokenize encodes texts to token ids and attention masks, warning
+// through req.Warn about each one truncated to CLIP's length (what names
+// them in the messages: "prompt", "text").
+func (p *Pipeline) tokenize(req *Request, what string, texts []string) (ids, masks [][]int64, err error) {
+	for _, t := range texts {
+		enc, err := p.Tokenizer.Encode(t)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s %q: %w", what, t, err)
+		}
+		if enc.Truncated && req.Warn != nil {
+			req.Warn(fmt.Sprintf("%s %q was truncated to %d tokens (CLIP takes at most %d)", what, shorten(t), p.Tokenizer.MaxLength()-2, p.Tokenizer.MaxLength()))
+		}
+		ids, masks = append(ids, enc.IDs), append(masks, enc.Mask)
+	}
+	return ids, masks, nil
 }
 
 // withUnconditional puts b rows of the empty prompt's encoding (encoded

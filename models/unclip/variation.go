@@ -131,16 +131,9 @@ func (p *Pipeline) EncodeTextInterpolation(ctx context.Context, req *Request, st
 		return nil, err
 	}
 	defer p.Release("text")
-	var ids, masks [][]int64
-	for _, pr := range []string{start, end} {
-		enc, err := p.Tokenizer.Encode(pr)
-		if err != nil {
-			return nil, fmt.Errorf("prompt %q: %w", pr, err)
-		}
-		if enc.Truncated && req.Warn != nil {
-			req.Warn(fmt.Sprintf("prompt %q was truncated to %d tokens (CLIP takes at most %d)", shorten(pr), p.Tokenizer.MaxLength()-2, p.Tokenizer.MaxLength()))
-		}
-		ids, masks = append(ids, enc.IDs), append(masks, enc.Mask)
+	ids, masks, err := p.tokenize(req, "prompt", []string{start, end})
+	if err != nil {
+		return nil, err
 	}
 	out, err := p.Text.ForwardMasked(ids, masks)
 	if err != nil {
@@ -267,16 +260,9 @@ func (p *Pipeline) EncodeCaptions(ctx context.Context, req *Request, texts []str
 		return nil, err
 	}
 	defer p.Release("text")
-	var ids [][]int64
-	for _, t := range texts {
-		enc, err := p.Tokenizer.Encode(t)
-		if err != nil {
-			return nil, fmt.Errorf("text %q: %w", t, err)
-		}
-		if enc.Truncated && req.Warn != nil {
-			req.Warn(fmt.Sprintf("text %q was truncated to %d tokens (CLIP takes at most %d)", shorten(t), p.Tokenizer.MaxLength()-2, p.Tokenizer.MaxLength()))
-		}
-		ids = append(ids, enc.IDs)
+	ids, _, err := p.tokenize(req, "text", texts)
+	if err != nil {
+		return nil, err
 	}
 	out, err := p.Text.Forward(ids)
 	if err != nil {
