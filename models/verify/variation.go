@@ -256,28 +256,11 @@ func (r *runner) variationPipeline(run string, meta golden.Run) error {
 	if err != nil {
 		return err
 	}
-	for _, src := range []struct {
-		name  string
-		noise unclip.Noise
-	}{{"replay", &unclip.ReplayNoise{Draws: draws, Shapes: shapes}}, {"seed", unclip.NewTorchNoise(s.Seed)}} {
-		pre := r.pre + "pipeline." + src.name + "."
+	return r.replayAndSeed(draws, shapes, s.Seed, func(noise unclip.Noise) (unclip.Request, error) {
 		req := unclip.Request{ImagesPerPrompt: max(s.ImagesPerPrompt, 1), PriorSteps: s.PriorSteps, DecoderSteps: s.DecoderSteps,
-			SuperResSteps: s.SuperResSteps, PriorGuidance: s.PriorGuidance, DecoderGuidance: s.DecoderGuidance, Noise: src.noise}
-		req, err := r.variationRequest(run, meta, req)
-		if err != nil {
-			r.fail(pre+"image", "%v", err)
-			continue
-		}
-		res, err := r.p.Generate(context.Background(), req)
-		if err != nil {
-			r.fail(pre+"image", "%v", err)
-			continue
-		}
-		if err := r.compareResult(pre, res); err != nil {
-			return err
-		}
-	}
-	return nil
+			SuperResSteps: s.SuperResSteps, PriorGuidance: s.PriorGuidance, DecoderGuidance: s.DecoderGuidance, Noise: noise}
+		return r.variationRequest(run, meta, req)
+	})
 }
 
 // variationRequest builds a run's request the way the commands do: from

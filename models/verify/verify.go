@@ -539,15 +539,27 @@ func (r *runner) pipeline() error {
 	if err != nil {
 		return err
 	}
-	replay := &unclip.ReplayNoise{Draws: draws, Shapes: shapes}
+	return r.replayAndSeed(draws, shapes, s.Seed, func(noise unclip.Noise) (unclip.Request, error) {
+		return unclip.Request{Prompts: s.Prompts, ImagesPerPrompt: 1, PriorSteps: s.PriorSteps, DecoderSteps: s.DecoderSteps,
+			SuperResSteps: s.SuperResSteps, PriorGuidance: s.PriorGuidance, DecoderGuidance: s.DecoderGuidance, Noise: noise}, nil
+	})
+}
+
+// replayAndSeed runs the pipeline twice, with the recorded draws and from
+// the seed, on the requests build makes for each noise source, and
+// compares both results with the recording (checks r.pre+"pipeline.replay."
+// and "pipeline.seed.").
+func (r *runner) replayAndSeed(draws [][]float32, shapes [][]int, seed uint64, build func(unclip.Noise) (unclip.Request, error)) error {
 	for _, src := range []struct {
 		name  string
 		noise unclip.Noise
-	}{{"replay", replay}, {"seed", unclip.NewTorchNoise(s.Seed)}} {
-		req := unclip.Request{Prompts: s.Prompts, ImagesPerPrompt: 1, PriorSteps: s.PriorSteps, DecoderSteps: s.DecoderSteps,
-			SuperResSteps: s.SuperResSteps, PriorGuidance: s.PriorGuidance, DecoderGuidance: s.DecoderGuidance, Noise: src.noise}
-		res, err := r.p.Generate(context.Background(), req)
-		pre := "pipeline." + src.name + "."
+	}{{"replay", &unclip.ReplayNoise{Draws: draws, Shapes: shapes}}, {"seed", unclip.NewTorchNoise(seed)}} {
+		pre := r.pre + "pipeline." + src.name + "."
+		req, err := build(src.noise)
+		var res *unclip.Result
+		if err == nil {
+			res, err = r.p.Generate(context.Background(), req)
+		}
 		if err != nil {
 			r.fail(pre+"image", "%v", err)
 			continue
