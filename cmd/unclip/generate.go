@@ -21,10 +21,9 @@ import (
 	"github.com/unclip-go/unclip/tensor/safetensors"
 )
 
-type generateFlags struct {
+// runFlags are the flags generate, vary and interpolate share.
+type runFlags struct {
 	model, revision, variant string
-	prompts                  listFlag
-	promptsFile              string
 	out                      string
 	n                        int
 	seed                     int64
@@ -34,43 +33,62 @@ type generateFlags struct {
 	device                   string
 	threads                  int
 	quiet, asJSON            bool
-	intermediates            string
 	precision                string
-	profile                  bool
-	dryRun                   bool
 	force                    bool
-	batchSize                int
-	preview                  string
-	embeddings               string
 	mem                      memoryFlags
+}
+
+// register adds the shared flags but -m, -o and -n, whose help each
+// command words itself; withPrior adds the prior's steps and guidance.
+func (f *runFlags) register(fs *flag.FlagSet, withPrior bool) {
+	fs.StringVar(&f.revision, "revision", "main", "revision of a Hugging Face cached model")
+	fs.StringVar(&f.variant, "variant", "", "weight file variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)")
+	fs.BoolVar(&f.force, "force", false, "replace output files that exist")
+	fs.Int64Var(&f.seed, "seed", -1, "random seed (torch.Generator().manual_seed semantics); -1 picks one at random and prints it")
+	if withPrior {
+		fs.IntVar(&f.priorSteps, "prior-steps", 25, "prior denoising steps")
+		fs.Float64Var(&f.priorGuidance, "prior-guidance", 4, "prior classifier-free guidance scale (≤ 1 in both stages turns guidance off)")
+	}
+	fs.IntVar(&f.decSteps, "decoder-steps", 25, "decoder denoising steps")
+	fs.IntVar(&f.srSteps, "sr-steps", 7, "super-resolution denoising steps")
+	fs.Float64Var(&f.decGuide, "decoder-guidance", 8, "decoder classifier-free guidance scale")
+	fs.StringVar(&f.device, "device", "auto", deviceFlagHelp)
+	fs.IntVar(&f.threads, "threads", 0, threadsFlagHelp)
+	fs.BoolVar(&f.quiet, "quiet", false, "no progress output (the result lines still go to stdout)")
+	fs.BoolVar(&f.asJSON, "json", false, "machine-readable progress and result as JSON lines on stdout")
+	fs.StringVar(&f.precision, "precision", "fp32", precisionFlagHelp)
+	f.mem.register(fs)
+}
+
+// checkSettings checks the flags' steps, guidance scales and seed.
+func (f *runFlags) checkSettings() error {
+	return checkSettings(f.priorSteps, f.decSteps, f.srSteps, f.priorGuidance, f.decGuide, f.seed)
+}
+
+type generateFlags struct {
+	runFlags
+	prompts       listFlag
+	promptsFile   string
+	intermediates string
+	profile       bool
+	dryRun        bool
+	batchSize     int
+	preview       string
+	embeddings    string
 }
 
 func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
 	var f generateFlags
 	fs.StringVar(&f.model, "m", "", `model: a diffusers unCLIP folder, a Hugging Face repo id in the local cache (kakaobrain/karlo-v1-alpha), or "demo" (built-in, untrained)`)
-	fs.StringVar(&f.revision, "revision", "main", "revision of a Hugging Face cached model")
-	fs.StringVar(&f.variant, "variant", "", "weight file variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)")
+	f.runFlags.register(fs, true)
 	fs.Var(&f.prompts, "p", "prompt (repeatable; the empty prompt is allowed)")
 	fs.StringVar(&f.promptsFile, "prompts-file", "", "file with one prompt per line")
 	fs.StringVar(&f.out, "o", "out.png", `output image, .png or .jpg; with several images a pattern with %d (image index, %03d pads), else "-N" is added before the extension`)
-	fs.BoolVar(&f.force, "force", false, "replace output files that exist")
 	fs.IntVar(&f.n, "n", 1, "images per prompt")
 	fs.IntVar(&f.batchSize, "batch-size", 0, "images computed together (0: as many as fit in memory; a run larger than one batch seeds batch k with seed+k)")
-	fs.Int64Var(&f.seed, "seed", -1, "random seed (torch.Generator().manual_seed semantics); -1 picks one at random and prints it")
-	fs.IntVar(&f.priorSteps, "prior-steps", 25, "prior denoising steps")
-	fs.IntVar(&f.decSteps, "decoder-steps", 25, "decoder denoising steps")
-	fs.IntVar(&f.srSteps, "sr-steps", 7, "super-resolution denoising steps")
-	fs.Float64Var(&f.priorGuidance, "prior-guidance", 4, "prior classifier-free guidance scale (≤ 1 in both stages turns guidance off)")
-	fs.Float64Var(&f.decGuide, "decoder-guidance", 8, "decoder classifier-free guidance scale")
-	fs.StringVar(&f.device, "device", "auto", deviceFlagHelp)
-	fs.IntVar(&f.threads, "threads", 0, threadsFlagHelp)
-	fs.BoolVar(&f.quiet, "quiet", false, "no progress output (the result line still goes to stdout)")
-	fs.BoolVar(&f.asJSON, "json", false, "machine-readable progress and result as JSON lines on stdout")
-	fs.StringVar(&f.precision, "precision", "fp32", precisionFlagHelp)
 	fs.BoolVar(&f.profile, "profile", false, "time every GPU kernel and print a table at the end (Vulkan)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "load the model, capture and plan every stage and print the memory each needs (weights, arena), without running a step or writing an image")
-	f.mem.register(fs)
 	fs.StringVar(&f.intermediates, "save-intermediates", "", "also write image embeddings, the 64×64 images and the final images to this .safetensors file")
 	fs.StringVar(&f.embeddings, "image-embeddings", "", "CLIP image embeddings to decode instead of running the prior: a .safetensors file with an image_embeddings tensor (what --save-intermediates writes) or a single (rows, dim) tensor, one row per prompt or per image")
 	fs.StringVar(&f.preview, "preview", "", "write the decoder's 64×64 images to this file (.png or .jpg; %d for several) as soon as the decoder finishes")
@@ -109,7 +127,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	case f.batchSize < 0:
 		return fmt.Errorf("--batch-size must not be negative, got %d", f.batchSize)
 	}
-	if err := checkSettings(f.priorSteps, f.decSteps, f.srSteps, f.priorGuidance, f.decGuide, f.seed); err != nil {
+	if err := f.checkSettings(); err != nil {
 		return err
 	}
 	total := len(prompts) * f.n

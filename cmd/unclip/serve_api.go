@@ -793,8 +793,8 @@ type genOutput struct {
 // one-prompt command line with -n, --seed and the same steps and guidance
 // (batches, noise and metadata alike), so the PNGs are the ones it writes.
 func (s *server) generateImages(ctx context.Context, g genParams, j *job) (*genOutput, error) {
-	f := generateFlags{n: g.n, seed: int64(g.seed), priorSteps: g.priorSteps, decSteps: g.decSteps, srSteps: g.srSteps,
-		priorGuidance: g.priorGuidance, decGuide: g.decGuidance, precision: s.cfg.precision}
+	f := generateFlags{runFlags: runFlags{n: g.n, seed: int64(g.seed), priorSteps: g.priorSteps, decSteps: g.decSteps, srSteps: g.srSteps,
+		priorGuidance: g.priorGuidance, decGuide: g.decGuidance, precision: s.cfg.precision}}
 	prompts := []string{g.prompt}
 	total := g.n
 	batch := total
@@ -1018,8 +1018,8 @@ func formError(err error) *apiError {
 // with the same seed, steps and guidance, so the PNGs are the ones it
 // writes for an input file of the upload's name.
 func (s *server) varyImage(ctx context.Context, v varParams, j *job) (*genOutput, error) {
-	f := imageFlags{model: s.cfg.modelArg, n: v.n, seed: int64(v.seed), decSteps: v.decSteps, srSteps: v.srSteps,
-		decGuide: v.decGuidance, precision: s.cfg.precision}
+	f := imageFlags{runFlags: runFlags{model: s.cfg.modelArg, n: v.n, seed: int64(v.seed), decSteps: v.decSteps, srSteps: v.srSteps,
+		decGuide: v.decGuidance, precision: s.cfg.precision}}
 	sess := &imageSession{f: &f, seed: v.seed, name: s.cfg.modelArg, device: s.cfg.device, rep: j.rep}
 	base := sess.request()
 	base.Warn = j.warn

@@ -20,54 +20,27 @@ import (
 	"github.com/unclip-go/unclip/tensor/safetensors"
 )
 
-// imageFlags are the flags vary and interpolate share with generate.
+// imageFlags are vary's and interpolate's: generate's shared ones, the
+// input images and their embeddings.
 type imageFlags struct {
-	model, revision, variant string
-	images                   listFlag
-	embeddings               string
-	out                      string
-	n                        int
-	seed                     int64
-	priorSteps, decSteps     int
-	srSteps                  int
-	priorGuidance, decGuide  float64
-	device                   string
-	threads                  int
-	quiet, asJSON            bool
-	precision                string
-	force                    bool
-	mem                      memoryFlags
+	runFlags
+	images     listFlag
+	embeddings string
 }
 
-// register adds the shared flags; withPrior adds the prior's (the text
+// register adds the flags; withPrior adds the prior's (the text
 // interpolation runs it).
 func (f *imageFlags) register(fs *flag.FlagSet, imageFlag string, withPrior bool) {
+	f.runFlags.register(fs, withPrior)
 	fs.StringVar(&f.model, "m", "", "model: a diffusers folder (an image-variations one for images) or a Hugging Face repo id in the local cache")
-	fs.StringVar(&f.revision, "revision", "main", "revision of a Hugging Face cached model")
-	fs.StringVar(&f.variant, "variant", "", "weight file variant, e.g. fp16")
 	fs.Var(&f.images, imageFlag, "input image, PNG or JPEG (repeatable)")
 	fs.StringVar(&f.embeddings, "image-embeddings", "", "CLIP image embeddings instead of images: a .safetensors file with an image_embeddings tensor (what --save-intermediates writes) or a single (rows, dim) tensor; skips the image encoder")
 	fs.StringVar(&f.out, "o", "out.png", "output image, .png or .jpg; with several images a pattern with %d (1-based index), else \"-N\" is added before the extension")
-	fs.BoolVar(&f.force, "force", false, "replace output files that exist")
-	fs.Int64Var(&f.seed, "seed", -1, "random seed (torch.Generator().manual_seed semantics); -1 picks one at random and prints it")
-	if withPrior {
-		fs.IntVar(&f.priorSteps, "prior-steps", 25, "prior denoising steps (text interpolation)")
-		fs.Float64Var(&f.priorGuidance, "prior-guidance", 4, "prior classifier-free guidance scale (text interpolation)")
-	}
-	fs.IntVar(&f.decSteps, "decoder-steps", 25, "decoder denoising steps")
-	fs.IntVar(&f.srSteps, "sr-steps", 7, "super-resolution denoising steps")
-	fs.Float64Var(&f.decGuide, "decoder-guidance", 8, "decoder classifier-free guidance scale (≤ 1 turns guidance off)")
-	fs.StringVar(&f.device, "device", "auto", deviceFlagHelp)
-	fs.IntVar(&f.threads, "threads", 0, threadsFlagHelp)
-	fs.BoolVar(&f.quiet, "quiet", false, "no progress output (the result lines still go to stdout)")
-	fs.BoolVar(&f.asJSON, "json", false, "machine-readable progress and result as JSON lines on stdout")
-	fs.StringVar(&f.precision, "precision", "fp32", precisionFlagHelp)
-	f.mem.register(fs)
 }
 
-// check validates the numbers shared with generate.
+// check validates the flags before any file is read.
 func (f *imageFlags) check() error {
-	if err := checkSettings(f.priorSteps, f.decSteps, f.srSteps, f.priorGuidance, f.decGuide, f.seed); err != nil {
+	if err := f.checkSettings(); err != nil {
 		return err
 	}
 	if f.model == "" {
