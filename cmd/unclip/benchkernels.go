@@ -85,6 +85,7 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 	kernels := fs.String("kernels", "", "CPU kernels: ref, auto or a variant ("+strings.Join(cpu.KernelVariants(), ", ")+")")
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
 	noPeak := fs.Bool("no-peak", false, "do not measure the FMA peak")
+	winograd := fs.String("winograd", "", "CPU 3×3 convolutions as Winograd F(4×4,3×3): auto, always or off (default: $UNCLIP_WINOGRAD, else auto)")
 	tile := fs.String("tile", "", "Vulkan: force the kernel tile of --op (matmul, conv2d: BMxBNxBKxTMxTN such as 128x128x16x8x8; attention: BQxBKV such as 64x32), for tuning sweeps")
 	fs.Usage = func() {
 		stderr := fs.Output()
@@ -135,6 +136,11 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 	if *kernels != "" {
 		if err := cpu.SetKernels(*kernels); err != nil {
 			return err
+		}
+	}
+	if *winograd != "" {
+		if err := cpu.SetWinograd(*winograd); err != nil {
+			return fmt.Errorf("--winograd: %w", err)
 		}
 	}
 	if *tile != "" && len(ops) != 1 {

@@ -1,0 +1,289 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/unclip-go/unclip/tensor"
+)
+
+// TestToomCook checks the 1-D transforms against the correlation they
+// stand for, y_i = Σ_k g_k d_{i+k}, for F(4, 3) with the points used and
+// for other point sets and sizes (the construction is general).
+func TestToomCook(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, tc := range []struct {
+		points []float64
+		m, r   int
+	}{
+		{[]float64{0, 1, -1, 2, -2}, 4, 3},
+		{[]float64{0, 1, -1}, 2, 3},
+		{[]float64{0, 1, -1, 0.5, -2}, 4, 3},
+		{[]float64{0, 1, -1, 2, -2, 0.5, -0.5}, 6, 3},
+		{[]float64{0, 1, -1, 2}, 3, 3},
+	} {
+		at, g, bt := toomCook(tc.points, tc.m, tc.r)
+		n := tc.m + tc.r - 1
+		for trial := 0; trial < 20; trial++ {
+			d, f := make([]float64, n), make([]float64, tc.r)
+			for i := range d {
+				d[i] = rng.NormFloat64()
+			}
+			for i := range f {
+				f[i] = rng.NormFloat64()
+			}
+			prod := make([]float64, n)
+			for j := 0; j < n; j++ {
+				var gf, bd float64
+				for k := 0; k < tc.r; k++ {
+					gf += g[j][k] * f[k]
+				}
+				for l := 0; l < n; l++ {
+					bd += bt[j][l] * d[l]
+				}
+				prod[j] = gf * bd
+			}
+			for i := 0; i < tc.m; i++ {
+				var got, want float64
+				for j := 0; j < n; j++ {
+					got += at[i][j] * prod[j]
+				}
+				for k := 0; k < tc.r; k++ {
+					want += f[k] * d[i+k]
+				}
+				if math.Abs(got-want) > 1e-9*(1+math.Abs(want)) {
+					t.Fatalf("F(%d,%d) points %v: y[%d] = %v, want %v", tc.m, tc.r, tc.points, i, got, want)
+				}
+			}
+		}
+	}
+	// The points used give dyadic constants for the input and output
+	// transforms (exact in float32).
+	at, _, bt := toomCook(winoPoints, 4, 3)
+	for _, m := range [][][]float64{at, bt} {
+		for _, row := range m {
+			for _, v := range row {
+				if q := v * 64; q != math.Round(q) || float64(float32(v)) != v {
+					t.Fatalf("transform constant %v is not a multiple of 1/64", v)
+				}
+			}
+		}
+	}
+}
+
+// winoBound returns, per output element, the first-order float32 error
+// bound of F(4×4, 3×3) for x (n, c, h, w) and weights (o, c, 3, 3):
+// (c + 90)·2⁻²⁴·S, where S is the same computation carried out on the
+// absolute values of the transforms, the weights and the input
+// (|Aᵀ⊗Aᵀ| Σ_c (|G⊗G||g|) ⊙ (|Bᵀ⊗Bᵀ||d|)). Each stage is a sum whose
+// rounding error is bounded by its length times 2⁻²⁴ times the sum of its
+// terms' magnitudes: the input transform (36 terms), the weight transform
+// (9 terms, constants like 1/6 themselves rounded), the sum over channels
+// (c terms, plus one per K block), the output transform (36) and the bias.
+func winoBound(x, w []float32, n, c, h, wd, o int) []float64 {
+	mats := winoOnce()
+	abs := func(m []float32) []float64 {
+		a := make([]float64, len(m))
+		for i, v := range m {
+			a[i] = math.Abs(float64(v))
+		}
+		return a
+	}
+	kin, kout, kwt := abs(mats.in), abs(mats.out), abs(mats.wt)
+	u := make([]float64, o*c*winoX) // |G⊗G| |g|
+	for oc := 0; oc < o; oc++ {
+		for ci := 0; ci < c; ci++ {
+			for xi := 0; xi < winoX; xi++ {
+				var s float64
+				for k := 0; k < 9; k++ {
+					s += kwt[xi*9+k] * math.Abs(float64(w[(oc*c+ci)*9+k]))
+				}
+				u[(oc*c+ci)*winoX+xi] = s
+			}
+		}
+	}
+	out := make([]float64, n*o*h*wd)
+	v := make([]float64, c*winoX)
+	var patch [winoX]float64
+	for b := 0; b < n; b++ {
+		for oy := 0; oy < h; oy += winoM {
+			for ox := 0; ox < wd; ox += winoM {
+				for ci := 0; ci < c; ci++ {
+					for p := 0; p < winoX; p++ {
+						iy, ix := oy-1+p/winoN, ox-1+p%winoN
+						patch[p] = 0
+						if iy >= 0 && iy < h && ix >= 0 && ix < wd {
+							patch[p] = math.Abs(float64(x[((b*c+ci)*h+iy)*wd+ix]))
+						}
+					}
+					for xi := 0; xi < winoX; xi++ {
+						var s float64
+						for p := 0; p < winoX; p++ {
+							s += kin[xi*winoX+p] * patch[p]
+						}
+						v[ci*winoX+xi] = s
+					}
+				}
+				for oc := 0; oc < o; oc++ {
+					var m [winoX]float64
+					for ci := 0; ci < c; ci++ {
+						for xi := 0; xi < winoX; xi++ {
+							m[xi] += u[(oc*c+ci)*winoX+xi] * v[ci*winoX+xi]
+						}
+					}
+					for q := 0; q < winoY; q++ {
+						iy, ix := oy+q/winoM, ox+q%winoM
+						if iy >= h || ix >= wd {
+							continue
+						}
+						var s float64
+						for xi := 0; xi < winoX; xi++ {
+							s += kout[q*winoX+xi] * m[xi]
+						}
+						out[((b*o+oc)*h+iy)*wd+ix] = float64(c+90) * 0x1p-24 * s
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestWinograd compares the F(4×4, 3×3) convolution, with every
+// micro-kernel on 1 and 2 threads, to the float64-accumulating reference,
+// elementwise within winoBound (plus the reference's own rounding to
+// float32): odd channel counts, maps whose sides are not multiples of 4
+// (partial tiles), a single pixel, a batch whose chunks straddle images,
+// F16 weights, a strided input, a fused activation and residual, and
+// budgets small enough to force several tile groups and output-channel
+// blocks.
+func TestWinograd(t *testing.T) {
+	defer SetThreads(Threads())
+	defer SetWinograd(Winograd())
+	if err := SetWinograd(WinogradAlways); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	type cse struct {
+		n, c, h, w, o       int
+		f16, permuted, bias bool
+		epi, small          bool
+	}
+	cases := []cse{
+		{n: 1, c: 1, h: 1, w: 1, o: 1},
+		{n: 2, c: 7, h: 7, w: 9, o: 13, bias: true},
+		{n: 1, c: 33, h: 12, w: 12, o: 40, f16: true, bias: true},
+		{n: 3, c: 5, h: 13, w: 6, o: 3, bias: true},
+		{n: 2, c: 6, h: 9, w: 9, o: 8, permuted: true},
+		{n: 2, c: 70, h: 17, w: 19, o: 45, bias: true, epi: true},
+		{n: 2, c: 19, h: 30, w: 22, o: 29, bias: true, small: true},
+		{n: 1, c: 130, h: 8, w: 40, o: 7, small: true},
+		{n: 1, c: 0, h: 5, w: 5, o: 4, bias: true},
+	}
+	for _, c := range cases {
+		var x *tensor.Tensor
+		if c.permuted {
+			x = tensor.FromFloat32(randSlice(rng, c.n*c.c*c.h*c.w), c.n, c.h, c.w, c.c).Permute(0, 3, 1, 2)
+		} else {
+			x = tensor.FromFloat32(randSlice(rng, c.n*c.c*c.h*c.w), c.n, c.c, c.h, c.w)
+		}
+		w := tensor.FromFloat32(randSlice(rng, c.o*c.c*9), c.o, c.c, 3, 3)
+		if c.f16 {
+			w = w.Cast(tensor.F16)
+		}
+		var bias, res *tensor.Tensor
+		if c.bias {
+			bias = tensor.FromFloat32(randSlice(rng, c.o), c.o)
+		}
+		node := func() *tensor.Node {
+			n := convNode(x, w, bias, 1, 1)
+			if c.epi {
+				if res == nil {
+					res = tensor.FromFloat32(randSlice(rng, n.Dst.Numel()), n.Dst.Shape()...)
+				}
+				if len(n.Src) == 2 {
+					n.Src = append(n.Src, nil)
+				}
+				n.Src = append(n.Src, res)
+				n.Int[tensor.EpilogueAct] = int(tensor.UnarySiLU)
+			}
+			return n
+		}
+		ref := node()
+		if err := conv2dOp(ref); err != nil {
+			t.Fatal(err)
+		}
+		want := ref.Dst.MustFloat32s()
+		xd := x.Contiguous().MustFloat32s()
+		wd := w.Cast(tensor.F32).MustFloat32s()
+		bound := winoBound(xd, wd, c.n, c.c, c.h, c.w, c.o)
+		if c.epi {
+			// SiLU's slope is below 1.1 and the residual adds exactly
+			// what the reference adds (one more rounding).
+			for i := range bound {
+				bound[i] *= 1.1
+			}
+		}
+		for _, mk := range convKernels() {
+			for _, th := range []int{1, 2} {
+				SetThreads(th)
+				func() {
+					if c.small {
+						defer func(a, b int) { winoWeightBudget, winoInputBudget = a, b }(winoWeightBudget, winoInputBudget)
+						winoWeightBudget, winoInputBudget = winoX*c.c*mk.mr, winoX*c.c*2*mk.nr
+					}
+					n := node()
+					poison(n.Dst)
+					if err := conv2dFast(n, mk); err != nil {
+						t.Fatal(err)
+					}
+					name := fmt.Sprintf("%+v/%s/%dthr", c, mk.name, th)
+					got := n.Dst.MustFloat32s()
+					worst := 0.0
+					for i := range got {
+						d := math.Abs(float64(got[i]) - float64(want[i]))
+						lim := bound[i] + 0x1p-23*math.Abs(float64(want[i]))
+						if !(d <= lim) {
+							t.Fatalf("%s: y[%d] = %v, reference %v: error %.3g over the bound %.3g", name, i, got[i], want[i], d, lim)
+						}
+						if lim > 0 {
+							worst = max(worst, d/lim)
+						}
+					}
+					if th == 1 && mk == convKernels()[0] {
+						t.Logf("%s: worst error is %.4f of the bound", name, worst)
+					}
+				}()
+			}
+		}
+	}
+}
+
+// BenchmarkConv3x3 times the U-Nets' 3×3 convolution shapes with the
+// direct kernel and as F(4×4, 3×3) (compare with -cpuprofile).
+func BenchmarkConv3x3(b *testing.B) {
+	defer SetWinograd(Winograd())
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, s := range []struct{ n, c, h int }{{2, 320, 64}, {2, 640, 32}, {1, 320, 256}, {2, 1280, 16}, {1, 1280, 32}, {1, 64, 32}, {2, 32, 32}} {
+		x := tensor.FromFloat32(randSlice(rng, s.n*s.c*s.h*s.h), s.n, s.c, s.h, s.h)
+		w := tensor.FromFloat32(randSlice(rng, s.c*s.c*9), s.c, s.c, 3, 3)
+		for _, mode := range []string{WinogradOff, WinogradAlways} {
+			b.Run(fmt.Sprintf("%dx%dx%dx%d/%s", s.n, s.c, s.h, s.h, mode), func(b *testing.B) {
+				SetWinograd(mode)
+				n := convNode(x, w, nil, 1, 1)
+				mk := active.Load()
+				if mk == nil {
+					b.Skip("reference kernels")
+				}
+				for b.Loop() {
+					if err := conv2dFast(n, mk); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(2*float64(s.n*s.c*s.c*9*s.h*s.h)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
