@@ -337,3 +337,70 @@ func TestPairBF16(t *testing.T) {
 		}
 	}
 }
+
+// TestFastF16Results checks that ops with a 16-bit result (--precision
+// fp16 on the CPU) run on the fast kernels rather than the reference
+// ones, and that each result is the float32 computation rounded once:
+// both sides round a float32 value to the 16-bit type, so they may differ
+// by the two roundings (half an ulp each: 2⁻¹¹ of the value for F16,
+// 2⁻⁸ for BF16) plus the float32 kernels' own difference.
+func TestFastF16Results(t *testing.T) {
+	mk := active.Load()
+	if mk == nil {
+		t.Skip("reference kernels selected")
+	}
+	rng := rand.New(rand.NewPCG(11, 12))
+	rnd := func(dt tensor.DType, shape ...int) *tensor.Tensor {
+		n := 1
+		for _, d := range shape {
+			n *= d
+		}
+		return tensor.FromFloat32(randSlice(rng, n), shape...).Cast(dt)
+	}
+	for _, dt := range []tensor.DType{tensor.F16, tensor.BF16} {
+		half := 0x1p-11
+		if dt == tensor.BF16 {
+			half = 0x1p-8
+		}
+		for _, c := range []struct {
+			name string
+			node func() *tensor.Node
+			k    int // terms per output (the float32 kernels' error grows with it)
+		}{
+			{"matmul", func() *tensor.Node { return matmulNode(rnd(dt, 37, 70), rnd(dt, 70, 45), rnd(dt, 45)) }, 70},
+			{"conv2d", func() *tensor.Node { return convNode(rnd(dt, 2, 9, 11, 40), rnd(dt, 13, 9, 3, 3), rnd(dt, 13), 1, 1) }, 81},
+			{"attention", func() *tensor.Node {
+				return attentionNode(rnd(dt, 1, 2, 19, 16), rnd(dt, 1, 2, 23, 16), rnd(dt, 1, 2, 23, 16), nil, 0.25, false)
+			}, 23},
+			{"layernorm", func() *tensor.Node {
+				n := &tensor.Node{Op: tensor.OpLayerNorm, Src: []*tensor.Tensor{rnd(dt, 7, 40), rnd(dt, 40), rnd(dt, 40)}, Dst: tensor.New(tensor.CPU(), dt, 7, 40)}
+				n.Float[0] = 1e-5
+				return n
+			}, 40},
+		} {
+			n := c.node()
+			n.Dst = tensor.New(tensor.CPU(), dt, n.Dst.Shape()...)
+			done, err := runFast(n, mk)
+			if err != nil || !done {
+				t.Fatalf("%v %s: runFast done=%v err=%v, want the fast kernel", dt, c.name, done, err)
+			}
+			ref := *n
+			ref.Dst = tensor.New(tensor.CPU(), dt, n.Dst.Shape()...)
+			if err := runRef(&ref); err != nil {
+				t.Fatal(err)
+			}
+			got, want := n.Dst.Cast(tensor.F32).MustFloat32s(), ref.Dst.Cast(tensor.F32).MustFloat32s()
+			scale := 0.0
+			for _, v := range want {
+				scale = max(scale, math.Abs(float64(v)))
+			}
+			for i := range got {
+				g, w := float64(got[i]), float64(want[i])
+				lim := half*(math.Abs(g)+math.Abs(w)) + 1e-5*math.Sqrt(float64(c.k))*scale
+				if math.Abs(g-w) > lim {
+					t.Fatalf("%v %s: y[%d] = %v, reference %v (bound %.3g)", dt, c.name, i, g, w, lim)
+				}
+			}
+		}
+	}
+}

@@ -46,7 +46,7 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 	hwo := oh * ow
 	pointwise := kh == 1 && kw == 1 && sy == 1 && sx == 1 && py == 0 && px == 0
 	threads := Threads()
-	if kh == 3 && kw == 3 && sy == 1 && sx == 1 && py == 1 && px == 1 && winogradWorthIt(mk, c, o, bsz, h, w) {
+	if winogradFor(n, mk) {
 		conv2dWinograd(mk, threads, x, wo, bias, ep, y, bsz, c, h, w, o)
 		return nil
 	}

@@ -87,8 +87,20 @@ func KernelVariants() []string {
 // runFast runs n with the fast kernels; done is false when it has no fast
 // kernel for this node (then the reference kernel runs).
 func runFast(n *tensor.Node, mk *microKernel) (done bool, err error) {
-	if n.Dst.DType() != tensor.F32 {
-		return false, nil
+	if dt := n.Dst.DType(); dt != tensor.F32 {
+		if (dt != tensor.F16 && dt != tensor.BF16) || n.Op == tensor.OpCopy || n.Op == tensor.OpEmbedding {
+			return false, nil
+		}
+		// A 16-bit result (--precision fp16): computed in float32 by the
+		// fast kernel, which widens 16-bit operands while packing or
+		// viewing them, then rounded once (as the reference kernels do).
+		tmp := tensor.New(Backend{}, tensor.F32, n.Dst.Shape()...)
+		m := *n
+		m.Dst = tmp
+		if done, err := runFast(&m, mk); !done || err != nil {
+			return done, err
+		}
+		return true, copyOp(n.Dst, tmp)
 	}
 	switch n.Op {
 	case tensor.OpCopy:
@@ -98,7 +110,13 @@ func runFast(n *tensor.Node, mk *microKernel) (done bool, err error) {
 	case tensor.OpAttention:
 		return true, attentionFast(n, mk)
 	case tensor.OpConv2d:
-		return true, conv2dFast(n, computeKernel(mk))
+		ck := computeKernel(mk)
+		if ck != mk && winogradBeatsBF16(n, mk) {
+			// bfloat16 compute: F(4×4, 3×3) in float32 is both faster and
+			// more accurate than the bf16 direct kernel on large maps.
+			ck = mk
+		}
+		return true, conv2dFast(n, ck)
 	case tensor.OpLayerNorm:
 		return true, layerNormFast(n)
 	case tensor.OpGroupNorm:
