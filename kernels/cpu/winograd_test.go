@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/unclip-go/unclip/tensor"
@@ -226,7 +227,8 @@ func TestWinograd(t *testing.T) {
 				bound[i] *= 1.1
 			}
 		}
-		for _, mk := range convKernels() {
+		kernels := convKernels()
+		for _, mk := range kernels {
 			for _, th := range []int{1, 2} {
 				SetThreads(th)
 				func() {
@@ -252,7 +254,7 @@ func TestWinograd(t *testing.T) {
 							worst = max(worst, d/lim)
 						}
 					}
-					if th == 1 && mk == convKernels()[0] {
+					if th == 1 && mk == kernels[0] {
 						t.Logf("%s: worst error is %.4f of the bound", name, worst)
 					}
 				}()
@@ -262,20 +264,23 @@ func TestWinograd(t *testing.T) {
 }
 
 // BenchmarkConv3x3 times the U-Nets' 3×3 convolution shapes with the
-// direct kernel and as F(4×4, 3×3) (compare with -cpuprofile).
+// direct kernel, as F(4×4, 3×3), and on the bf16 direct kernel.
 func BenchmarkConv3x3(b *testing.B) {
 	defer SetWinograd(Winograd())
 	rng := rand.New(rand.NewPCG(5, 6))
 	for _, s := range []struct{ n, c, h int }{{2, 320, 64}, {2, 640, 32}, {1, 320, 256}, {2, 1280, 16}, {1, 1280, 32}, {1, 64, 32}, {2, 32, 32}} {
 		x := tensor.FromFloat32(randSlice(rng, s.n*s.c*s.h*s.h), s.n, s.c, s.h, s.h)
 		w := tensor.FromFloat32(randSlice(rng, s.c*s.c*9), s.c, s.c, 3, 3)
-		for _, mode := range []string{WinogradOff, WinogradAlways} {
+		for _, mode := range []string{WinogradOff, WinogradAlways, "bf16-" + WinogradOff} {
 			b.Run(fmt.Sprintf("%dx%dx%dx%d/%s", s.n, s.c, s.h, s.h, mode), func(b *testing.B) {
+				mk := active.Load()
+				if bf, ok := strings.CutPrefix(mode, "bf16-"); ok {
+					mode, mk = bf, bf16Kernel
+				}
 				SetWinograd(mode)
 				n := convNode(x, w, nil, 1, 1)
-				mk := active.Load()
 				if mk == nil {
-					b.Skip("reference kernels")
+					b.Skip("no such kernel here")
 				}
 				for b.Loop() {
 					if err := conv2dFast(n, mk); err != nil {
