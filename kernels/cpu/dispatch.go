@@ -117,6 +117,8 @@ func runFast(n *tensor.Node, mk *microKernel) (done bool, err error) {
 			ck = mk
 		}
 		return true, conv2dFast(n, ck)
+	case tensor.OpUpsampleNearest:
+		return true, upsampleNearestFast(n)
 	case tensor.OpLayerNorm:
 		return true, layerNormFast(n)
 	case tensor.OpGroupNorm:

@@ -1069,6 +1069,7 @@ func testAvgPoolNearest(t *testing.T) {
 		{"3", rnd(8, 1, 2, 1, 4), 3},
 		{"1", rnd(9, 1, 2, 3, 4), 1},
 		{"transposed", rnd(10, 1, 2, 5, 3).T(), 2},
+		{"odd planes", rnd(11, 3, 5, 7, 9), 2},
 	} {
 		xs := c.x.Shape()
 		x := logical(c.x)
