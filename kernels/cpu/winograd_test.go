@@ -273,11 +273,11 @@ func BenchmarkConv3x3(b *testing.B) {
 		w := tensor.FromFloat32(randSlice(rng, s.c*s.c*9), s.c, s.c, 3, 3)
 		for _, mode := range []string{WinogradOff, WinogradAlways, "bf16-" + WinogradOff} {
 			b.Run(fmt.Sprintf("%dx%dx%dx%d/%s", s.n, s.c, s.h, s.h, mode), func(b *testing.B) {
-				mk := active.Load()
+				mk, m := active.Load(), mode
 				if bf, ok := strings.CutPrefix(mode, "bf16-"); ok {
-					mode, mk = bf, bf16Kernel
+					mk, m = bf16Kernel, bf
 				}
-				SetWinograd(mode)
+				SetWinograd(m)
 				n := convNode(x, w, nil, 1, 1)
 				if mk == nil {
 					b.Skip("no such kernel here")
