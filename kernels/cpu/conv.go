@@ -93,19 +93,23 @@ func conv2dOp(n *tensor.Node) error {
 	return nil
 }
 
+// planes returns the dense input and the output of a per-plane op on
+// (N, C, H, W), the number of planes N·C and the plane sizes h×w and
+// oh×ow.
+func planes(n *tensor.Node) (x, y []float32, np, h, w, oh, ow int) {
+	xs, ds := n.Src[0].Shape(), n.Dst.Shape()
+	return f32(n.Src[0]).dense(), out(n.Dst), ds[0] * ds[1], xs[2], xs[3], ds[2], ds[3]
+}
+
 // avgPoolOp averages k×k windows with stride k.
 func avgPoolOp(n *tensor.Node) error {
 	if n.Dst.DType() != tensor.F32 {
 		return fmt.Errorf("cpu: %v into %v", n.Op, n.Dst.DType())
 	}
-	x := f32(n.Src[0]).dense()
-	y := out(n.Dst)
-	xs, ds := n.Src[0].Shape(), n.Dst.Shape()
-	h, w := xs[2], xs[3]
-	oh, ow := ds[2], ds[3]
+	x, y, np, h, w, oh, ow := planes(n)
 	k := n.Int[0]
 	inv := 1 / float32(k*k)
-	for p := 0; p < ds[0]*ds[1]; p++ {
+	for p := 0; p < np; p++ {
 		in := x[p*h*w : (p+1)*h*w]
 		o := y[p*oh*ow : (p+1)*oh*ow]
 		for i := 0; i < oh; i++ {
@@ -128,13 +132,9 @@ func upsampleNearestOp(n *tensor.Node) error {
 	if n.Dst.DType() != tensor.F32 {
 		return fmt.Errorf("cpu: %v into %v", n.Op, n.Dst.DType())
 	}
-	x := f32(n.Src[0]).dense()
-	y := out(n.Dst)
-	xs, ds := n.Src[0].Shape(), n.Dst.Shape()
-	h, w := xs[2], xs[3]
-	oh, ow := ds[2], ds[3]
+	x, y, np, h, w, oh, ow := planes(n)
 	f := n.Int[0]
-	for p := 0; p < ds[0]*ds[1]; p++ {
+	for p := 0; p < np; p++ {
 		in := x[p*h*w : (p+1)*h*w]
 		o := y[p*oh*ow : (p+1)*oh*ow]
 		for i := 0; i < oh; i++ {
@@ -152,15 +152,11 @@ func upsampleBicubicOp(n *tensor.Node) error {
 	if n.Dst.DType() != tensor.F32 {
 		return fmt.Errorf("cpu: %v into %v", n.Op, n.Dst.DType())
 	}
-	x := f32(n.Src[0]).dense()
-	y := out(n.Dst)
-	xs, ds := n.Src[0].Shape(), n.Dst.Shape()
-	h, w := xs[2], xs[3]
-	oh, ow := ds[2], ds[3]
+	x, y, np, h, w, oh, ow := planes(n)
 	fx, wx := tensor.AntialiasTaps(w, ow)
 	fy, wy := tensor.AntialiasTaps(h, oh)
 	tmp := make([]float32, h*ow)
-	for p := 0; p < ds[0]*ds[1]; p++ {
+	for p := 0; p < np; p++ {
 		in := x[p*h*w : (p+1)*h*w]
 		for i := 0; i < h; i++ {
 			for j := 0; j < ow; j++ {

@@ -192,14 +192,9 @@ func (m *im2col) packB(dst []float32, k0, kc, j0, nc, nr int) {
 // building each output row once and copying it for the f−1 rows below,
 // with the planes split over the workers.
 func upsampleNearestFast(n *tensor.Node) error {
-	x := f32(n.Src[0]).dense()
-	y := out(n.Dst)
-	xs, ds := n.Src[0].Shape(), n.Dst.Shape()
-	h, w := xs[2], xs[3]
-	oh, ow := ds[2], ds[3]
+	x, y, np, h, w, oh, ow := planes(n)
 	f := n.Int[0]
-	planes := ds[0] * ds[1]
-	parallelFor(planes, planes*oh*ow, func(lo, hi int) {
+	parallelFor(np, len(y), func(lo, hi int) {
 		for p := lo; p < hi; p++ {
 			in := x[p*h*w : (p+1)*h*w]
 			o := y[p*oh*ow : (p+1)*oh*ow]

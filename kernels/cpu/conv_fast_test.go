@@ -68,16 +68,7 @@ func TestConv2dFast(t *testing.T) {
 		cse{n: 1, c: 4, h: 0, w: 40, o: 5, k: 3, stride: 1, pad: 1},
 	)
 	for _, c := range cases {
-		var x *tensor.Tensor
-		if c.permuted {
-			x = tensor.FromFloat32(randSlice(rng, c.n*c.c*c.h*c.w), c.n, c.h, c.w, c.c).Permute(0, 3, 1, 2)
-		} else {
-			x = tensor.FromFloat32(randSlice(rng, c.n*c.c*c.h*c.w), c.n, c.c, c.h, c.w)
-		}
-		w := tensor.FromFloat32(randSlice(rng, c.o*c.c*c.k*c.k), c.o, c.c, c.k, c.k)
-		if c.f16 {
-			w = w.Cast(tensor.F16)
-		}
+		x, w := convOperands(rng, c.n, c.c, c.h, c.w, c.o, c.k, c.permuted, c.f16)
 		var bias *tensor.Tensor
 		if c.bias {
 			bias = tensor.FromFloat32(randSlice(rng, c.o), c.o)
@@ -101,6 +92,22 @@ func TestConv2dFast(t *testing.T) {
 			}
 		}
 	}
+}
+
+// convOperands returns a random input (n, c, h, w), dense or (with
+// permuted) a channels-last view, and random weights (o, c, k, k), F32 or
+// (with f16) F16.
+func convOperands(rng *rand.Rand, n, c, h, w, o, k int, permuted, f16 bool) (x, wt *tensor.Tensor) {
+	if permuted {
+		x = tensor.FromFloat32(randSlice(rng, n*c*h*w), n, h, w, c).Permute(0, 3, 1, 2)
+	} else {
+		x = tensor.FromFloat32(randSlice(rng, n*c*h*w), n, c, h, w)
+	}
+	wt = tensor.FromFloat32(randSlice(rng, o*c*k*k), o, c, k, k)
+	if f16 {
+		wt = wt.Cast(tensor.F16)
+	}
+	return x, wt
 }
 
 // convKernels are the usable micro-kernels plus a pure-Go one whose direct

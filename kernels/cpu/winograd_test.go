@@ -184,16 +184,7 @@ func TestWinograd(t *testing.T) {
 		{n: 1, c: 0, h: 5, w: 5, o: 4, bias: true},
 	}
 	for _, c := range cases {
-		var x *tensor.Tensor
-		if c.permuted {
-			x = tensor.FromFloat32(randSlice(rng, c.n*c.c*c.h*c.w), c.n, c.h, c.w, c.c).Permute(0, 3, 1, 2)
-		} else {
-			x = tensor.FromFloat32(randSlice(rng, c.n*c.c*c.h*c.w), c.n, c.c, c.h, c.w)
-		}
-		w := tensor.FromFloat32(randSlice(rng, c.o*c.c*9), c.o, c.c, 3, 3)
-		if c.f16 {
-			w = w.Cast(tensor.F16)
-		}
+		x, w := convOperands(rng, c.n, c.c, c.h, c.w, c.o, 3, c.permuted, c.f16)
 		var bias, res *tensor.Tensor
 		if c.bias {
 			bias = tensor.FromFloat32(randSlice(rng, c.o), c.o)
