@@ -345,10 +345,10 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	}
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(map[string]any{"model": name, "device": dev.Name(), "threads": cpu.Threads(), "precision": *precision,
-			"images": b, "build_seconds": build.Seconds(), "stages": rows, "total_seconds": total})
+			"cpu_kernels": cpu.Kernels(), "winograd": cpu.Winograd(), "images": b, "build_seconds": build.Seconds(), "stages": rows, "total_seconds": total})
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(stdout, "%s on %s, %d image(s), %d CPU threads\n", name, dev.Name(), b, cpu.Threads())
+	fmt.Fprintf(stdout, "%s on %s, %d image(s), %d CPU threads (kernels %s, winograd %s)\n", name, dev.Name(), b, cpu.Threads(), cpu.Kernels(), cpu.Winograd())
 	fmt.Fprintln(tw, "stage\tsteps\tseconds\ts/step\t")
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%d\t%.3f\t%.4f\t\n", r.Stage, r.Steps, r.Seconds, r.PerStep)

@@ -46,16 +46,18 @@ var kernelOps = []string{"matmul", "conv2d", "attention", "groupnorm", "layernor
 
 // kernelResult is one line of "unclip bench kernels --json".
 type kernelResult struct {
-	Op      string  `json:"op"`
-	Shape   string  `json:"shape"`
-	DType   string  `json:"dtype"`
-	Device  string  `json:"device"`
-	Kernels string  `json:"kernels,omitempty"` // CPU kernel variant
-	Threads int     `json:"threads"`
-	Reps    int     `json:"reps"`
-	Seconds float64 `json:"seconds"` // median
-	GFLOPS  float64 `json:"gflops"`
-	GBPS    float64 `json:"gbps"`
+	Op      string `json:"op"`
+	Shape   string `json:"shape"`
+	DType   string `json:"dtype"`
+	Device  string `json:"device"`
+	Kernels string `json:"kernels,omitempty"` // CPU kernel variant
+	// Winograd is the CPU's Winograd mode (auto, off or always).
+	Winograd string  `json:"winograd,omitempty"`
+	Threads  int     `json:"threads"`
+	Reps     int     `json:"reps"`
+	Seconds  float64 `json:"seconds"` // median
+	GFLOPS   float64 `json:"gflops"`
+	GBPS     float64 `json:"gbps"`
 	// PeakPct is GFLOPS as a percentage of the measured FMA peak on the
 	// same threads (CPU only; 0 when not measured).
 	PeakPct float64 `json:"peak_pct,omitempty"`
@@ -170,7 +172,7 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 	if !*asJSON {
 		fmt.Fprintf(stdout, "device %s, %d threads", dev.Name(), nthr)
 		if isCPU {
-			fmt.Fprintf(stdout, ", kernels %s", cpu.Kernels())
+			fmt.Fprintf(stdout, ", kernels %s, winograd %s", cpu.Kernels(), cpu.Winograd())
 		}
 		if peak > 0 {
 			fmt.Fprintf(stdout, ", measured FMA peak %.1f GFLOP/s", peak)
@@ -209,6 +211,7 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 			Seconds: med, GFLOPS: bc.flops / med / 1e9, GBPS: bc.bytes / med / 1e9}
 		if isCPU {
 			res.Kernels = cpu.Kernels()
+			res.Winograd = cpu.Winograd()
 			if peak > 0 && bc.flops > 0 {
 				res.PeakPct = 100 * res.GFLOPS / peak
 			}
