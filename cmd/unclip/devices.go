@@ -35,6 +35,11 @@ func runDevices(args []string, stdout, stderr io.Writer) error {
 	n := cpu.Threads()
 	fmt.Fprintf(stdout, "cpu      %s (--device cpu)\n", cpuModel())
 	fmt.Fprintf(stdout, "         kernels %s, %d threads of %d cores\n", cpu.Kernels(), n, runtime.NumCPU())
+	bf16 := "rounded float32 operands (no AVX512_BF16)"
+	if _, native := cpu.BF16(); native {
+		bf16 = "native (AVX512_BF16)"
+	}
+	fmt.Fprintf(stdout, "         %s; bf16 compute %s; Winograd 3×3 convolution %s\n", cpuCaches(), bf16, cpu.Winograd())
 	if g := cachedPeak(cpu.PeakVariant(), n); g > 0 {
 		fmt.Fprintf(stdout, "         FMA peak %.1f GFLOP/s on %d threads (measured by 'unclip bench peak')\n", g, n)
 	} else {

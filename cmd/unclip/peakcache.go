@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"github.com/klauspost/cpuid/v2"
 
@@ -37,6 +38,25 @@ func cpuModel() string {
 		name += fmt.Sprintf(" (family %d, model %d)", cpuid.CPU.Family, cpuid.CPU.Model)
 	}
 	return name
+}
+
+// cpuCaches describes the data caches cpuid reports, per core ("caches
+// unknown" where it reports none, as on most non-x86 machines).
+func cpuCaches() string {
+	c := cpuid.CPU.Cache
+	var parts []string
+	for _, l := range []struct {
+		name string
+		size int
+	}{{"L1d", c.L1D}, {"L2", c.L2}, {"L3", c.L3}} {
+		if l.size > 0 {
+			parts = append(parts, l.name+" "+sizeString(int64(l.size)))
+		}
+	}
+	if len(parts) == 0 {
+		return "caches unknown"
+	}
+	return "caches " + strings.Join(parts, ", ")
 }
 
 // peakCachePath is where measured peaks are kept ("" when the system has
