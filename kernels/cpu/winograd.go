@@ -30,19 +30,22 @@ import (
 // zeros, but cost little beside the main products (under 20 % of their
 // multiply-adds at 320 channels) and need no transform code of their own.
 //
-// Work is split in tiles: a chunk is winoTile tiles (a multiple of nr) of
-// any images, transformed by one worker into V (36 × C·T, columns
-// (channel, tile)). The weights are transformed for a block of output
-// channels at a time (36·ob·C values, bounded by winoWeightBudget, so
-// that a 2240-channel layer does not need 300 MB), packed once, and every
-// chunk runs its 36 products and its output transform against them. When
-// V of the whole map would exceed winoInputBudget, the tiles are taken in
-// groups and the weights transformed once per group.
+// Work is split in chunks of winoTile tiles (whole panels of nr) of any
+// images. The input transform runs by chunk and piece of columns, the 36
+// products by ξ (each over every chunk, so that U[ξ]'s blocks stay in
+// cache and a map of few tiles still keeps every thread busy), the output
+// transform by chunk and piece of output channels. The weights are
+// transformed at every call (4× their size: no transformed copy is kept)
+// for a block of output channels at a time (36·ob·C values, bounded by
+// winoWeightBudget, so that a 2240-channel layer does not need 300 MB),
+// straight into the products' packed layout. When V and M of the whole
+// map would exceed winoInputBudget, the tiles are taken in groups and the
+// weights transformed once per group.
 //
 // Accuracy. The transforms multiply rounding errors by their norms. With
 // the points chosen (winoPoints), on random data in [−1, 1) against the
 // float64 reference, F(4×4, 3×3)'s float32 error is 3–8× the direct
-// kernel's in RMS and 3–12× in maximum (1×320×32×32: RMS 4.2e-5 against
+// kernel's in RMS and 2.5–15× in maximum (1×320×32×32: RMS 4.2e-5 against
 // 5.4e-6, outputs of RMS 17.5), i.e. about 2.4e-6 of the outputs' scale.
 // TestWinograd holds it to a bound derived from the transforms' absolute
 // values. F(6×6, 3×3) would save another 1.8× of the products, but its
@@ -172,8 +175,6 @@ func winogradBeatsBF16(n *tensor.Node, mk *microKernel) bool {
 // products: in = Bᵀ⊗Bᵀ (36×36), out = Aᵀ⊗Aᵀ (16×36), wt = G⊗G (36×9).
 type winoMatrices struct {
 	in, out, wt []float32
-	// at, g, bt are the 1-D transforms in float64 (tests).
-	at, g, bt [][]float64
 }
 
 // winoPoints are the interpolation points of F(4×4, 3×3) (besides ∞).
@@ -190,11 +191,10 @@ var winoOnce = sync.OnceValue(func() *winoMatrices {
 		in:  kron(bt, bt),
 		out: kron(at, at),
 		wt:  kron(g, g),
-		at:  at, g: g, bt: bt,
 	}
 })
 
-// kron returns the Kronecker product a⊗a' of p (r×c) with q (r'×c') as a
+// kron returns the Kronecker product p⊗q of p (r×c) and q (r'×c') as a
 // row-major (r·r')×(c·c') float32 matrix: element ((i,k),(j,l)) is
 // p[i][j]·q[k][l].
 func kron(p, q [][]float64) []float32 {
@@ -321,7 +321,7 @@ func invert(a [][]float64) [][]float64 {
 type winoGeom struct {
 	bsz, c, h, w, o int
 	th, tw, tiles   int // tiles per column and row of an image; in all
-	nr, p           int // panel width; panels of tiles per chunk
+	p               int // panels of nr tiles per chunk
 	t               int // tiles per chunk (p·nr)
 }
 
@@ -346,7 +346,7 @@ func (g *winoGeom) tileOrigin(i int) (b, oy, ox int) {
 func conv2dWinograd(mk *microKernel, threads int, x []float32, wo operand, bias []float32, ep *epilogue, y []float32, bsz, c, h, w, o int) {
 	mats := winoOnce()
 	nr, mr := mk.nr, mk.mr
-	g := winoGeom{bsz: bsz, c: c, h: h, w: w, o: o, th: ceilDiv(h, winoM), tw: ceilDiv(w, winoM), nr: nr}
+	g := winoGeom{bsz: bsz, c: c, h: h, w: w, o: o, th: ceilDiv(h, winoM), tw: ceilDiv(w, winoM)}
 	g.tiles = bsz * g.th * g.tw
 	g.p = ceilDiv(min(winoTile, g.tiles), nr)
 	g.t = g.p * nr
