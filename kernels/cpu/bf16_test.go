@@ -247,7 +247,7 @@ func testBF16Conv(t *testing.T, mk *microKernel) {
 // kernels beside the float32 ones.
 func BenchmarkBF16Conv(b *testing.B) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	for _, s := range [][2]int{{320, 64}, {640, 32}, {1280, 8}} {
+	for _, s := range [][2]int{{320, 64}, {640, 32}, {1280, 16}, {1280, 8}} {
 		c, hw := s[0], s[1]
 		x := tensor.FromFloat32(randSlice(rng, 2*c*hw*hw), 2, c, hw, hw)
 		w := tensor.FromFloat32(randSlice(rng, c*c*9), c, c, 3, 3)
@@ -399,6 +399,36 @@ func TestFastF16Results(t *testing.T) {
 				lim := half*(math.Abs(g)+math.Abs(w)) + 1e-5*math.Sqrt(float64(c.k))*scale
 				if math.Abs(g-w) > lim {
 					t.Fatalf("%v %s: y[%d] = %v, reference %v (bound %.3g)", dt, c.name, i, g, w, lim)
+				}
+			}
+		}
+	}
+}
+
+// TestToPairsWidths checks the panel conversion, bit for bit, against the
+// definition (step 2p's value in the low half, 2p+1's in the high half,
+// zero past kc), for narrow panels (converted in batches of steps) and
+// wide ones, odd and even step counts, and several panels.
+func TestToPairsWidths(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for _, w := range []int{1, 4, 12, 16, 32, 300} {
+		for _, kc := range []int{1, 2, 7, 64, 91} {
+			const panels = 3
+			src := randSlice(rng, panels*kc*w)
+			kp := ceilDiv(kc, 2)
+			dst := make([]float32, panels*kp*w)
+			toPairs(dst, src, panels, kc, w)
+			for q := 0; q < panels; q++ {
+				for p := 0; p < kp; p++ {
+					for j := 0; j < w; j++ {
+						want := uint32(tensor.F32ToBF16(src[(q*kc+2*p)*w+j]))
+						if 2*p+1 < kc {
+							want |= uint32(tensor.F32ToBF16(src[(q*kc+2*p+1)*w+j])) << 16
+						}
+						if got := math.Float32bits(dst[(q*kp+p)*w+j]); got != want {
+							t.Fatalf("w=%d kc=%d: panel %d step %d lane %d = %#x, want %#x", w, kc, q, p, j, got, want)
+						}
+					}
 				}
 			}
 		}

@@ -170,15 +170,15 @@ func convPairs(ap []float32, o, c, cb, mr, mcB, mPad int) []float32 {
 			for q := 0; q < ceilDiv(mc, mr); q++ {
 				src := ap[9*c0*mPad+ic*kc+q*kc*mr:]
 				dst := out[9*(c0/2)*mPad+ic*9*ncp+q*9*ncp*mr:]
+				// A channel's 9 taps are 9·mr consecutive values, so each
+				// pair of channels converts in one call.
 				for p := 0; p < ncp; p++ {
-					for t := 0; t < 9; t++ {
-						lo := src[(9*2*p+t)*mr : (9*2*p+t+1)*mr]
-						var hi []float32
-						if 2*p+1 < nci {
-							hi = src[(9*(2*p+1)+t)*mr : (9*(2*p+1)+t+1)*mr]
-						}
-						pairBF16(dst[(9*p+t)*mr:(9*p+t+1)*mr], lo, hi)
+					lo := src[9*2*p*mr : 9*(2*p+1)*mr]
+					var hi []float32
+					if 2*p+1 < nci {
+						hi = src[9*(2*p+1)*mr : 9*(2*p+2)*mr]
 					}
+					pairBF16(dst[9*p*mr:9*(p+1)*mr], lo, hi)
 				}
 			}
 		}

@@ -381,19 +381,41 @@ func (g *gemmJob) packBFor(mk *microKernel, dst []float32, k0, kc, j0, nc int) {
 // toPairs rewrites panels float32 panels of kc steps of w values (src) as
 // panels of ⌈kc/2⌉ steps of w bf16 pairs (dst, not overlapping src): the
 // value at step 2p rounded to bf16 in the low half, the one at 2p+1 in the
-// high half, zero past kc.
+// high half, zero past kc. Narrow panels (A's mr = 12, under one 16-lane
+// vector) are converted several steps at a time: their low and high rows
+// are gathered into contiguous buffers first, so that the conversion
+// runs vectorised instead of element by element.
 func toPairs(dst, src []float32, panels, kc, w int) {
 	kp := ceilDiv(kc, 2)
+	const batch = 256
+	var lob, hib [batch]float32
 	for q := 0; q < panels; q++ {
 		s := src[q*kc*w : (q+1)*kc*w]
 		d := dst[q*kp*w : (q+1)*kp*w]
-		for p := 0; p < kp; p++ {
-			lo := s[2*p*w : 2*p*w+w]
-			var hi []float32
-			if 2*p+1 < kc {
-				hi = s[(2*p+1)*w : (2*p+1)*w+w]
+		if w >= 16 || w > batch {
+			for p := 0; p < kp; p++ {
+				lo := s[2*p*w : 2*p*w+w]
+				var hi []float32
+				if 2*p+1 < kc {
+					hi = s[(2*p+1)*w : (2*p+1)*w+w]
+				}
+				pairBF16(d[p*w:p*w+w], lo, hi)
 			}
-			pairBF16(d[p*w:p*w+w], lo, hi)
+			continue
+		}
+		per := batch / w
+		for p0 := 0; p0 < kp; p0 += per {
+			n := min(per, kp-p0)
+			for i := 0; i < n; i++ {
+				p := p0 + i
+				copy(lob[i*w:(i+1)*w], s[2*p*w:2*p*w+w])
+				if 2*p+1 < kc {
+					copy(hib[i*w:(i+1)*w], s[(2*p+1)*w:(2*p+1)*w+w])
+				} else {
+					clear(hib[i*w : (i+1)*w])
+				}
+			}
+			pairBF16(d[p0*w:(p0+n)*w], lob[:n*w], hib[:n*w])
 		}
 	}
 }
