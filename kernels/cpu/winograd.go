@@ -411,12 +411,22 @@ func conv2dWinograd(mk *microKernel, threads int, x []float32, wo operand, bias 
 			mcB := mk.rowBlock(obs)
 			// The 36 products, one task per ξ over every chunk of the
 			// group (U[ξ]'s blocks stay in cache across the chunks):
-			// M[ξ] = U[ξ] · V[ξ], written as M[o][panel][ξ][nr].
-			parallelN(winoX, threads, func(xi, _ int) {
+			// M[ξ] = U[ξ] · V[ξ], written as M[o][panel][ξ][nr]. With
+			// more than 9 threads 36 tasks balance badly, and each ξ is
+			// split in its row blocks too (V's K blocks are then read
+			// once per row block instead of once).
+			nIC := ceilDiv(obs, mcB)
+			parts := 1
+			if 4*threads > winoX {
+				parts = nIC
+			}
+			parallelN(winoX*parts, threads, func(t, _ int) {
+				xi, part := t/parts, t%parts
+				ic0, ic1 := part*nIC/parts*mcB, min(obs, (part+1)*nIC/parts*mcB)
 				ux := upk[xi*uPad*c:]
 				for pc := 0; pc < c; pc += kcB {
 					kc := min(kcB, c-pc)
-					for ic := 0; ic < obs; ic += mcB {
+					for ic := ic0; ic < ic1; ic += mcB {
 						a := ux[pc*uPad+ic*kc:]
 						for ch := 0; ch < nch; ch++ {
 							vx := vbuf[ch*vlen+xi*c*g.t:]

@@ -153,7 +153,8 @@ func winoBound(x, w []float32, n, c, h, wd, o int) []float64 {
 }
 
 // TestWinograd compares the F(4×4, 3×3) convolution, with every
-// micro-kernel on 1 and 2 threads, to the float64-accumulating reference,
+// micro-kernel on 1, 2, 3 (an uneven split) and 12 threads (products split
+// by row block too), to the float64-accumulating reference,
 // elementwise within winoBound (plus the reference's own rounding to
 // float32): odd channel counts, maps whose sides are not multiples of 4
 // (partial tiles), a single pixel, a batch whose chunks straddle images,
@@ -181,6 +182,7 @@ func TestWinograd(t *testing.T) {
 		{n: 2, c: 70, h: 17, w: 19, o: 45, bias: true, epi: true},
 		{n: 2, c: 19, h: 30, w: 22, o: 29, bias: true, small: true},
 		{n: 1, c: 130, h: 8, w: 40, o: 7, small: true},
+		{n: 1, c: 20, h: 9, w: 11, o: 300, bias: true}, // several row blocks
 		{n: 1, c: 0, h: 5, w: 5, o: 4, bias: true},
 	}
 	for _, c := range cases {
@@ -220,7 +222,7 @@ func TestWinograd(t *testing.T) {
 		}
 		kernels := convKernels()
 		for _, mk := range kernels {
-			for _, th := range []int{1, 2} {
+			for _, th := range []int{1, 2, 3, 12} {
 				SetThreads(th)
 				func() {
 					if c.small {
