@@ -38,6 +38,22 @@ type runFlags struct {
 	mem                      memoryFlags
 }
 
+// seedAndDevice picks the seed (a random one for --seed -1) and opens the
+// --device for --precision, saying which device was picked on stderr
+// unless the output is quiet or JSON.
+func (f *runFlags) seedAndDevice(stderr io.Writer) (seed uint64, dev tensor.Backend, dtype tensor.DType, err error) {
+	seed = uint64(f.seed)
+	if f.seed < 0 {
+		seed = randomSeed()
+	}
+	devOut := io.Writer(stderr)
+	if f.quiet || f.asJSON {
+		devOut = nil
+	}
+	dev, dtype, err = openCompute(f.device, f.threads, f.precision, &f.mem, devOut)
+	return seed, dev, dtype, err
+}
+
 // register adds the shared flags but -m, -o and -n, whose help each
 // command words itself; withPrior adds the prior's steps and guidance.
 func (f *runFlags) register(fs *flag.FlagSet, withPrior bool) {
@@ -181,15 +197,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 				"give it images (unclip vary) or image embeddings (--image-embeddings)", f.model)
 		}
 	}
-	seed := uint64(f.seed)
-	if f.seed < 0 {
-		seed = randomSeed()
-	}
-	devOut := io.Writer(stderr)
-	if f.quiet || f.asJSON {
-		devOut = nil
-	}
-	dev, dtype, err := openCompute(f.device, f.threads, f.precision, &f.mem, devOut)
+	seed, dev, dtype, err := f.seedAndDevice(stderr)
 	if err != nil {
 		return err
 	}

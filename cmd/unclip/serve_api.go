@@ -551,6 +551,21 @@ func (s *server) checkModel(m string) *apiError {
 	return nil
 }
 
+// admit starts a generation handler: it reads ?stream and checks that
+// the model serves kind k, writing the error and returning ok false when
+// either fails.
+func (s *server) admit(w http.ResponseWriter, r *http.Request, k unclip.Kind) (stream, ok bool) {
+	stream, aerr := wantStream(r)
+	if aerr == nil {
+		aerr = s.needKind(k)
+	}
+	if aerr != nil {
+		writeError(w, aerr)
+		return false, false
+	}
+	return stream, true
+}
+
 // needKind refuses an endpoint that the loaded model cannot serve.
 func (s *server) needKind(k unclip.Kind) *apiError {
 	if s.p.Kind == k {
@@ -590,12 +605,8 @@ type imageData struct {
 }
 
 func (s *server) handleGenerations(w http.ResponseWriter, r *http.Request) {
-	stream, aerr := wantStream(r)
-	if aerr == nil {
-		aerr = s.needKind(unclip.TextToImage)
-	}
-	if aerr != nil {
-		writeError(w, aerr)
+	stream, ok := s.admit(w, r, unclip.TextToImage)
+	if !ok {
 		return
 	}
 	var req openAIRequest
@@ -674,12 +685,8 @@ type txt2imgResponse struct {
 }
 
 func (s *server) handleTxt2Img(w http.ResponseWriter, r *http.Request) {
-	stream, aerr := wantStream(r)
-	if aerr == nil {
-		aerr = s.needKind(unclip.TextToImage)
-	}
-	if aerr != nil {
-		writeError(w, aerr)
+	stream, ok := s.admit(w, r, unclip.TextToImage)
+	if !ok {
 		return
 	}
 	var req a1111Request
@@ -871,12 +878,8 @@ type varParams struct {
 var variationFields = []string{"n", "size", "response_format", "model", "user", "seed", "decoder_steps", "sr_steps", "decoder_guidance"}
 
 func (s *server) handleVariations(w http.ResponseWriter, r *http.Request) {
-	stream, aerr := wantStream(r)
-	if aerr == nil {
-		aerr = s.needKind(unclip.ImageVariation)
-	}
-	if aerr != nil {
-		writeError(w, aerr)
+	stream, ok := s.admit(w, r, unclip.ImageVariation)
+	if !ok {
 		return
 	}
 	v, aerr := s.readVariation(w, r)

@@ -80,15 +80,7 @@ func (f *imageFlags) open(stdout, stderr io.Writer, want func(*unclip.Index) err
 			return nil, fmt.Errorf("%s: %w", f.model, err)
 		}
 	}
-	seed := uint64(f.seed)
-	if f.seed < 0 {
-		seed = randomSeed()
-	}
-	devOut := io.Writer(stderr)
-	if f.quiet || f.asJSON {
-		devOut = nil
-	}
-	dev, dtype, err := openCompute(f.device, f.threads, f.precision, &f.mem, devOut)
+	seed, dev, dtype, err := f.seedAndDevice(stderr)
 	if err != nil {
 		return nil, err
 	}
