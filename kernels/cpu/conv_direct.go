@@ -116,16 +116,7 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias []
 			} else {
 				for ci := 0; ci < nci; ci++ {
 					src := in[(ci0+ci)*h*w : (ci0+ci+1)*h*w]
-					for r := 0; r < nrows+2; r++ {
-						d := slab[ci*plane+r*wp : ci*plane+(r+1)*wp]
-						iy := oy0 - 1 + r
-						if iy < 0 || iy >= h {
-							clear(d)
-							continue
-						}
-						d[0], d[wp-1] = 0, 0
-						copy(d[1:wp-1], src[iy*w:(iy+1)*w])
-					}
+					padRows(slab[ci*plane:], h, w, oy0, nrows, func(d []float32, iy int) { copy(d, src[iy*w:(iy+1)*w]) })
 				}
 			}
 			ns := step(nci)
@@ -191,27 +182,37 @@ func convPairs(ap []float32, o, c, cb, mr, mcB, mPad int) []float32 {
 // holds channel ci0+2p in the low half and ci0+2p+1 (or zero) in the high
 // half of each pixel.
 func padPairs(slab, in []float32, ci0, nci, h, w, oy0, nrows, plane int) {
-	wp := w + 2
 	for p := 0; p < ceilDiv(nci, 2); p++ {
 		lo := in[(ci0+2*p)*h*w : (ci0+2*p+1)*h*w]
 		var hi []float32
 		if 2*p+1 < nci {
 			hi = in[(ci0+2*p+1)*h*w : (ci0+2*p+2)*h*w]
 		}
-		for r := 0; r < nrows+2; r++ {
-			d := slab[p*plane+r*wp : p*plane+(r+1)*wp]
-			iy := oy0 - 1 + r
-			if iy < 0 || iy >= h {
-				clear(d)
-				continue
-			}
-			d[0], d[wp-1] = 0, 0
+		padRows(slab[p*plane:], h, w, oy0, nrows, func(d []float32, iy int) {
 			var h []float32
 			if hi != nil {
 				h = hi[iy*w : (iy+1)*w]
 			}
-			pairBF16(d[1:wp-1], lo[iy*w:(iy+1)*w], h)
+			pairBF16(d, lo[iy*w:(iy+1)*w], h)
+		})
+	}
+}
+
+// padRows fills one channel's plane of the slab with the zero-padded input
+// rows oy0−1 … oy0+nrows (each w+2 wide): rows outside the image and the
+// two border columns are zero, and fill(d, iy) writes the w values of
+// input row iy into d.
+func padRows(plane []float32, h, w, oy0, nrows int, fill func(d []float32, iy int)) {
+	wp := w + 2
+	for r := 0; r < nrows+2; r++ {
+		d := plane[r*wp : (r+1)*wp]
+		iy := oy0 - 1 + r
+		if iy < 0 || iy >= h {
+			clear(d)
+			continue
 		}
+		d[0], d[wp-1] = 0, 0
+		fill(d[1:wp-1], iy)
 	}
 }
 

@@ -350,31 +350,29 @@ func (mk *microKernel) steps(kc int) int {
 
 // packAFor packs rows [i0, i0+mc) × K [k0, k0+kc) of A for mk.
 func (g *gemmJob) packAFor(mk *microKernel, dst []float32, i0, mc, k0, kc int) {
-	if !mk.pairs {
-		g.packA(dst, i0, mc, k0, kc, mk.mr)
-		if mk.round {
-			roundBF16(dst[:ceilDiv(mc, mk.mr)*mk.mr*kc])
-		}
-		return
-	}
-	tmp := getScratch(ceilDiv(mc, mk.mr) * mk.mr * kc)
-	g.packA(tmp, i0, mc, k0, kc, mk.mr)
-	toPairs(dst, tmp, ceilDiv(mc, mk.mr), kc, mk.mr)
-	putScratch(tmp)
+	mk.packFor(dst, ceilDiv(mc, mk.mr), kc, mk.mr, func(d []float32) { g.packA(d, i0, mc, k0, kc, mk.mr) })
 }
 
 // packBFor packs K [k0, k0+kc) × columns [j0, j0+nc) of B for mk.
 func (g *gemmJob) packBFor(mk *microKernel, dst []float32, k0, kc, j0, nc int) {
+	mk.packFor(dst, ceilDiv(nc, mk.nr), kc, mk.nr, func(d []float32) { g.packB(d, k0, kc, j0, nc, mk.nr) })
+}
+
+// packFor runs pack, which writes panels float32 panels of kc steps of w
+// values, for mk: into dst as they are, rounded to bf16 for a rounding
+// kernel, or through scratch and toPairs for a bf16-pairs kernel.
+func (mk *microKernel) packFor(dst []float32, panels, kc, w int, pack func(dst []float32)) {
+	n := panels * w * kc
 	if !mk.pairs {
-		g.packB(dst, k0, kc, j0, nc, mk.nr)
+		pack(dst)
 		if mk.round {
-			roundBF16(dst[:ceilDiv(nc, mk.nr)*mk.nr*kc])
+			roundBF16(dst[:n])
 		}
 		return
 	}
-	tmp := getScratch(ceilDiv(nc, mk.nr) * mk.nr * kc)
-	g.packB(tmp, k0, kc, j0, nc, mk.nr)
-	toPairs(dst, tmp, ceilDiv(nc, mk.nr), kc, mk.nr)
+	tmp := getScratch(n)
+	pack(tmp)
+	toPairs(dst, tmp, panels, kc, w)
 	putScratch(tmp)
 }
 
