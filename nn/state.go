@@ -98,14 +98,9 @@ func HeaderStateDict(paths ...string) (*StateDict, error) {
 			}
 			for _, k := range f.Keys() {
 				info, _ := f.Get(k)
-				dt, err := tensor.ParseDType(string(info.DType))
-				if err != nil {
-					return nil, fmt.Errorf("%s: tensor %q: %w", p, k, err)
+				if err := sd.addHeader(p, k, info.DType, info.Shape); err != nil {
+					return nil, err
 				}
-				if _, dup := sd.tensors[k]; dup {
-					return nil, fmt.Errorf("%s: tensor %q appears in two files", p, k)
-				}
-				sd.tensors[k] = tensor.NewReleased(tensor.CPU(), dt, info.Shape...)
 			}
 			continue
 		}
@@ -115,22 +110,31 @@ func HeaderStateDict(paths ...string) (*StateDict, error) {
 		}
 		for _, k := range f.Keys() {
 			info, _ := f.Get(k)
-			dt, err := tensor.ParseDType(string(info.DType))
-			if err != nil {
+			if err := sd.addHeader(p, k, info.DType, info.Shape); err != nil {
 				f.Close()
-				return nil, fmt.Errorf("%s: tensor %q: %w", p, k, err)
+				return nil, err
 			}
-			if _, dup := sd.tensors[k]; dup {
-				f.Close()
-				return nil, fmt.Errorf("%s: tensor %q appears in two files", p, k)
-			}
-			sd.tensors[k] = tensor.NewReleased(tensor.CPU(), dt, info.Shape...)
 		}
 		if err := f.Close(); err != nil {
 			return nil, err
 		}
 	}
 	return sd, nil
+}
+
+// addHeader records tensor k of file p, declared with dtype and shape, as
+// a tensor with no memory; a tensor name seen in an earlier file is an
+// error.
+func (sd *StateDict) addHeader(p, k string, dtype safetensors.DType, shape []int) error {
+	dt, err := tensor.ParseDType(string(dtype))
+	if err != nil {
+		return fmt.Errorf("%s: tensor %q: %w", p, k, err)
+	}
+	if _, dup := sd.tensors[k]; dup {
+		return fmt.Errorf("%s: tensor %q appears in two files", p, k)
+	}
+	sd.tensors[k] = tensor.NewReleased(tensor.CPU(), dt, shape...)
+	return nil
 }
 
 // LoadStateDictFor loads the files for binding with t: read into memory
