@@ -173,7 +173,7 @@ func loadStateDict(open func(string) (*safetensors.File, error), paths []string)
 		sd.files = append(sd.files, f)
 		for _, k := range f.Keys() {
 			info, _ := f.Get(k)
-			t, err := FromSafetensors(info)
+			t, err := fromFile(info)
 			if err != nil {
 				sd.Close()
 				return nil, fmt.Errorf("%s: %w", p, err)
@@ -243,11 +243,22 @@ func fileExists(p string) bool {
 // FromSafetensors wraps a safetensors entry as a CPU tensor (no copy when
 // the data is aligned).
 func FromSafetensors(info safetensors.TensorInfo) (*tensor.Tensor, error) {
+	return wrapInfo(info, tensor.FromBytes)
+}
+
+// fromFile is FromSafetensors for an entry of a file the state dict owns
+// and reads through its tensors alone: a packed weight gives its pages
+// back (tensor.FromMapping).
+func fromFile(info safetensors.TensorInfo) (*tensor.Tensor, error) {
+	return wrapInfo(info, tensor.FromMapping)
+}
+
+func wrapInfo(info safetensors.TensorInfo, wrap func(tensor.DType, []byte, ...int) *tensor.Tensor) (*tensor.Tensor, error) {
 	dt, err := tensor.ParseDType(string(info.DType))
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", info.Name, err)
 	}
-	return tensor.FromBytes(dt, info.Data, info.Shape...), nil
+	return wrap(dt, info.Data, info.Shape...), nil
 }
 
 // Weight residency. A model keeps its StateDict (Weights): its weights on
@@ -468,6 +479,9 @@ func (b Binder) Tensor(name string, shape ...int) *tensor.Tensor {
 	}
 	if dt := b.target.DType; dt.IsFloat() && t.DType() != dt {
 		t = t.Cast(dt)
+	}
+	if t.Backend() == tensor.CPU() && t.Err() == nil {
+		t.Storage().MarkWeight() // the CPU kernels may keep it packed
 	}
 	if dev := b.target.Device; dev != nil && dev != t.Backend() {
 		host := t

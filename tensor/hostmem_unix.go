@@ -4,6 +4,7 @@ package tensor
 
 import (
 	"fmt"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,4 +31,22 @@ func UnmapHost(b []byte) error {
 		return nil
 	}
 	return unix.Munmap(b)
+}
+
+// DiscardHost gives back the whole pages inside b, a view of a memory
+// mapping whose contents are no longer needed, to the system: they stop
+// counting in the process's resident memory, and touching them again
+// reads zeros (anonymous memory) or the file (a file mapping).
+func DiscardHost(b []byte) {
+	ps := uintptr(unix.Getpagesize())
+	if len(b) == 0 {
+		return
+	}
+	start := uintptr(unsafe.Pointer(&b[0]))
+	lo := (start + ps - 1) &^ (ps - 1)
+	hi := (start + uintptr(len(b))) &^ (ps - 1)
+	if hi <= lo {
+		return
+	}
+	_ = unix.Madvise(b[lo-start:hi-start], unix.MADV_DONTNEED)
 }

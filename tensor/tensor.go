@@ -45,6 +45,71 @@ type Storage struct {
 	Bytes  int
 	freed  bool
 	serial uint64
+	// weight marks storage holding a model weight, never written after
+	// loading: a backend may keep it in a layout of its own (Pack).
+	weight bool
+	// mapped marks Host as a view of a memory mapping that nothing else
+	// reads: Pack gives its pages back.
+	mapped bool
+	// packed, when set, holds the contents in a backend's layout while
+	// Host is nil; unpacked says they were brought back once (and are not
+	// to be packed again).
+	packed   Packing
+	unpacked bool
+}
+
+// Packing is a backend's private copy of a storage's contents in a layout
+// of its own (a weight packed for a CPU micro-kernel), held in place of
+// the plain bytes (Storage.Pack).
+type Packing interface {
+	// Unpack returns the contents in their plain layout, in new memory.
+	Unpack() ([]byte, error)
+	// Release returns the packing's memory; it is not used afterwards.
+	Release()
+}
+
+// MarkWeight records that s holds a model weight: it is never written
+// again, so a backend may pack it (Pack).
+func (s *Storage) MarkWeight() { s.weight = true }
+
+// Packable reports whether a backend may pack s now: a weight in plain
+// host memory that has not been unpacked before.
+func (s *Storage) Packable() bool {
+	return s.weight && !s.unpacked && s.packed == nil && s.Host != nil && !s.freed
+}
+
+// Pack replaces the plain contents of s, which must be Packable, by p
+// (the same values in a backend's layout). Host becomes nil and its pages
+// are given back where they are a mapping's (FromMapping); the caller releases
+// memory it owns (such as a Reserve mapping) itself. Reading s in its
+// plain layout (Bytes, HostView, or a backend op that needs it) unpacks it
+// first, for good.
+func (s *Storage) Pack(p Packing) {
+	if !s.Packable() {
+		panic("tensor: Pack of storage that is not packable")
+	}
+	if s.mapped {
+		DiscardHost(s.Host)
+	}
+	s.Host, s.packed = nil, p
+}
+
+// Packing returns the packed contents of s, or nil when it is plain.
+func (s *Storage) Packing() Packing { return s.packed }
+
+// Unpack brings packed contents back into plain host memory (a no-op for
+// plain storage); s is not packed again.
+func (s *Storage) Unpack() error {
+	if s.packed == nil {
+		return nil
+	}
+	h, err := s.packed.Unpack()
+	if err != nil {
+		return fmt.Errorf("tensor: unpack %d bytes: %w", s.Bytes, err)
+	}
+	s.packed.Release()
+	s.Host, s.packed, s.unpacked, s.mapped = h, nil, true, false
+	return nil
 }
 
 // Free releases the storage through its backend (Backend.Free) once the
@@ -60,6 +125,10 @@ func (s *Storage) Free() {
 	s.freed = true
 	s.Host = nil
 	s.Handle = nil
+	if s.packed != nil {
+		s.packed.Release()
+		s.packed = nil
+	}
 }
 
 // Adopt moves the memory of from (storage from Reserve on the same
@@ -103,7 +172,7 @@ func (t *Tensor) checkReadable() error {
 	case valueOf(t) != nil:
 		return fmt.Errorf("%v: %w", t, ErrTraced)
 	}
-	return nil
+	return t.st.Unpack()
 }
 
 // OnStorage returns a contiguous tensor over st (which must hold at least
@@ -300,6 +369,18 @@ func FromBytes(dt DType, data []byte, shape ...int) *Tensor {
 		data = c
 	}
 	return &Tensor{st: NewHostStorage(CPU(), data), dtype: dt, shape: append([]int(nil), shape...), strides: ContiguousStrides(shape)}
+}
+
+// FromMapping is FromBytes for bytes of a memory mapping (outside the Go
+// heap) that nothing but the tensor reads: when they are used in place, a
+// backend that packs the tensor (Storage.Pack) gives their pages back to
+// the system. The tensor itself reads its packed copy from then on.
+func FromMapping(dt DType, data []byte, shape ...int) *Tensor {
+	t := FromBytes(dt, data, shape...)
+	if len(data) > 0 && &t.st.Host[0] == &data[0] {
+		t.st.mapped = true
+	}
+	return t
 }
 
 // FromFloat32 wraps a float32 slice (not copied) as a CPU tensor.

@@ -102,6 +102,9 @@ func (b Backend) Upload(src []byte) (*tensor.Storage, error) {
 
 // Write copies bytes into host storage.
 func (Backend) Write(s *tensor.Storage, off int, src []byte) error {
+	if err := s.Unpack(); err != nil {
+		return err
+	}
 	if off < 0 || off+len(src) > len(s.Host) {
 		return fmt.Errorf("cpu: write [%d, %d) of a %d-byte buffer", off, off+len(src), len(s.Host))
 	}
@@ -111,6 +114,9 @@ func (Backend) Write(s *tensor.Storage, off int, src []byte) error {
 
 // Download copies bytes out of host storage.
 func (Backend) Download(s *tensor.Storage, dst []byte, off int) error {
+	if err := s.Unpack(); err != nil {
+		return err
+	}
 	if off < 0 || off+len(dst) > len(s.Host) {
 		return fmt.Errorf("cpu: read [%d, %d) of a %d-byte buffer", off, off+len(dst), len(s.Host))
 	}
@@ -124,12 +130,38 @@ func (Backend) Sync() error { return nil }
 // Run executes one op, with the fast kernels unless the reference kernels
 // are selected (see SetKernels).
 func (Backend) Run(n *tensor.Node) error {
-	if mk := active.Load(); mk != nil {
+	mk := active.Load()
+	if err := unpackSources(n, mk != nil); err != nil {
+		return err
+	}
+	if mk != nil {
 		if done, err := runFast(n, mk); done {
 			return err
 		}
 	}
+	if err := unpackSources(n, false); err != nil {
+		return err
+	}
 	return runRef(n)
+}
+
+// unpackSources brings n's packed weights (see packedOp) back to their
+// plain layout, except, when fast is set, the one operand a fast product
+// reads packed (a matmul's B, a convolution's weight), which the kernel
+// resolves itself.
+func unpackSources(n *tensor.Node, fast bool) error {
+	for i, s := range n.Src {
+		if s == nil || s.Storage().Packing() == nil {
+			continue
+		}
+		if fast && i == 1 && (n.Op == tensor.OpMatMul || n.Op == tensor.OpConv2d) {
+			continue
+		}
+		if err := s.Storage().Unpack(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // runRef executes one op with the reference kernels. They compute in

@@ -34,23 +34,39 @@ func directWorthIt(mk *microKernel, c, o, kh, kw, sy, sx, py, px, ow int) bool {
 	return mk.conv != nil && c > 0 && o > 0 && kh == 3 && kw == 3 && sy == 1 && sx == 1 && py == 1 && px == 1 && ow >= mk.nr
 }
 
+// directBlock is the direct convolution's K block in input channels, for
+// c of them: at most directChannels, as even as that allows, and whole
+// channel pairs for a bf16 pairs kernel.
+func directBlock(mk *microKernel, c int) int {
+	cb := ceilDiv(c, ceilDiv(c, directChannels))
+	if mk.pairs {
+		cb += cb & 1
+	}
+	return cb
+}
+
 // conv2dDirect computes y = conv(x, W) + bias, then the epilogue ep (or
-// nil), for x (bsz, c, h, w) dense and y (bsz, o, h, w); wo is the weight as an O × C·9 GEMM operand.
-func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, bias []float32, ep *epilogue, y []float32, bsz, c, h, w, o int) {
+// nil), for x (bsz, c, h, w) dense and y (bsz, o, h, w); wo is the weight
+// as an O × C·9 GEMM operand, or pa (when not nil) the weight packed once
+// with K blocks of 9·directBlock(mk, c).
+func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, pa *packedOp, bias []float32, ep *epilogue, y []float32, bsz, c, h, w, o int) {
 	mr, nr := mk.mr, mk.nr
 	k := 9 * c
-	cb := ceilDiv(c, ceilDiv(c, directChannels)) // even K blocks
-	if mk.pairs {
-		cb += cb & 1 // whole channel pairs in every block but the last
-	}
+	cb := directBlock(mk, c)
 	kcB := 9 * cb
-	ap, mcB, mPad := mk.packAll(wo.packA, o, k, kcB, threads)
-	if mk.pairs {
-		p := convPairs(ap, o, c, cb, mr, mcB, mPad)
-		putScratch(ap)
-		ap = p
+	var ap []float32
+	var mcB, mPad int
+	if pa != nil {
+		ap, mcB, mPad = pa.data, mk.rowBlock(o), pa.span()
+	} else {
+		ap, mcB, mPad = mk.packAll(wo.packA, o, k, kcB, threads)
+		if mk.pairs {
+			p := convPairs(ap, o, c, cb, mr, mcB, mPad)
+			putScratch(ap)
+			ap = p
+		}
+		defer putScratch(ap)
 	}
-	defer putScratch(ap)
 	// step is the channel count the kernel steps over: channels, or pairs
 	// of them (then the slab holds pairs, and A and the slab are indexed
 	// by pair).

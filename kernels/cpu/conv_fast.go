@@ -20,6 +20,29 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 	xs, ws := n.Src[0].Shape(), n.Src[1].Shape()
 	x := f32(n.Src[0]).dense()
 	wt := n.Src[1]
+	o, kh, kw := ws[0], ws[2], ws[3]
+	ds := n.Dst.Shape()
+	oh, ow := ds[2], ds[3]
+	sy, sx, py, px := n.Int[0], n.Int[1], n.Int[2], n.Int[3]
+	bsz, c, h, w := xs[0], xs[1], xs[2], xs[3]
+	ckk := c * kh * kw
+	winograd := winogradFor(n, mk)
+	direct := !winograd && directWorthIt(mk, c, o, kh, kw, sy, sx, py, px, ow)
+	// The weight packed once (not for Winograd, which transforms it at
+	// every call); resolved before the weight is read, as it may unpack it.
+	var pa *packedOp
+	if !winograd && wt.IsContiguous() && ckk > 0 && o > 0 {
+		kcB := mk.kBlock(ckk)
+		if direct {
+			kcB = 9 * directBlock(mk, c)
+		}
+		var err error
+		if pa, err = packedGemmA(wt, mk, o, ckk, kcB, direct); err != nil {
+			return err
+		}
+	} else if err := wt.Storage().Unpack(); err != nil {
+		return err
+	}
 	var wo operand
 	if wt.IsContiguous() {
 		wo = matOperand(wt.Reshape(ws[0], ws[1]*ws[2]*ws[3]))
@@ -37,21 +60,15 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 		return err
 	}
 	y := out(n.Dst)
-	bsz, c, h, w := xs[0], xs[1], xs[2], xs[3]
-	o, kh, kw := ws[0], ws[2], ws[3]
-	ds := n.Dst.Shape()
-	oh, ow := ds[2], ds[3]
-	sy, sx, py, px := n.Int[0], n.Int[1], n.Int[2], n.Int[3]
-	ckk := c * kh * kw
 	hwo := oh * ow
 	pointwise := kh == 1 && kw == 1 && sy == 1 && sx == 1 && py == 0 && px == 0
 	threads := Threads()
-	if winogradFor(n, mk) {
+	if winograd {
 		conv2dWinograd(mk, threads, x, wo, bias, ep, y, bsz, c, h, w, o)
 		return nil
 	}
-	if directWorthIt(mk, c, o, kh, kw, sy, sx, py, px, ow) {
-		conv2dDirect(mk, threads, x, wo, bias, ep, y, bsz, c, h, w, o)
+	if direct {
+		conv2dDirect(mk, threads, x, wo, pa, bias, ep, y, bsz, c, h, w, o)
 		return nil
 	}
 	cols := colsWorthIt(o, bsz*hwo, ckk, threads) && !mk.pairs && !mk.round
@@ -64,7 +81,7 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 		// scattered to (N, O, OH, OW).
 		tmp := getScratch(o * bsz * hwo)
 		defer putScratch(tmp)
-		g := gemmJob{m: o, n: bsz * hwo, k: ckk, packA: wo.packA, packB: im.packB, c: tmp, ldc: bsz * hwo, rowBias: bias}
+		g := gemmJob{m: o, n: bsz * hwo, k: ckk, packA: wo.packA, packB: im.packB, c: tmp, ldc: bsz * hwo, rowBias: bias, pa: pa}
 		g.run(mk, threads)
 		parallelFor(o, o*bsz*hwo/2, func(lo, hi int) {
 			for oc := lo; oc < hi; oc++ {
@@ -84,8 +101,8 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 		in := x[b*c*h*w : (b+1)*c*h*w]
 		jobs[b] = gemmJob{
 			m: o, n: hwo, k: ckk,
-			packA: wo.packA,
-			c:     y[b*o*hwo : (b+1)*o*hwo], ldc: hwo,
+			packA: wo.packA, pa: pa,
+			c: y[b*o*hwo : (b+1)*o*hwo], ldc: hwo,
 			rowBias: bias,
 			ep:      ep, at: b * o * hwo,
 		}

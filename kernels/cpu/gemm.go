@@ -146,6 +146,10 @@ type gemmJob struct {
 	// done (while it is in cache); c[0] is element at of its destination.
 	ep *epilogue
 	at int
+	// pa and pb, when not nil, are A and B packed whole for the kernel
+	// (weights packed once, see packedOp): their blocks are read in place
+	// instead of packA and packB.
+	pa, pb *packedOp
 }
 
 // finish runs the job's epilogue on the rows×cols block of C at (i, j).
@@ -246,19 +250,18 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 		threads = 1
 	}
 	mr, nr := mk.mr, mk.nr
-	// Even block sizes: no thin last block.
-	kcB := ceilDiv(k, ceilDiv(k, mk.kc))
-	if mk.pairs {
-		kcB += kcB & 1 // whole pairs in every block but the last
-	}
+	kcB := mk.kBlock(k)
 	ncB := ceilDiv(ceilDiv(n, ceilDiv(n, mk.nc)), nr) * nr
 	mcB := mk.rowBlock(m)
 	if threads > 1 && ceilDiv(m, mcB) < threads && m > mr {
 		// Few row blocks: split rows evenly over the threads.
 		mcB = ceilDiv(ceilDiv(m, threads), mr) * mr
 	}
-	bbuf := getScratch(kcB * ncB)
-	defer putScratch(bbuf)
+	var bbuf []float32
+	if g.pb == nil {
+		bbuf = getScratch(kcB * ncB)
+		defer putScratch(bbuf)
+	}
 	abufs := make([][]float32, threads)
 	packed := make([]int, threads) // row block in each worker's abufs (this pc)
 	defer func() {
@@ -280,17 +283,22 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 			if pc == 0 {
 				rb, cb = g.rowBias, g.colBias
 			}
-			// Pack the B block, in parallel when it is big.
-			nPack := 1
-			if threads > 1 && kc*nc >= 1<<15 {
-				nPack = min(npan, 4*threads)
-			}
-			parallelN(nPack, threads, func(t, _ int) {
-				p0, p1 := npan*t/nPack, npan*(t+1)/nPack
-				if p1 > p0 {
-					g.packBFor(mk, bbuf[p0*ks*nr:], pc, kc, jc+p0*nr, min(nc-p0*nr, (p1-p0)*nr))
+			bblk := bbuf
+			if g.pb != nil {
+				bblk = g.pb.block(pc, jc)
+			} else {
+				// Pack the B block, in parallel when it is big.
+				nPack := 1
+				if threads > 1 && kc*nc >= 1<<15 {
+					nPack = min(npan, 4*threads)
 				}
-			})
+				parallelN(nPack, threads, func(t, _ int) {
+					p0, p1 := npan*t/nPack, npan*(t+1)/nPack
+					if p1 > p0 {
+						g.packBFor(mk, bbuf[p0*ks*nr:], pc, kc, jc+p0*nr, min(nc-p0*nr, (p1-p0)*nr))
+					}
+				})
+			}
 			// Tasks: row blocks × column chunks of the B block.
 			// Enough tasks (≥ 32 per thread) that the atomic hand-out
 			// balances them, but column chunks of ≥ 16 panels so that
@@ -313,13 +321,18 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 				if p1 <= p0 {
 					return
 				}
-				if abufs[w] == nil {
-					abufs[w] = getScratch(mcB * kcB)
-				}
-				ab := abufs[w]
-				if packed[w] != ic { // this worker's A block is not that one yet
-					g.packAFor(mk, ab, ic, mc, pc, kc)
-					packed[w] = ic
+				var ab []float32
+				if g.pa != nil {
+					ab = g.pa.block(pc, ic)
+				} else {
+					if abufs[w] == nil {
+						abufs[w] = getScratch(mcB * kcB)
+					}
+					ab = abufs[w]
+					if packed[w] != ic { // this worker's A block is not that one yet
+						g.packAFor(mk, ab, ic, mc, pc, kc)
+						packed[w] = ic
+					}
 				}
 				j := jc + p0*nr
 				var brb, bcb []float32
@@ -330,13 +343,24 @@ func (g *gemmJob) run(mk *microKernel, threads int) {
 					bcb = cb[j:]
 				}
 				cols := min(n-j, (p1-p0)*nr)
-				mk.block(mc, cols, ks, ab, bbuf[p0*ks*nr:], g.c[ic*g.ldc+j:], g.ldc, acc, brb, bcb)
+				mk.block(mc, cols, ks, ab, bblk[p0*ks*nr:], g.c[ic*g.ldc+j:], g.ldc, acc, brb, bcb)
 				if pc+kc == k {
 					g.finish(ic, j, mc, cols)
 				}
 			})
 		}
 	}
+}
+
+// kBlock is the K block (KC) for a depth of k: at most mk.kc, and as even
+// as that allows (no thin last block); even for a bf16 pairs kernel (whole
+// pairs in every block but the last).
+func (mk *microKernel) kBlock(k int) int {
+	kc := ceilDiv(k, ceilDiv(k, mk.kc))
+	if mk.pairs {
+		kc += kc & 1
+	}
+	return kc
 }
 
 // steps is the number of kernel steps for kc values of K: kc, or ⌈kc/2⌉

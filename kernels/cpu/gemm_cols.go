@@ -26,8 +26,8 @@ func colsWorthIt(m, n, k, threads int) bool {
 }
 
 // runCols computes every job on up to threads goroutines. The jobs must
-// share m, k, packA and rowBias; each has its own columns (n, packB, c,
-// ldc, colBias).
+// share m, k, packA (or pa) and rowBias; each has its own columns (n,
+// packB or pb, c, ldc, colBias).
 func runCols(mk *microKernel, threads int, jobs []gemmJob) {
 	if len(jobs) == 0 {
 		return
@@ -40,9 +40,15 @@ func runCols(mk *microKernel, threads int, jobs []gemmJob) {
 		}
 		return
 	}
-	kcB := ceilDiv(k, ceilDiv(k, mk.kc))
-	ap, mcB, mPad := mk.packAll(jobs[0].packA, m, k, kcB, threads)
-	defer putScratch(ap)
+	kcB := mk.kBlock(k)
+	var ap []float32
+	var mcB, mPad int
+	if pa := jobs[0].pa; pa != nil {
+		ap, mcB, mPad = pa.data, mk.rowBlock(m), pa.span()
+	} else {
+		ap, mcB, mPad = mk.packAll(jobs[0].packA, m, k, kcB, threads)
+		defer putScratch(ap)
+	}
 
 	// Column chunks over the panels of all jobs laid end to end: a
 	// multiple of threads of them, so the atomic hand-out can even out a
@@ -84,7 +90,12 @@ func (g *gemmJob) cols(mk *microKernel, j0, w, kcB, mcB, mPad int, ap, bb []floa
 	nc := min(w, g.n-j0)
 	for pc := 0; pc < g.k; pc += kcB {
 		kc := min(kcB, g.k-pc)
-		g.packB(bb, pc, kc, j0, nc, mk.nr)
+		b := bb
+		if g.pb != nil {
+			b = g.pb.block(pc, j0)
+		} else {
+			g.packB(bb, pc, kc, j0, nc, mk.nr)
+		}
 		var cb []float32
 		if pc == 0 && g.colBias != nil {
 			cb = g.colBias[j0:]
@@ -95,7 +106,7 @@ func (g *gemmJob) cols(mk *microKernel, j0, w, kcB, mcB, mPad int, ap, bb []floa
 				rb = g.rowBias[ic:]
 			}
 			mc := min(mcB, g.m-ic)
-			mk.block(mc, nc, kc, ap[pc*mPad+ic*kc:], bb, g.c[ic*g.ldc+j0:], g.ldc, pc > 0, rb, cb)
+			mk.block(mc, nc, kc, ap[pc*mPad+ic*kc:], b, g.c[ic*g.ldc+j0:], g.ldc, pc > 0, rb, cb)
 			if pc+kc == g.k {
 				g.finish(ic, j0, mc, nc)
 			}

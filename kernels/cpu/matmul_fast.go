@@ -8,6 +8,7 @@ import (
 // the blocked GEMM.
 // The operands are read in place through their strides (broadcast batch
 // dimensions have stride 0); F16/BF16 operands are converted while packing.
+// A weight as B is packed once and kept packed (packedGemmB).
 // Batches too small to split run side by side, one GEMM per goroutine.
 func matmulFast(n *tensor.Node, mk *microKernel) error {
 	a, b := n.Src[0], n.Src[1]
@@ -26,6 +27,10 @@ func matmulFast(n *tensor.Node, mk *microKernel) error {
 	if m*nn == 0 {
 		return nil
 	}
+	pb, err := packedGemmB(b, mk, k, nn) // before reading b: it may unpack it
+	if err != nil {
+		return err
+	}
 	ao, bo := matOperand(a), matOperand(b)
 	aOff, bOff := batchOffsets(a, b)
 	nb := len(aOff)
@@ -39,6 +44,7 @@ func matmulFast(n *tensor.Node, mk *microKernel) error {
 			c: y[bi*m*nn : (bi+1)*m*nn], ldc: nn,
 			colBias: bias,
 			ep:      ep, at: bi * m * nn,
+			pb: pb,
 		}
 	}
 	threads := Threads()
