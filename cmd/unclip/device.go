@@ -22,7 +22,7 @@ const deviceFlagHelp = "compute device: auto, cpu, vulkan or vulkan:N (auto pick
 
 // precisionFlagHelp documents --precision.
 const precisionFlagHelp = "network precision: fp32; fp16 (16-bit weights and activations, float32 accumulation, norms, softmax and scheduler); " +
-	"bf16 (on the CPU: matrix products and convolutions on bfloat16-rounded operands with float32 accumulation, through AVX512_BF16 where the CPU has it; on Vulkan: bfloat16 storage as fp16)"
+	"bf16 (on the CPU: matrix products, convolutions and attention on bfloat16-rounded operands with float32 accumulation, through AVX512_BF16 where the CPU has it; on Vulkan: bfloat16 storage as fp16)"
 
 // parsePrecision maps --precision to the networks' dtype. fp32 keeps a
 // checkpoint's weight type (fp16 files stay 16-bit in memory) and computes

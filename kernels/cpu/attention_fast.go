@@ -26,6 +26,10 @@ import (
 // alone, or absent; prefix keys and values kp (B, H, Lp, D), vp (B, H, Lp,
 // Dv) attended before k and v (their own key blocks, packed like k's);
 // Dst (B, H, Lq, Dv), or (B, Lq, H·Dv) with Int[1] set. Any strides.
+//
+// With a bf16 kernel mk (bfloat16 compute, see SetBF16) the products take
+// bf16 operands: scale·Q, K, V and the probabilities P are rounded to bf16
+// as they are packed, with float32 scores, softmax and accumulation.
 func attentionFast(n *tensor.Node, mk *microKernel) error {
 	q, k, v := n.Src[0], n.Src[1], n.Src[2]
 	y := out(n.Dst)
@@ -71,6 +75,10 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 	if a := mk.alt; a != nil && a.ok && dv%mr != 0 && dv%a.mr == 0 {
 		pv = a
 	}
+	// With a bf16 kernel (bf16 compute) Q, K, V and P are rounded to bf16
+	// as they are packed (pairs for VDPBF16PS); the scores, the softmax
+	// and the sums stay float32.
+	bf16 := mk.pairs || mk.round
 	kbMax := ceilDiv(256, mr) * mr
 	// Key blocks: the prefix keys' first, then k's; none straddles the two.
 	type keyBlock struct {
@@ -111,8 +119,14 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 		st := getScratch(kbMax * w)
 		ot := getScratch(ceilDiv(dv, pv.mr) * pv.mr * w)
 		ml := getScratch(3 * w)
+		bufs := [][]float32{kpack, vpack, qpack, st, ot, ml}
+		var qf, sp []float32 // Qᵀ in float32 and Pᵀ in pairs, for a bf16 pairs kernel
+		if mk.pairs {
+			qf, sp = getScratch(d*w), getScratch(kbMax*w)
+			bufs = append(bufs, qf, sp)
+		}
 		defer func() {
-			for _, x := range [][]float32{kpack, vpack, qpack, st, ot, ml} {
+			for _, x := range bufs {
 				putScratch(x)
 			}
 		}()
@@ -139,15 +153,30 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 			if blk.prefix {
 				src, vsrc = kpa, vpa
 			}
+			if bf16 {
+				mk.packFor(kpack[jb*kpSize:], ceilDiv(blk.kb, mr), d, mr, func(dst []float32) { src.packA(dst, blk.j0, blk.kb, 0, d, mr) })
+				pv.packFor(vpack[jb*vpSize:], ceilDiv(dv, pv.mr), blk.kb, pv.mr, func(dst []float32) { vsrc.packA(dst, 0, dv, blk.j0, blk.kb, pv.mr) })
+				continue
+			}
 			src.packA(kpack[jb*kpSize:], blk.j0, blk.kb, 0, d, mr)
 			vsrc.packA(vpack[jb*vpSize:], 0, dv, blk.j0, blk.kb, pv.mr)
 		}
 		for qi := q0; qi < q1; qi++ {
 			i0 := qi * w
 			rows := min(w, lq-i0)
-			qa.packB(qpack, 0, d, i0, rows, w)
-			for x := range qpack {
-				qpack[x] *= scale
+			qs := qpack
+			if mk.pairs {
+				qs = qf
+			}
+			qa.packB(qs, 0, d, i0, rows, w)
+			for x := range qs {
+				qs[x] *= scale
+			}
+			switch {
+			case mk.pairs:
+				toPairs(qpack, qf, 1, d, w)
+			case mk.round:
+				roundBF16(qpack)
 			}
 			clear(ot)
 			for c := range m {
@@ -159,7 +188,7 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 					break
 				}
 				s := st[:kb*w]
-				mk.block(kb, w, d, kpack[jb*kpSize:], qpack, s, w, false, nil, nil)
+				mk.block(kb, w, mk.steps(d), kpack[jb*kpSize:], qpack, s, w, false, nil, nil)
 				if hasBias && (!prefixBias || blk.prefix) {
 					bs := bias.strides
 					for c := 0; c < rows; c++ {
@@ -185,7 +214,15 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 						break
 					}
 				}
-				pv.block(dv, w, kb, vpack[jb*vpSize:], s, ot, w, true, nil, nil)
+				p := s
+				switch {
+				case mk.pairs:
+					p = sp[:pv.steps(kb)*w]
+					toPairs(p, s, 1, kb, w)
+				case mk.round:
+					roundBF16(s)
+				}
+				pv.block(dv, w, pv.steps(kb), vpack[jb*vpSize:], p, ot, w, true, nil, nil)
 			}
 			for c := 0; c < rows; c++ {
 				o := (hi*lq + i0 + c) * dv

@@ -94,3 +94,105 @@ func TestAttentionFast(t *testing.T) {
 		}
 	}
 }
+
+// TestBF16Attention checks attention with the bf16 kernels (pairs, and
+// float32 rounding where there is no AVX512_BF16) against a float64
+// reference on the same bf16-rounded operands (scale·Q rounded after the
+// float32 scaling, K, V). What remains is the rounding of the
+// probabilities P to bf16 before P·V, at most 2⁻⁸ of each term (the unit
+// roundoff of an 8-bit significand), so the bound is 2⁻⁸·Σⱼ Pⱼ|Vⱼ| plus
+// the float32 kernels' own tolerance. The result must also lie closer (in
+// RMS) to that reference than to float32 attention's: the operands were
+// rounded.
+func TestBF16Attention(t *testing.T) {
+	defer SetThreads(Threads())
+	rng := rand.New(rand.NewPCG(41, 42))
+	type cse struct {
+		b, h, lq, lk, d, dv int
+		causal, mask        bool
+	}
+	for _, c := range []cse{
+		{1, 2, 7, 33, 16, 16, false, false},
+		{2, 3, 77, 77, 64, 64, true, false},
+		{1, 1, 65, 530, 33, 7, false, false}, // three key blocks, odd depths
+		{2, 2, 40, 90, 31, 64, false, true},
+		{1, 2, 1, 1, 1, 1, false, false},
+	} {
+		q := tensor.FromFloat32(randSlice(rng, c.b*c.h*c.lq*c.d), c.b, c.h, c.lq, c.d)
+		k := tensor.FromFloat32(randSlice(rng, c.b*c.h*c.lk*c.d), c.b, c.h, c.lk, c.d)
+		v := tensor.FromFloat32(randSlice(rng, c.b*c.h*c.lk*c.dv), c.b, c.h, c.lk, c.dv)
+		var bias *tensor.Tensor
+		mv := make([]float32, c.b*c.lk)
+		if c.mask {
+			for i := range mv {
+				if i%3 == 1 {
+					mv[i] = float32(math.Inf(-1))
+				}
+			}
+			bias = tensor.FromFloat32(mv, c.b, 1, 1, c.lk)
+		}
+		scale := float32(1 / math.Sqrt(float64(c.d)))
+		qv, kv, vv := q.MustFloat32s(), k.MustFloat32s(), v.MustFloat32s()
+		want := make([]float64, c.b*c.h*c.lq*c.dv)
+		bound := make([]float64, len(want))
+		for bh := 0; bh < c.b*c.h; bh++ {
+			for i := 0; i < c.lq; i++ {
+				s := make([]float64, c.lk)
+				mx := math.Inf(-1)
+				for j := range s {
+					for e := 0; e < c.d; e++ {
+						s[j] += bf16(qv[(bh*c.lq+i)*c.d+e]*scale) * bf16(kv[(bh*c.lk+j)*c.d+e])
+					}
+					s[j] += float64(mv[(bh/c.h)*c.lk+j])
+					if c.causal && j > i {
+						s[j] = math.Inf(-1)
+					}
+					mx = max(mx, s[j])
+				}
+				var sum float64
+				for j := range s {
+					s[j] = math.Exp(s[j] - mx)
+					sum += s[j]
+				}
+				for e := 0; e < c.dv; e++ {
+					var o, a float64
+					for j := range s {
+						vj := bf16(vv[(bh*c.lk+j)*c.dv+e])
+						o += s[j] / sum * vj
+						a += s[j] / sum * math.Abs(vj)
+					}
+					want[(bh*c.lq+i)*c.dv+e] = o
+					bound[(bh*c.lq+i)*c.dv+e] = 0x1p-8*a + 2e-6*math.Sqrt(float64(c.d*c.lk))
+				}
+			}
+		}
+		f32 := attentionNode(q, k, v, bias, scale, c.causal)
+		if err := attentionOp(f32); err != nil {
+			t.Fatal(err)
+		}
+		ref := f32.Dst.MustFloat32s()
+		for _, mk := range bf16Kernels() {
+			for _, th := range []int{1, 2} {
+				SetThreads(th)
+				n := attentionNode(q, k, v, bias, scale, c.causal)
+				if err := attentionFast(n, mk); err != nil {
+					t.Fatal(err)
+				}
+				got := n.Dst.MustFloat32s()
+				var toBF16, toF32 float64
+				for x, g := range got {
+					d := math.Abs(float64(g) - want[x])
+					if !(d <= bound[x]) {
+						t.Fatalf("%+v/%s/%dthr: [%d] = %g, want %g (error %.3g, bound %.3g)", c, mk.name, th, x, g, want[x], d, bound[x])
+					}
+					toBF16 += d * d
+					toF32 += float64(g-ref[x]) * float64(g-ref[x])
+				}
+				if !(toBF16 < toF32) {
+					t.Errorf("%+v/%s/%dthr: no closer to bf16 attention (RMS %.3g) than to float32 attention (%.3g)", c, mk.name, th,
+						math.Sqrt(toBF16/float64(len(got))), math.Sqrt(toF32/float64(len(got))))
+				}
+			}
+		}
+	}
+}

@@ -108,7 +108,7 @@ func runFast(n *tensor.Node, mk *microKernel) (done bool, err error) {
 	case tensor.OpMatMul:
 		return true, matmulFast(n, computeKernel(mk))
 	case tensor.OpAttention:
-		return true, attentionFast(n, mk)
+		return true, attentionFast(n, computeKernel(mk))
 	case tensor.OpConv2d:
 		ck := computeKernel(mk)
 		if ck != mk && winogradBeatsBF16(n, mk) {
