@@ -41,8 +41,8 @@ func parsePrecision(p string, dev tensor.Backend) (tensor.DType, error) {
 			if cpu.Kernels() == "ref" {
 				return 0, fmt.Errorf("--precision bf16 runs in the fast CPU kernels, and the reference kernels are selected (UNCLIP_CPU_KERNELS=ref)")
 			}
-			// Activations stay float32; products and convolutions round
-			// their operands to bf16 (kernels/cpu.SetBF16).
+			// Activations stay float32; products, convolutions and
+			// attention round their operands to bf16 (kernels/cpu.SetBF16).
 			cpu.SetBF16(true)
 			return tensor.Invalid, nil
 		}

@@ -9,13 +9,14 @@ import (
 )
 
 // bfloat16 compute (--precision bf16 on the CPU). With it on, matrix
-// products and convolutions round their operands to bfloat16 (to nearest
-// even) while packing them and accumulate in float32: through VDPBF16PS
-// (bf16Kernel) where the CPU has AVX512_BF16, elsewhere through the
-// float32 micro-kernel on rounded operands (the same arithmetic: a product
-// of two bf16 values is exact in float32, each addition rounds once).
-// Activations stay float32 tensors, and norms, softmax, attention and
-// every elementwise op stay float32.
+// products, convolutions and attention's two products round their
+// operands to bfloat16 (to nearest even) while packing them and accumulate
+// in float32: through VDPBF16PS (bf16Kernel) where the CPU has
+// AVX512_BF16, elsewhere through the float32 micro-kernel on rounded
+// operands (the same arithmetic: a product of two bf16 values is exact in
+// float32, each addition rounds once). A weight packed once (packedOp) is
+// kept as bf16. Activations stay float32 tensors, and norms, softmax
+// (attention's too) and every elementwise op stay float32.
 var bf16Mode atomic.Bool
 
 // SetBF16 turns bfloat16 compute on or off (see bf16Mode). It is meant for
