@@ -39,8 +39,9 @@ import (
 // for a block of output channels at a time (36·ob·C values, bounded by
 // winoWeightBudget, so that a 2240-channel layer does not need 300 MB),
 // straight into the products' packed layout. When V and M of the whole
-// map would exceed winoInputBudget, the tiles are taken in groups and the
-// weights transformed once per group.
+// map would exceed winoInputBudget, the tiles are taken in groups; the
+// weights are then transformed once for all groups where they fit
+// winoKeepBudget, else once per group and block.
 //
 // Accuracy. The transforms multiply rounding errors by their norms. With
 // the points chosen (winoPoints), on random data in [−1, 1) against the
@@ -120,6 +121,11 @@ var (
 	// winoInputBudget bounds the transformed input of one group of
 	// tiles (float32 values).
 	winoInputBudget = 1 << 24
+	// winoKeepBudget bounds the transformed weights of all output
+	// channels when the tiles take several groups: up to it they are
+	// transformed once for all the groups rather than once per group and
+	// block (1×640×128×128's 14.7 M values, say).
+	winoKeepBudget = 1 << 24
 )
 
 // winogradWorthIt reports whether a convolution with c input and o output
@@ -358,7 +364,16 @@ func conv2dWinograd(mk *microKernel, threads int, x []float32, wo operand, bias 
 		ob = max(mr, ceilDiv(ceilDiv(o, nb), mr)*mr)
 	}
 	// Groups of chunks whose V and M fit the input budget.
-	chunksPerGroup := max(1, min(nChunks, winoInputBudget/(winoX*g.t*(c+ob))))
+	group := func() int { return max(1, min(nChunks, winoInputBudget/(winoX*g.t*(c+ob)))) }
+	chunksPerGroup := group()
+	if chunksPerGroup < nChunks && ob < o && winoX*o*c <= winoKeepBudget {
+		// Several groups would transform the weights again each: with
+		// all of them transformed at once (a larger map, so a larger
+		// budget), they are transformed once.
+		ob = o
+		chunksPerGroup = group()
+	}
+	once := ob == o // the weights transformed once, before the groups
 
 	// The constant transforms, packed as A operands.
 	packConst := func(m []float32, rows int) []float32 {
@@ -407,7 +422,9 @@ func conv2dWinograd(mk *microKernel, threads int, x []float32, wo operand, bias 
 		})
 		for o0 := 0; o0 < o; o0 += ob {
 			obs := min(ob, o-o0)
-			winoWeights(mk, threads, mats, wo, o0, obs, c, upk, kcB, uPad)
+			if !once || c0 == 0 {
+				winoWeights(mk, threads, mats, wo, o0, obs, c, upk, kcB, uPad)
+			}
 			mcB := mk.rowBlock(obs)
 			// The 36 products, one task per ξ over every chunk of the
 			// group (U[ξ]'s blocks stay in cache across the chunks):

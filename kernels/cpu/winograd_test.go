@@ -226,8 +226,14 @@ func TestWinograd(t *testing.T) {
 				SetThreads(th)
 				func() {
 					if c.small {
-						defer func(a, b int) { winoWeightBudget, winoInputBudget = a, b }(winoWeightBudget, winoInputBudget)
+						defer func(a, b, k int) { winoWeightBudget, winoInputBudget, winoKeepBudget = a, b, k }(winoWeightBudget, winoInputBudget, winoKeepBudget)
 						winoWeightBudget, winoInputBudget = winoX*c.c*mk.mr, winoX*c.c*2*mk.nr
+						// Weights transformed per group and block, or (every
+						// other thread count) once for all groups.
+						winoKeepBudget = 0
+						if th%2 == 0 {
+							winoKeepBudget = 1 << 30
+						}
 					}
 					n := node()
 					poison(n.Dst)
@@ -261,7 +267,7 @@ func TestWinograd(t *testing.T) {
 func BenchmarkConv3x3(b *testing.B) {
 	defer SetWinograd(Winograd())
 	rng := rand.New(rand.NewPCG(5, 6))
-	for _, s := range []struct{ n, c, h int }{{2, 320, 64}, {2, 640, 32}, {1, 320, 256}, {2, 1280, 16}, {1, 1280, 32}, {1, 64, 32}, {2, 32, 32}} {
+	for _, s := range []struct{ n, c, h int }{{2, 320, 64}, {2, 640, 32}, {1, 320, 256}, {1, 640, 128}, {2, 1280, 16}, {1, 1280, 32}, {1, 64, 32}, {2, 32, 32}} {
 		x := tensor.FromFloat32(randSlice(rng, s.n*s.c*s.h*s.h), s.n, s.c, s.h, s.h)
 		w := tensor.FromFloat32(randSlice(rng, s.c*s.c*9), s.c, s.c, 3, 3)
 		for _, mode := range []string{WinogradOff, WinogradAlways, "bf16-" + WinogradOff} {
