@@ -79,11 +79,11 @@ func (s *Storage) Packable() bool {
 }
 
 // Pack replaces the plain contents of s, which must be Packable, by p
-// (the same values in a backend's layout). Host becomes nil and its pages
-// are given back where they are a mapping's (FromMapping); the caller releases
-// memory it owns (such as a Reserve mapping) itself. Reading s in its
-// plain layout (Bytes, HostView, or a backend op that needs it) unpacks it
-// first, for good.
+// (the same values in a backend's layout). Host becomes nil and its memory
+// is given back: the backend frees what it allocated (Backend.Free, such
+// as a Reserve mapping), and the pages of a mapping are discarded
+// (FromMapping). Reading s in its plain layout (Bytes, HostView, or a
+// backend op that needs it) unpacks it first, for good.
 func (s *Storage) Pack(p Packing) {
 	if !s.Packable() {
 		panic("tensor: Pack of storage that is not packable")
@@ -91,6 +91,7 @@ func (s *Storage) Pack(p Packing) {
 	if s.mapped {
 		DiscardHost(s.Host)
 	}
+	s.backend.Free(s)
 	s.Host, s.packed = nil, p
 }
 

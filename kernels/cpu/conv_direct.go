@@ -59,12 +59,7 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, pa *pac
 	if pa != nil {
 		ap, mcB, mPad = pa.data, mk.rowBlock(o), pa.span()
 	} else {
-		ap, mcB, mPad = mk.packAll(wo.packA, o, k, kcB, threads)
-		if mk.pairs {
-			p := convPairs(ap, o, c, cb, mr, mcB, mPad)
-			putScratch(ap)
-			ap = p
-		}
+		ap, mcB, mPad = mk.packDirect(wo.packA, o, c, cb, threads)
 		defer putScratch(ap)
 	}
 	// step is the channel count the kernel steps over: channels, or pairs
@@ -159,6 +154,20 @@ func conv2dDirect(mk *microKernel, threads int, x []float32, wo operand, pa *pac
 			}
 		}
 	})
+}
+
+// packDirect packs the direct convolution's weights (o rows of 9·c, as
+// packA reads them) whole, in K blocks of cb channels: packAll's layout,
+// rewritten as channel pairs (convPairs) for a bf16 pairs kernel. The
+// buffer is scratch for the caller to put back.
+func (mk *microKernel) packDirect(packA func(dst []float32, i0, mc, k0, kc, mr int), o, c, cb, threads int) (ap []float32, mcB, mPad int) {
+	ap, mcB, mPad = mk.packAll(packA, o, 9*c, 9*cb, threads)
+	if mk.pairs {
+		p := convPairs(ap, o, c, cb, mk.mr, mcB, mPad)
+		putScratch(ap)
+		ap = p
+	}
+	return ap, mcB, mPad
 }
 
 // convPairs rewrites the packed conv weights ap (packAll's layout: K

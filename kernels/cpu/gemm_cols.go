@@ -71,21 +71,22 @@ func runCols(mk *microKernel, threads int, jobs []gemmJob) {
 	}()
 	parallelN(nch, threads, func(t, w int) {
 		p0, p1 := npan*t/nch, npan*(t+1)/nch
-		if bufs[w] == nil {
-			bufs[w] = getScratch(kcB * perChunk * nr)
-		}
-		bb := bufs[w]
 		for i := range jobs {
 			lo, hi := max(p0, first[i]), min(p1, first[i+1])
-			if lo < hi {
-				jobs[i].cols(mk, (lo-first[i])*nr, (hi-lo)*nr, kcB, mcB, mPad, ap, bb)
+			if lo >= hi {
+				continue
 			}
+			if bufs[w] == nil && jobs[i].pb == nil { // B packed here, not once
+				bufs[w] = getScratch(kcB * perChunk * nr)
+			}
+			jobs[i].cols(mk, (lo-first[i])*nr, (hi-lo)*nr, kcB, mcB, mPad, ap, bufs[w])
 		}
 	})
 }
 
 // cols computes columns [j0, j0+w) of the job (w clipped to g.n) from the
-// fully packed A (see runCols), packing B into bb.
+// fully packed A (see runCols), packing B into bb (unused when B is packed
+// once, g.pb).
 func (g *gemmJob) cols(mk *microKernel, j0, w, kcB, mcB, mPad int, ap, bb []float32) {
 	nc := min(w, g.n-j0)
 	for pc := 0; pc < g.k; pc += kcB {

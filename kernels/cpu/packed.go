@@ -192,13 +192,7 @@ func packedWeight(t *tensor.Tensor, want packedOp, fill func(dst []float32)) (*p
 	reserved.Add(int64(len(mem)))
 	p.mem, p.data = mem, tensor.Float32View(mem)
 	fill(p.data)
-	st.Pack(&p)
-	if m, ok := st.Handle.(*mapping); ok && m.b != nil {
-		// The plain copy came from Reserve (random weights): unmap it.
-		reserved.Add(-int64(len(m.b)))
-		_ = tensor.UnmapHost(m.b)
-		m.b = nil
-	}
+	st.Pack(&p) // gives the plain copy back (Backend.Free unmaps a Reserve mapping)
 	return &p, nil
 }
 
@@ -244,13 +238,7 @@ func packedGemmA(w *tensor.Tensor, mk *microKernel, m, k, kcB int, direct bool) 
 		p.data = dst
 		o := matOperand(w.Reshape(m, k))
 		if direct {
-			c := k / 9
-			ap, mcB, mPad := mk.packAll(o.packA, m, k, kcB, Threads())
-			if mk.pairs {
-				q := convPairs(ap, m, c, kcB/9, mk.mr, mcB, mPad)
-				putScratch(ap)
-				ap = q
-			}
+			ap, _, _ := mk.packDirect(o.packA, m, k/9, kcB/9, Threads())
 			copy(dst, ap)
 			putScratch(ap)
 			return

@@ -274,3 +274,30 @@ func TestPackedBackend(t *testing.T) {
 		t.Error("the reference product of an unpacked weight differs")
 	}
 }
+
+// TestPackedReserve checks that packing a weight held in Reserve memory
+// (as random weights are) unmaps the plain copy: the reserved bytes grow
+// by the packed copy and shrink by the plain one, and return to their
+// level once the storage is freed.
+func TestPackedReserve(t *testing.T) {
+	mk := packKernels()[0]
+	before := ReservedBytes()
+	st, err := Backend{}.Reserve(4 * 96 * 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(tensor.Float32View(st.Host), randSlice(rand.New(rand.NewPCG(37, 38)), 96*40))
+	st.MarkWeight()
+	w := tensor.OnStorage(st, tensor.F32, 96, 40)
+	p, err := packedGemmB(w.T(), mk, 40, 96)
+	if err != nil || p == nil {
+		t.Fatalf("not packed (%v)", err)
+	}
+	if got, want := ReservedBytes()-before, int64(len(p.mem)); got != want {
+		t.Errorf("%d bytes reserved while packed, want the packed copy's %d", got, want)
+	}
+	st.Free()
+	if r := ReservedBytes(); r != before {
+		t.Errorf("%d bytes reserved after Free, %d before", r, before)
+	}
+}

@@ -391,7 +391,7 @@ func conv2dWinograd(mk *microKernel, threads int, x []float32, wo operand, bias 
 	defer putScratch(vbuf)
 	mbuf := getScratch(chunksPerGroup * mlen)
 	defer putScratch(mbuf)
-	kcB := ceilDiv(c, ceilDiv(c, mk.kc))
+	kcB := mk.kBlock(c)
 	uPad := ceilDiv(ob, mr) * mr
 	upk := getScratch(winoX * uPad * c)
 	defer putScratch(upk)
