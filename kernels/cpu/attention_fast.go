@@ -71,10 +71,7 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 	}
 
 	mr, w := mk.mr, mk.nr
-	pv := mk // the kernel of Oᵀ += Vᵀ·Pᵀ (Dv rows)
-	if a := mk.alt; a != nil && a.ok && dv%mr != 0 && dv%a.mr == 0 {
-		pv = a
-	}
+	pv := mk.forRows(dv) // the kernel of Oᵀ += Vᵀ·Pᵀ (Dv rows)
 	// With a bf16 kernel (bf16 compute) Q, K, V and P are rounded to bf16
 	// as they are packed (pairs for VDPBF16PS); the scores, the softmax
 	// and the sums stay float32.

@@ -52,6 +52,15 @@ type microKernel struct {
 	round bool
 }
 
+// forRows is the kernel for products of m rows: mk's alt when mk.mr does
+// not divide m and alt.mr does (no partial row panel), else mk.
+func (mk *microKernel) forRows(m int) *microKernel {
+	if a := mk.alt; a != nil && a.ok && m%mk.mr != 0 && m%a.mr == 0 {
+		return a
+	}
+	return mk
+}
+
 // kernels lists the micro-kernels from most to least preferred; the last
 // is the pure-Go one, always usable.
 var kernels = append(archKernels[:len(archKernels):len(archKernels)], genericKernel)

@@ -376,14 +376,17 @@ func conv2dWinograd(mk *microKernel, threads int, x []float32, wo operand, bias 
 	once := ob == o // the weights transformed once, before the groups
 
 	// The constant transforms, packed as A operands.
-	packConst := func(m []float32, rows int) []float32 {
+	packConst := func(k *microKernel, m []float32, rows int) []float32 {
 		op := operand{f: m, rs: winoX, cs: 1}
-		ap, _, _ := mk.packAll(op.packA, rows, winoX, winoX, 1)
+		ap, _, _ := k.packAll(op.packA, rows, winoX, winoX, 1)
 		return ap
 	}
-	apIn := packConst(mats.in, winoX)
+	apIn := packConst(mk, mats.in, winoX)
 	defer putScratch(apIn)
-	apOut := packConst(mats.out, winoY)
+	// The output transform's 16 rows: on a kernel with the 12-row tile,
+	// its 8-row alt (two whole panels instead of a third of one idle).
+	outK := mk.forRows(winoY)
+	apOut := packConst(outK, mats.out, winoY)
 	defer putScratch(apOut)
 
 	vlen, mlen := winoX*c*g.t, winoX*ob*g.t // one chunk's V and M
@@ -463,7 +466,7 @@ func conv2dWinograd(mk *microKernel, threads int, x []float32, wo operand, bias 
 				ch, q0 := t/oPieces, (t%oPieces)*oPiece
 				nq := min(oPiece, obs-q0)
 				yb := s.get(&s.y, winoY*nq*g.t)
-				mk.block(winoY, nq*g.t, winoX, apOut, mbuf[ch*mlen+q0*ldm:], yb, nq*g.t, false, nil, nil)
+				outK.block(winoY, nq*g.t, winoX, apOut, mbuf[ch*mlen+q0*ldm:], yb, nq*g.t, false, nil, nil)
 				g.scatter(y, yb, bias, (c0+ch)*g.t, o0+q0, nq)
 			})
 		}
@@ -525,6 +528,13 @@ type winoWeightsB struct {
 func (p *winoWeightsB) packB(dst []float32, k0, kc, j0, nc, nr int) {
 	var taps [9]float32
 	mr := p.mr
+	// Decode column j0 once, then step through the layout: r, then ci
+	// within the K block, then the row panel, then the K block.
+	pc := (j0 / (p.kcB * p.uPad)) * p.kcB
+	bw := min(p.kcB, p.c-pc) // the K block's width
+	idx := j0 - pc*p.uPad
+	o0, ci, r := (idx/(bw*mr))*mr, pc+(idx%(bw*mr))/mr, idx%mr
+	w := &p.wo
 	for jp := 0; jp*nr < nc; jp++ {
 		d := dst[jp*kc*nr : (jp+1)*kc*nr]
 		cols := min(nr, nc-jp*nr)
@@ -532,29 +542,33 @@ func (p *winoWeightsB) packB(dst []float32, k0, kc, j0, nc, nr int) {
 			clear(d)
 		}
 		for q := 0; q < cols; q++ {
-			j := j0 + jp*nr + q
-			pc := (j / (p.kcB * p.uPad)) * p.kcB
-			bw := min(p.kcB, p.c-pc) // this K block's width
-			idx := j - pc*p.uPad
-			ob, rem := (idx/(bw*mr))*mr, idx%(bw*mr)
-			o, ci := ob+rem%mr, pc+rem/mr
-			if o >= p.ob {
-				for r := 0; r < kc; r++ {
-					d[r*nr+q] = 0
+			if o := o0 + r; o >= p.ob {
+				for k := 0; k < kc; k++ {
+					d[k*nr+q] = 0
 				}
-				continue
-			}
-			t := taps[:]
-			if w := &p.wo; w.f != nil && w.cs == 1 {
-				s := w.off + (p.o0+o)*w.rs + 9*ci
-				t = w.f[s : s+9]
 			} else {
-				for i := range taps {
-					taps[i] = w.at(p.o0+o, 9*ci+i)
+				t := taps[:]
+				if w.f != nil && w.cs == 1 {
+					s := w.off + (p.o0+o)*w.rs + 9*ci
+					t = w.f[s : s+9]
+				} else {
+					for i := range taps {
+						taps[i] = w.at(p.o0+o, 9*ci+i)
+					}
+				}
+				for k := 0; k < kc; k++ {
+					d[k*nr+q] = t[k0+k]
 				}
 			}
-			for r := 0; r < kc; r++ {
-				d[r*nr+q] = t[k0+r]
+			if r++; r == mr {
+				r = 0
+				if ci++; ci == pc+bw {
+					ci = pc
+					if o0 += mr; o0 == p.uPad {
+						o0, pc = 0, pc+bw
+						ci, bw = pc, min(p.kcB, p.c-pc)
+					}
+				}
 			}
 		}
 	}
@@ -609,6 +623,16 @@ func (p *winoPatches) packB(dst []float32, k0, kc, j0, nc, nr int) {
 					r := py*winoN + px
 					drow := d[r*nr+q0 : r*nr+q0+run]
 					ix0 := ox - 1 + px // column of the run's first tile
+					if px >= winoM {
+						// Column ix0 + 4q is row px−4's at tile q+1: a
+						// copy, and one value for the last tile.
+						copy(drow, d[(r-winoM)*nr+q0+1:(r-winoM)*nr+q0+run])
+						drow[run-1] = 0
+						if ix := ix0 + winoM*(run-1); ix < g.w {
+							drow[run-1] = src[ix]
+						}
+						continue
+					}
 					// Tiles whose column falls inside the row.
 					lo := 0
 					if ix0 < 0 {

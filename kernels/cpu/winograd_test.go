@@ -183,6 +183,7 @@ func TestWinograd(t *testing.T) {
 		{n: 2, c: 19, h: 30, w: 22, o: 29, bias: true, small: true},
 		{n: 1, c: 130, h: 8, w: 40, o: 7, small: true},
 		{n: 1, c: 20, h: 9, w: 11, o: 300, bias: true}, // several row blocks
+		{n: 1, c: 521, h: 6, w: 5, o: 14, bias: true},  // several K blocks, a short last one
 		{n: 1, c: 0, h: 5, w: 5, o: 4, bias: true},
 	}
 	for _, c := range cases {
