@@ -161,6 +161,20 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	if has("sr") {
 		only = append(only, unclip.SuperResFirst, unclip.SuperResLast, unclip.SuperResScheduler)
 	}
+	// The request is checked before the (long) build.
+	req := unclip.DefaultRequest()
+	req.Prompts = []string{"a watercolor painting of a fox in the snow"}
+	if variations {
+		req.Prompts = []string{""} // the variation pipeline's text side
+	}
+	req.ImagesPerPrompt = *n
+	req.PriorSteps, req.DecoderSteps, req.SuperResSteps = *priorSteps, *decSteps, *srSteps
+	req.Noise = unclip.NewTorchNoise(0)
+	req.Eager = *eager
+	req.DryRun = *dryRun
+	if err := req.Validate(); err != nil {
+		return err
+	}
 	dev, dtype, err := openCompute(*device, *threads, *precision, &mem, stderr)
 	if err != nil {
 		return err
@@ -212,19 +226,6 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	// One pass over the stages: each model is released once its stage is done.
 	p.OneShot = !*dryRun
 
-	req := unclip.DefaultRequest()
-	req.Prompts = []string{"a watercolor painting of a fox in the snow"}
-	if variations {
-		req.Prompts = []string{""} // the variation pipeline's text side
-	}
-	req.ImagesPerPrompt = *n
-	req.PriorSteps, req.DecoderSteps, req.SuperResSteps = *priorSteps, *decSteps, *srSteps
-	req.Noise = unclip.NewTorchNoise(0)
-	req.Eager = *eager
-	req.DryRun = *dryRun
-	if err := req.Validate(); err != nil {
-		return err
-	}
 	type row struct {
 		Stage   string  `json:"stage"`
 		Steps   int     `json:"steps"`

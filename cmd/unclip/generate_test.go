@@ -202,6 +202,11 @@ func TestBenchPipelineScaledKarlo(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "bogus") {
 		t.Errorf("unknown stage: exit %d, %q", code, stderr)
 	}
+	// Too few steps are refused before the full-size model is built.
+	code, _, stderr = runCLI("bench", "pipeline", "--random-weights", "--stages", "sr", "--sr-steps", "1", "--device", "cpu")
+	if code != 1 || !strings.Contains(stderr, "at least 2 steps") || strings.Contains(stderr, "building") {
+		t.Errorf("--sr-steps 1: exit %d, %q", code, stderr)
+	}
 	// The image-variations architecture: the ViT-L/14 image encoder's
 	// topology instead of the prior, its embedding conditioning the decoder.
 	code, stdout, stderr = runCLI("bench", "pipeline", "--config", "karlo-variations", "--random-weights", "--scale", "20", "--size-div", "8",
