@@ -1463,6 +1463,155 @@ pairBF16AVX512_loop:
 	VZEROUPPER
 	RET
 
+DATA winotab<>+0(SB)/4, $0
+DATA winotab<>+4(SB)/4, $4
+DATA winotab<>+8(SB)/4, $8
+DATA winotab<>+12(SB)/4, $12
+DATA winotab<>+16(SB)/4, $16
+DATA winotab<>+20(SB)/4, $20
+DATA winotab<>+24(SB)/4, $24
+DATA winotab<>+28(SB)/4, $28
+DATA winotab<>+32(SB)/4, $1
+DATA winotab<>+36(SB)/4, $5
+DATA winotab<>+40(SB)/4, $9
+DATA winotab<>+44(SB)/4, $13
+DATA winotab<>+48(SB)/4, $17
+DATA winotab<>+52(SB)/4, $21
+DATA winotab<>+56(SB)/4, $25
+DATA winotab<>+60(SB)/4, $29
+DATA winotab<>+64(SB)/4, $2
+DATA winotab<>+68(SB)/4, $6
+DATA winotab<>+72(SB)/4, $10
+DATA winotab<>+76(SB)/4, $14
+DATA winotab<>+80(SB)/4, $18
+DATA winotab<>+84(SB)/4, $22
+DATA winotab<>+88(SB)/4, $26
+DATA winotab<>+92(SB)/4, $30
+DATA winotab<>+96(SB)/4, $3
+DATA winotab<>+100(SB)/4, $7
+DATA winotab<>+104(SB)/4, $11
+DATA winotab<>+108(SB)/4, $15
+DATA winotab<>+112(SB)/4, $19
+DATA winotab<>+116(SB)/4, $23
+DATA winotab<>+120(SB)/4, $27
+DATA winotab<>+124(SB)/4, $31
+DATA winotab<>+128(SB)/4, $0
+DATA winotab<>+132(SB)/4, $8
+DATA winotab<>+136(SB)/4, $16
+DATA winotab<>+140(SB)/4, $24
+DATA winotab<>+144(SB)/4, $1
+DATA winotab<>+148(SB)/4, $9
+DATA winotab<>+152(SB)/4, $17
+DATA winotab<>+156(SB)/4, $25
+DATA winotab<>+160(SB)/4, $2
+DATA winotab<>+164(SB)/4, $10
+DATA winotab<>+168(SB)/4, $18
+DATA winotab<>+172(SB)/4, $26
+DATA winotab<>+176(SB)/4, $3
+DATA winotab<>+180(SB)/4, $11
+DATA winotab<>+184(SB)/4, $19
+DATA winotab<>+188(SB)/4, $27
+DATA winotab<>+192(SB)/4, $4
+DATA winotab<>+196(SB)/4, $12
+DATA winotab<>+200(SB)/4, $20
+DATA winotab<>+204(SB)/4, $28
+DATA winotab<>+208(SB)/4, $5
+DATA winotab<>+212(SB)/4, $13
+DATA winotab<>+216(SB)/4, $21
+DATA winotab<>+220(SB)/4, $29
+DATA winotab<>+224(SB)/4, $6
+DATA winotab<>+228(SB)/4, $14
+DATA winotab<>+232(SB)/4, $22
+DATA winotab<>+236(SB)/4, $30
+DATA winotab<>+240(SB)/4, $7
+DATA winotab<>+244(SB)/4, $15
+DATA winotab<>+248(SB)/4, $23
+DATA winotab<>+252(SB)/4, $31
+GLOBL winotab<>(SB), RODATA|NOPTR, $256
+
+// func deinterleave4AVX512(src, d0, d1, d2, d3 *float32, n int)
+TEXT ·deinterleave4AVX512(SB), NOSPLIT, $0-48
+	MOVQ src+0(FP), SI
+	MOVQ d0+8(FP), AX
+	MOVQ d1+16(FP), BX
+	MOVQ d2+24(FP), CX
+	MOVQ d3+32(FP), DX
+	MOVQ n+40(FP), R8
+	VMOVDQU32 winotab<>+0(SB), Z30
+	VMOVDQU32 winotab<>+64(SB), Z31
+deinterleave4AVX512_loop:
+	VMOVUPS 0(SI), Z0
+	VMOVUPS 64(SI), Z1
+	VMOVUPS 128(SI), Z2
+	VMOVUPS 192(SI), Z3
+	VMOVDQA32 Z30, Z4
+	VPERMI2PS Z1, Z0, Z4
+	VMOVDQA32 Z31, Z5
+	VPERMI2PS Z1, Z0, Z5
+	VMOVDQA32 Z30, Z6
+	VPERMI2PS Z3, Z2, Z6
+	VMOVDQA32 Z31, Z7
+	VPERMI2PS Z3, Z2, Z7
+	VSHUFF32X4 $0x44, Z6, Z4, Z8
+	VMOVUPS Z8, (AX)
+	VSHUFF32X4 $0xee, Z6, Z4, Z9
+	VMOVUPS Z9, (BX)
+	VSHUFF32X4 $0x44, Z7, Z5, Z10
+	VMOVUPS Z10, (CX)
+	VSHUFF32X4 $0xee, Z7, Z5, Z11
+	VMOVUPS Z11, (DX)
+	ADDQ $256, SI
+	ADDQ $64, AX
+	ADDQ $64, BX
+	ADDQ $64, CX
+	ADDQ $64, DX
+	SUBQ $16, R8
+	JNZ deinterleave4AVX512_loop
+	VZEROUPPER
+	RET
+
+// func interleave4AVX512(dst, s0, s1, s2, s3 *float32, bias float32, n int)
+TEXT ·interleave4AVX512(SB), NOSPLIT, $0-56
+	MOVQ dst+0(FP), DI
+	MOVQ s0+8(FP), AX
+	MOVQ s1+16(FP), BX
+	MOVQ s2+24(FP), CX
+	MOVQ s3+32(FP), DX
+	VBROADCASTSS bias+40(FP), Z29
+	MOVQ n+48(FP), R8
+	VMOVDQU32 winotab<>+128(SB), Z30
+	VMOVDQU32 winotab<>+192(SB), Z31
+interleave4AVX512_loop:
+	VADDPS (AX), Z29, Z0
+	VADDPS (BX), Z29, Z1
+	VADDPS (CX), Z29, Z2
+	VADDPS (DX), Z29, Z3
+	VSHUFF32X4 $0x44, Z1, Z0, Z4
+	VSHUFF32X4 $0xee, Z1, Z0, Z5
+	VSHUFF32X4 $0x44, Z3, Z2, Z6
+	VSHUFF32X4 $0xee, Z3, Z2, Z7
+	VMOVDQA32 Z30, Z8
+	VPERMI2PS Z6, Z4, Z8
+	VMOVUPS Z8, 0(DI)
+	VMOVDQA32 Z31, Z9
+	VPERMI2PS Z6, Z4, Z9
+	VMOVUPS Z9, 64(DI)
+	VMOVDQA32 Z30, Z10
+	VPERMI2PS Z7, Z5, Z10
+	VMOVUPS Z10, 128(DI)
+	VMOVDQA32 Z31, Z11
+	VPERMI2PS Z7, Z5, Z11
+	VMOVUPS Z11, 192(DI)
+	ADDQ $64, AX
+	ADDQ $64, BX
+	ADDQ $64, CX
+	ADDQ $64, DX
+	ADDQ $256, DI
+	SUBQ $16, R8
+	JNZ interleave4AVX512_loop
+	VZEROUPPER
+	RET
+
 // func conv3x3x12x32AVX512(nci int, a, b, c *float32, ldc, wp, hwp int, acc bool)
 TEXT ·conv3x3x12x32AVX512(SB), NOSPLIT, $0-57
 	MOVQ nci+0(FP), DX

@@ -52,5 +52,13 @@ func normAffine(dst, src, w, b []float32, c, d, inv float32) {
 // gather8 writes d[p·stride + r] = src[r·rs + p] for r < 8 and p < kc.
 func gather8(d []float32, stride int, src []float32, rs, kc int) { gather8Go(d, stride, src, rs, kc) }
 
+// deinterleave4 sets d_k[q] = src[4q+k] for k < 4 and q < len(d0).
+func deinterleave4(src, d0, d1, d2, d3 []float32) { deinterleave4Go(src, d0, d1, d2, d3) }
+
+// interleave4 sets dst[4q+j] = s_j[q] + bias for j < 4 and q < len(s0).
+func interleave4(dst, s0, s1, s2, s3 []float32, bias float32) {
+	interleave4Go(dst, s0, s1, s2, s3, bias)
+}
+
 // gelu writes dst = x·Φ(x) (the exact, erf GELU).
 func gelu(dst, src []float32) { geluGo(dst, src) }

@@ -619,40 +619,86 @@ func (p *winoPatches) packB(dst []float32, k0, kc, j0, nc, nr int) {
 					continue
 				}
 				src := plane[iy*g.w : (iy+1)*g.w]
-				for px := 0; px < winoN; px++ {
+				row := func(px int) []float32 {
 					r := py*winoN + px
-					drow := d[r*nr+q0 : r*nr+q0+run]
-					ix0 := ox - 1 + px // column of the run's first tile
-					if px >= winoM {
-						// Column ix0 + 4q is row px−4's at tile q+1: a
-						// copy, and one value for the last tile.
-						copy(drow, d[(r-winoM)*nr+q0+1:(r-winoM)*nr+q0+run])
-						drow[run-1] = 0
-						if ix := ix0 + winoM*(run-1); ix < g.w {
-							drow[run-1] = src[ix]
-						}
-						continue
+					return d[r*nr+q0 : r*nr+q0+run]
+				}
+				// Columns ox−1+px+4q, px < 4: the tiles [qa, qb) whose four
+				// columns all fall inside the row are one deinterleave of
+				// src[ox−1+4qa : ox−1+4qb]; the tiles at the edges are
+				// gathered one by one.
+				qa, qb := 0, 0
+				if ox == 0 {
+					qa = 1
+				}
+				if g.w-3-ox >= 0 {
+					qb = min(run, (g.w-3-ox)/winoM+1)
+				}
+				if qb > qa {
+					deinterleave4(src[ox-1+winoM*qa:ox-1+winoM*qb], row(0)[qa:qb], row(1)[qa:qb], row(2)[qa:qb], row(3)[qa:qb])
+				} else {
+					qa, qb = 0, 0
+				}
+				for px := 0; px < winoM; px++ {
+					gatherColumn(row(px), src, ox-1+px, 0, qa)
+					gatherColumn(row(px), src, ox-1+px, qb, run)
+				}
+				// Column ox−1+px+4q, px ≥ 4, is row px−4's at tile q+1: a
+				// copy, and one value for the last tile.
+				for px := winoM; px < winoN; px++ {
+					drow, prev := row(px), row(px-winoM)
+					copy(drow, prev[1:])
+					drow[run-1] = 0
+					if ix := ox - 1 + px + winoM*(run-1); ix < g.w {
+						drow[run-1] = src[ix]
 					}
-					// Tiles whose column falls inside the row.
-					lo := 0
-					if ix0 < 0 {
-						lo = 1
-					}
-					hi := min(run, ceilDiv(g.w-ix0, winoM))
-					clear(drow[:lo])
-					if hi > lo {
-						seg := src[ix0+winoM*lo : ix0+winoM*(hi-1)+1]
-						out := drow[lo:hi]
-						for q := range out {
-							out[q] = seg[winoM*q]
-						}
-					}
-					clear(drow[max(hi, lo):])
 				}
 			}
 			q0 += run
 			tl += run
 		}
+	}
+}
+
+// gatherColumn sets drow[q] = src[ix0 + 4q] for q in [q0, q1), zero
+// where that column falls outside the row src (ix0 ≥ −1).
+func gatherColumn(drow, src []float32, ix0, q0, q1 int) {
+	if q1 <= q0 {
+		return
+	}
+	lo := q0
+	if ix0+winoM*lo < 0 {
+		lo++
+	}
+	hi := max(lo, min(q1, ceilDiv(len(src)-ix0, winoM)))
+	clear(drow[q0:lo])
+	if hi > lo {
+		seg := src[ix0+winoM*lo : ix0+winoM*(hi-1)+1]
+		out := drow[lo:hi]
+		for q := range out {
+			out[q] = seg[winoM*q]
+		}
+	}
+	clear(drow[hi:q1])
+}
+
+// deinterleave4Go is the pure-Go twin of deinterleave4: d_k[q] =
+// src[4q+k] for k < 4 and q < len(d0).
+func deinterleave4Go(src, d0, d1, d2, d3 []float32) {
+	d1, d2, d3 = d1[:len(d0)], d2[:len(d0)], d3[:len(d0)]
+	for q := range d0 {
+		s := src[4*q : 4*q+4 : 4*q+4]
+		d0[q], d1[q], d2[q], d3[q] = s[0], s[1], s[2], s[3]
+	}
+}
+
+// interleave4Go is the pure-Go twin of interleave4: dst[4q+j] = s_j[q] +
+// bias for j < 4 and q < len(s0).
+func interleave4Go(dst, s0, s1, s2, s3 []float32, bias float32) {
+	s1, s2, s3 = s1[:len(s0)], s2[:len(s0)], s3[:len(s0)]
+	for q := range s0 {
+		d := dst[4*q : 4*q+4 : 4*q+4]
+		d[0], d[1], d[2], d[3] = s0[q]+bias, s1[q]+bias, s2[q]+bias, s3[q]+bias
 	}
 }
 
@@ -678,12 +724,7 @@ func (g *winoGeom) scatter(y, yb, bias []float32, t0, o0, ob int) {
 				s1 := yb[(i*winoM+1)*ld+oc*g.t+tl:]
 				s2 := yb[(i*winoM+2)*ld+oc*g.t+tl:]
 				s3 := yb[(i*winoM+3)*ld+oc*g.t+tl:]
-				d := dst[:winoM*full]
-				s0, s1, s2, s3 = s0[:full], s1[:full], s2[:full], s3[:full]
-				for q := range s0 {
-					o := d[winoM*q : winoM*q+4]
-					o[0], o[1], o[2], o[3] = s0[q]+bv, s1[q]+bv, s2[q]+bv, s3[q]+bv
-				}
+				interleave4(dst[:winoM*full], s0[:full], s1[:full], s2[:full], s3[:full], bv)
 				for q := full; q < run; q++ { // the partial tile at the row's end
 					for j := 0; j < g.w-ox-winoM*q; j++ {
 						dst[winoM*q+j] = yb[(i*winoM+j)*ld+oc*g.t+tl+q] + bv

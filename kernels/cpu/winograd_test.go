@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -184,6 +185,8 @@ func TestWinograd(t *testing.T) {
 		{n: 1, c: 130, h: 8, w: 40, o: 7, small: true},
 		{n: 1, c: 20, h: 9, w: 11, o: 300, bias: true}, // several row blocks
 		{n: 1, c: 521, h: 6, w: 5, o: 14, bias: true},  // several K blocks, a short last one
+		{n: 2, c: 3, h: 6, w: 139, o: 5, bias: true},   // rows of tiles past 16 (the vector shuffles)
+		{n: 1, c: 4, h: 9, w: 66, o: 3},
 		{n: 1, c: 0, h: 5, w: 5, o: 4, bias: true},
 	}
 	for _, c := range cases {
@@ -289,6 +292,40 @@ func BenchmarkConv3x3(b *testing.B) {
 				}
 				b.ReportMetric(2*float64(s.n*s.c*s.c*9*s.h*s.h)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})
+		}
+	}
+}
+
+// TestInterleave4 checks the Winograd gather's and scatter's stride-4
+// shuffles (AVX-512 where the CPU has it) against their definitions, on
+// lengths around the vector width.
+func TestInterleave4(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	for _, n := range []int{0, 1, 5, 15, 16, 17, 31, 32, 33, 47, 48, 64, 70} {
+		src := randSlice(rng, 4*n+3)
+		var d [4][]float32
+		for k := range d {
+			d[k] = randSlice(rng, n+2)
+		}
+		deinterleave4(src[:4*n], d[0][:n], d[1][:n], d[2][:n], d[3][:n])
+		for k := range d {
+			for q := 0; q < n+2; q++ {
+				if q < n && d[k][q] != src[4*q+k] {
+					t.Fatalf("deinterleave4 n=%d: d%d[%d] = %v, want src[%d] = %v", n, k, q, d[k][q], 4*q+k, src[4*q+k])
+				}
+			}
+		}
+		bias := float32(0.375)
+		dst := randSlice(rng, 4*n+4)
+		tail := slices.Clone(dst[4*n:])
+		interleave4(dst[:4*n], d[0][:n], d[1][:n], d[2][:n], d[3][:n], bias)
+		for i := 0; i < 4*n; i++ {
+			if want := d[i%4][i/4] + bias; dst[i] != want {
+				t.Fatalf("interleave4 n=%d: dst[%d] = %v, want %v", n, i, dst[i], want)
+			}
+		}
+		if !slices.Equal(dst[4*n:], tail) {
+			t.Fatalf("interleave4 n=%d wrote past its end", n)
 		}
 	}
 }

@@ -55,6 +55,7 @@ func amd64() {
 	gemmBF16("bf16gemm12x32AVX512", 12, 2, 24, 26, 6)
 	conv3x3BF16("bf16conv3x3x12x32AVX512", 12, 2, 24, 26, 6)
 	pairBF16AVX512()
+	winoShuffles()
 	conv3x3("conv3x3x12x32AVX512", "Z", 12, 2, 64, 24, 26, 6)
 	conv3x3("conv3x3x6x16AVX2", "Y", 6, 2, 32, 12, 14, 2)
 	peak("fmaPeakAVX512", "Z")
@@ -289,6 +290,110 @@ func pairBF16AVX512() {
 	p("\tADDQ $64, CX")
 	p("\tSUBQ $16, DX")
 	p("\tJNZ pairBF16AVX512_loop")
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+// winoShuffles writes the stride-4 shuffles of the Winograd convolution's
+// input gather and output scatter, in AVX-512F (16 tiles of 4 columns a
+// step, through two-table permutes and 256-bit lane shuffles):
+//
+//	func deinterleave4AVX512(src, d0, d1, d2, d3 *float32, n int)              // d_k[q] = src[4q+k]
+//	func interleave4AVX512(dst, s0, s1, s2, s3 *float32, bias float32, n int) // dst[4q+j] = s_j[q] + bias
+//
+// n is a positive multiple of 16.
+func winoShuffles() {
+	// Permute indices into the 32 lanes of two registers.
+	var tab [4][16]int
+	for i := 0; i < 8; i++ {
+		// deinterleave: [k=0 | k=1] and [k=2 | k=3] of 8 tiles from 32 values
+		tab[0][i], tab[0][8+i] = 4*i, 4*i+1
+		tab[1][i], tab[1][8+i] = 4*i+2, 4*i+3
+	}
+	for q := 0; q < 4; q++ {
+		for j := 0; j < 4; j++ {
+			// interleave: from [s0 | s1] and [s2 | s3] of 8 tiles, tiles q
+			// (and q+4) of the four rows
+			tab[2][4*q+j] = 8*j + q
+			tab[3][4*q+j] = 8*j + q + 4
+		}
+	}
+	p("")
+	for t, row := range tab {
+		for l, v := range row {
+			p("DATA winotab<>+%d(SB)/4, $%d", 64*t+4*l, v)
+		}
+	}
+	p("GLOBL winotab<>(SB), RODATA|NOPTR, $%d", 64*len(tab))
+
+	p("")
+	p("// func deinterleave4AVX512(src, d0, d1, d2, d3 *float32, n int)")
+	p("TEXT ·deinterleave4AVX512(SB), NOSPLIT, $0-48")
+	p("\tMOVQ src+0(FP), SI")
+	p("\tMOVQ d0+8(FP), AX")
+	p("\tMOVQ d1+16(FP), BX")
+	p("\tMOVQ d2+24(FP), CX")
+	p("\tMOVQ d3+32(FP), DX")
+	p("\tMOVQ n+40(FP), R8")
+	p("\tVMOVDQU32 winotab<>+0(SB), Z30")
+	p("\tVMOVDQU32 winotab<>+64(SB), Z31")
+	p("deinterleave4AVX512_loop:")
+	for i := 0; i < 4; i++ {
+		p("\tVMOVUPS %d(SI), Z%d", 64*i, i)
+	}
+	// Z4 = [d0 | d1] and Z5 = [d2 | d3] of tiles 0–7, Z6 and Z7 of 8–15.
+	for i, c := range []struct{ idx, lo, hi int }{{30, 0, 1}, {31, 0, 1}, {30, 2, 3}, {31, 2, 3}} {
+		p("\tVMOVDQA32 Z%d, Z%d", c.idx, 4+i)
+		p("\tVPERMI2PS Z%d, Z%d, Z%d", c.hi, c.lo, 4+i)
+	}
+	for i, c := range []struct {
+		imm     int
+		lo, hi  int
+		dstAddr string
+	}{{0x44, 4, 6, "(AX)"}, {0xee, 4, 6, "(BX)"}, {0x44, 5, 7, "(CX)"}, {0xee, 5, 7, "(DX)"}} {
+		p("\tVSHUFF32X4 $0x%02x, Z%d, Z%d, Z%d", c.imm, c.hi, c.lo, 8+i)
+		p("\tVMOVUPS Z%d, %s", 8+i, c.dstAddr)
+	}
+	p("\tADDQ $256, SI")
+	for _, r := range []string{"AX", "BX", "CX", "DX"} {
+		p("\tADDQ $64, %s", r)
+	}
+	p("\tSUBQ $16, R8")
+	p("\tJNZ deinterleave4AVX512_loop")
+	p("\tVZEROUPPER")
+	p("\tRET")
+
+	p("")
+	p("// func interleave4AVX512(dst, s0, s1, s2, s3 *float32, bias float32, n int)")
+	p("TEXT ·interleave4AVX512(SB), NOSPLIT, $0-56")
+	p("\tMOVQ dst+0(FP), DI")
+	p("\tMOVQ s0+8(FP), AX")
+	p("\tMOVQ s1+16(FP), BX")
+	p("\tMOVQ s2+24(FP), CX")
+	p("\tMOVQ s3+32(FP), DX")
+	p("\tVBROADCASTSS bias+40(FP), Z29")
+	p("\tMOVQ n+48(FP), R8")
+	p("\tVMOVDQU32 winotab<>+128(SB), Z30")
+	p("\tVMOVDQU32 winotab<>+192(SB), Z31")
+	p("interleave4AVX512_loop:")
+	for i, r := range []string{"AX", "BX", "CX", "DX"} {
+		p("\tVADDPS (%s), Z29, Z%d", r, i)
+	}
+	// Z4 = [s0 | s1] and Z6 = [s2 | s3] of tiles 0–7, Z5 and Z7 of 8–15.
+	for i, c := range []struct{ imm, lo, hi int }{{0x44, 0, 1}, {0xee, 0, 1}, {0x44, 2, 3}, {0xee, 2, 3}} {
+		p("\tVSHUFF32X4 $0x%02x, Z%d, Z%d, Z%d", c.imm, c.hi, c.lo, 4+i)
+	}
+	for i, c := range []struct{ idx, lo, hi int }{{30, 4, 6}, {31, 4, 6}, {30, 5, 7}, {31, 5, 7}} {
+		p("\tVMOVDQA32 Z%d, Z%d", c.idx, 8+i)
+		p("\tVPERMI2PS Z%d, Z%d, Z%d", c.hi, c.lo, 8+i)
+		p("\tVMOVUPS Z%d, %d(DI)", 8+i, 64*i)
+	}
+	for _, r := range []string{"AX", "BX", "CX", "DX"} {
+		p("\tADDQ $64, %s", r)
+	}
+	p("\tADDQ $256, DI")
+	p("\tSUBQ $16, R8")
+	p("\tJNZ interleave4AVX512_loop")
 	p("\tVZEROUPPER")
 	p("\tRET")
 }
