@@ -1,8 +1,8 @@
 // Command _asm writes the assembly leaf kernels of the CPU backend:
 // ../gemm_amd64.s, the amd64 SGEMM register micro-kernels (AVX-512 12×32
 // and 8×32, AVX2+FMA 6×16), direct 3×3 convolution kernels, the FMA peak
-// loops that "unclip bench peak" times and the vectorised softmax, norm and
-// GELU helpers; and, with -arch arm64, ../gemm_arm64.s, the NEON 8×12 SGEMM
+// loops that "unclip bench peak" times, the vectorised softmax, norm and
+// GELU helpers and the Winograd convolution's stride-4 shuffles; and, with -arch arm64, ../gemm_arm64.s, the NEON 8×12 SGEMM
 // and 3×3 convolution kernels and FMA peak loop (arm64.go).
 //
 // Run it from this directory:
