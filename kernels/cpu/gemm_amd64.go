@@ -204,29 +204,25 @@ func interleave4AVX512(dst, s0, s1, s2, s3 *float32, bias float32, n int)
 // deinterleave4 sets d_k[q] = src[4q+k] for k < 4 and q < len(d0) (the
 // Winograd gather's stride-4 columns), in AVX-512 where the CPU has it.
 func deinterleave4(src, d0, d1, d2, d3 []float32) {
-	n16 := 0
-	if hasAVX512 {
-		n16 = len(d0) &^ 15
-		if n16 > 0 {
-			_, _, _, _ = src[4*n16-1], d1[n16-1], d2[n16-1], d3[n16-1]
-			deinterleave4AVX512(&src[0], &d0[0], &d1[0], &d2[0], &d3[0], n16)
-		}
+	n := len(d0)
+	if !hasAVX512 || n == 0 {
+		deinterleave4Go(src, d0, d1, d2, d3)
+		return
 	}
-	deinterleave4Go(src[4*n16:], d0[n16:], d1[n16:], d2[n16:], d3[n16:])
+	_, _, _, _ = src[4*n-1], d1[n-1], d2[n-1], d3[n-1]
+	deinterleave4AVX512(&src[0], &d0[0], &d1[0], &d2[0], &d3[0], n)
 }
 
 // interleave4 sets dst[4q+j] = s_j[q] + bias for j < 4 and q < len(s0)
 // (the Winograd scatter's tile rows), in AVX-512 where the CPU has it.
 func interleave4(dst, s0, s1, s2, s3 []float32, bias float32) {
-	n16 := 0
-	if hasAVX512 {
-		n16 = len(s0) &^ 15
-		if n16 > 0 {
-			_, _, _, _ = dst[4*n16-1], s1[n16-1], s2[n16-1], s3[n16-1]
-			interleave4AVX512(&dst[0], &s0[0], &s1[0], &s2[0], &s3[0], bias, n16)
-		}
+	n := len(s0)
+	if !hasAVX512 || n == 0 {
+		interleave4Go(dst, s0, s1, s2, s3, bias)
+		return
 	}
-	interleave4Go(dst[4*n16:], s0[n16:], s1[n16:], s2[n16:], s3[n16:], bias)
+	_, _, _, _ = dst[4*n-1], s1[n-1], s2[n-1], s3[n-1]
+	interleave4AVX512(&dst[0], &s0[0], &s1[0], &s2[0], &s3[0], bias, n)
 }
 
 //go:noescape

@@ -301,18 +301,25 @@ func BenchmarkConv3x3(b *testing.B) {
 // lengths around the vector width.
 func TestInterleave4(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
-	for _, n := range []int{0, 1, 5, 15, 16, 17, 31, 32, 33, 47, 48, 64, 70} {
+	for _, n := range []int{0, 1, 2, 5, 7, 15, 16, 17, 31, 32, 33, 47, 48, 64, 70} {
 		src := randSlice(rng, 4*n+3)
 		var d [4][]float32
 		for k := range d {
 			d[k] = randSlice(rng, n+2)
 		}
+		var ends [4][]float32
+		for k := range d {
+			ends[k] = slices.Clone(d[k][n:])
+		}
 		deinterleave4(src[:4*n], d[0][:n], d[1][:n], d[2][:n], d[3][:n])
 		for k := range d {
-			for q := 0; q < n+2; q++ {
-				if q < n && d[k][q] != src[4*q+k] {
+			for q := 0; q < n; q++ {
+				if d[k][q] != src[4*q+k] {
 					t.Fatalf("deinterleave4 n=%d: d%d[%d] = %v, want src[%d] = %v", n, k, q, d[k][q], 4*q+k, src[4*q+k])
 				}
+			}
+			if !slices.Equal(d[k][n:], ends[k]) {
+				t.Fatalf("deinterleave4 n=%d wrote past the end of d%d", n, k)
 			}
 		}
 		bias := float32(0.375)

@@ -296,12 +296,13 @@ func pairBF16AVX512() {
 
 // winoShuffles writes the stride-4 shuffles of the Winograd convolution's
 // input gather and output scatter, in AVX-512F (16 tiles of 4 columns a
-// step, through two-table permutes and 256-bit lane shuffles):
+// step, through two-table permutes and 256-bit lane shuffles; a last step
+// of fewer tiles is masked):
 //
 //	func deinterleave4AVX512(src, d0, d1, d2, d3 *float32, n int)              // d_k[q] = src[4q+k]
 //	func interleave4AVX512(dst, s0, s1, s2, s3 *float32, bias float32, n int) // dst[4q+j] = s_j[q] + bias
 //
-// n is a positive multiple of 16.
+// for q < n, n > 0.
 func winoShuffles() {
 	// Permute indices into the 32 lanes of two registers.
 	var tab [4][16]int
@@ -326,6 +327,53 @@ func winoShuffles() {
 	}
 	p("GLOBL winotab<>(SB), RODATA|NOPTR, $%d", 64*len(tab))
 
+	// loop writes the 16-tile loop and the masked last step around body
+	// (masked: K1–K4 cover the 4r values of the four 16-float vectors, K5
+	// the r tiles of one), for r = R8 left.
+	loop := func(name string, body func(masked bool), advance func()) {
+		p("\tCMPQ R8, $16")
+		p("\tJLT %s_tail", name)
+		p("%s_loop:", name)
+		body(false)
+		advance()
+		p("\tSUBQ $16, R8")
+		p("\tCMPQ R8, $16")
+		p("\tJGE %s_loop", name)
+		p("%s_tail:", name)
+		p("\tTESTQ R8, R8")
+		p("\tJZ %s_done", name)
+		p("\tLEAQ (R8*4), R9")
+		p("\tMOVQ $1, R10")
+		p("\tSHLXQ R9, R10, R10")
+		p("\tDECQ R10")
+		for k := 1; k <= 4; k++ {
+			p("\tKMOVW R10, K%d", k)
+			if k < 4 {
+				p("\tSHRQ $16, R10")
+			}
+		}
+		p("\tMOVQ $1, R10")
+		p("\tSHLXQ R8, R10, R10")
+		p("\tDECQ R10")
+		p("\tKMOVW R10, K5")
+		body(true)
+		p("%s_done:", name)
+		p("\tVZEROUPPER")
+		p("\tRET")
+	}
+	mask := func(masked bool, k int) string {
+		if masked {
+			return fmt.Sprintf("K%d, ", k)
+		}
+		return ""
+	}
+	zero := func(masked bool) string {
+		if masked {
+			return ".Z"
+		}
+		return ""
+	}
+
 	p("")
 	p("// func deinterleave4AVX512(src, d0, d1, d2, d3 *float32, n int)")
 	p("TEXT ·deinterleave4AVX512(SB), NOSPLIT, $0-48")
@@ -337,31 +385,29 @@ func winoShuffles() {
 	p("\tMOVQ n+40(FP), R8")
 	p("\tVMOVDQU32 winotab<>+0(SB), Z30")
 	p("\tVMOVDQU32 winotab<>+64(SB), Z31")
-	p("deinterleave4AVX512_loop:")
-	for i := 0; i < 4; i++ {
-		p("\tVMOVUPS %d(SI), Z%d", 64*i, i)
-	}
-	// Z4 = [d0 | d1] and Z5 = [d2 | d3] of tiles 0–7, Z6 and Z7 of 8–15.
-	for i, c := range []struct{ idx, lo, hi int }{{30, 0, 1}, {31, 0, 1}, {30, 2, 3}, {31, 2, 3}} {
-		p("\tVMOVDQA32 Z%d, Z%d", c.idx, 4+i)
-		p("\tVPERMI2PS Z%d, Z%d, Z%d", c.hi, c.lo, 4+i)
-	}
-	for i, c := range []struct {
-		imm     int
-		lo, hi  int
-		dstAddr string
-	}{{0x44, 4, 6, "(AX)"}, {0xee, 4, 6, "(BX)"}, {0x44, 5, 7, "(CX)"}, {0xee, 5, 7, "(DX)"}} {
-		p("\tVSHUFF32X4 $0x%02x, Z%d, Z%d, Z%d", c.imm, c.hi, c.lo, 8+i)
-		p("\tVMOVUPS Z%d, %s", 8+i, c.dstAddr)
-	}
-	p("\tADDQ $256, SI")
-	for _, r := range []string{"AX", "BX", "CX", "DX"} {
-		p("\tADDQ $64, %s", r)
-	}
-	p("\tSUBQ $16, R8")
-	p("\tJNZ deinterleave4AVX512_loop")
-	p("\tVZEROUPPER")
-	p("\tRET")
+	loop("deinterleave4AVX512", func(masked bool) {
+		for i := 0; i < 4; i++ {
+			p("\tVMOVUPS%s %d(SI), %sZ%d", zero(masked), 64*i, mask(masked, 1+i), i)
+		}
+		// Z4 = [d0 | d1] and Z5 = [d2 | d3] of tiles 0–7, Z6 and Z7 of 8–15.
+		for i, c := range []struct{ idx, lo, hi int }{{30, 0, 1}, {31, 0, 1}, {30, 2, 3}, {31, 2, 3}} {
+			p("\tVMOVDQA32 Z%d, Z%d", c.idx, 4+i)
+			p("\tVPERMI2PS Z%d, Z%d, Z%d", c.hi, c.lo, 4+i)
+		}
+		for i, c := range []struct {
+			imm     int
+			lo, hi  int
+			dstAddr string
+		}{{0x44, 4, 6, "(AX)"}, {0xee, 4, 6, "(BX)"}, {0x44, 5, 7, "(CX)"}, {0xee, 5, 7, "(DX)"}} {
+			p("\tVSHUFF32X4 $0x%02x, Z%d, Z%d, Z%d", c.imm, c.hi, c.lo, 8+i)
+			p("\tVMOVUPS Z%d, %s%s", 8+i, mask(masked, 5), c.dstAddr)
+		}
+	}, func() {
+		p("\tADDQ $256, SI")
+		for _, r := range []string{"AX", "BX", "CX", "DX"} {
+			p("\tADDQ $64, %s", r)
+		}
+	})
 
 	p("")
 	p("// func interleave4AVX512(dst, s0, s1, s2, s3 *float32, bias float32, n int)")
@@ -375,27 +421,25 @@ func winoShuffles() {
 	p("\tMOVQ n+48(FP), R8")
 	p("\tVMOVDQU32 winotab<>+128(SB), Z30")
 	p("\tVMOVDQU32 winotab<>+192(SB), Z31")
-	p("interleave4AVX512_loop:")
-	for i, r := range []string{"AX", "BX", "CX", "DX"} {
-		p("\tVADDPS (%s), Z29, Z%d", r, i)
-	}
-	// Z4 = [s0 | s1] and Z6 = [s2 | s3] of tiles 0–7, Z5 and Z7 of 8–15.
-	for i, c := range []struct{ imm, lo, hi int }{{0x44, 0, 1}, {0xee, 0, 1}, {0x44, 2, 3}, {0xee, 2, 3}} {
-		p("\tVSHUFF32X4 $0x%02x, Z%d, Z%d, Z%d", c.imm, c.hi, c.lo, 4+i)
-	}
-	for i, c := range []struct{ idx, lo, hi int }{{30, 4, 6}, {31, 4, 6}, {30, 5, 7}, {31, 5, 7}} {
-		p("\tVMOVDQA32 Z%d, Z%d", c.idx, 8+i)
-		p("\tVPERMI2PS Z%d, Z%d, Z%d", c.hi, c.lo, 8+i)
-		p("\tVMOVUPS Z%d, %d(DI)", 8+i, 64*i)
-	}
-	for _, r := range []string{"AX", "BX", "CX", "DX"} {
-		p("\tADDQ $64, %s", r)
-	}
-	p("\tADDQ $256, DI")
-	p("\tSUBQ $16, R8")
-	p("\tJNZ interleave4AVX512_loop")
-	p("\tVZEROUPPER")
-	p("\tRET")
+	loop("interleave4AVX512", func(masked bool) {
+		for i, r := range []string{"AX", "BX", "CX", "DX"} {
+			p("\tVADDPS%s (%s), Z29, %sZ%d", zero(masked), r, mask(masked, 5), i)
+		}
+		// Z4 = [s0 | s1] and Z6 = [s2 | s3] of tiles 0–7, Z5 and Z7 of 8–15.
+		for i, c := range []struct{ imm, lo, hi int }{{0x44, 0, 1}, {0xee, 0, 1}, {0x44, 2, 3}, {0xee, 2, 3}} {
+			p("\tVSHUFF32X4 $0x%02x, Z%d, Z%d, Z%d", c.imm, c.hi, c.lo, 4+i)
+		}
+		for i, c := range []struct{ idx, lo, hi int }{{30, 4, 6}, {31, 4, 6}, {30, 5, 7}, {31, 5, 7}} {
+			p("\tVMOVDQA32 Z%d, Z%d", c.idx, 8+i)
+			p("\tVPERMI2PS Z%d, Z%d, Z%d", c.hi, c.lo, 8+i)
+			p("\tVMOVUPS Z%d, %s%d(DI)", 8+i, mask(masked, 1+i), 64*i)
+		}
+	}, func() {
+		for _, r := range []string{"AX", "BX", "CX", "DX"} {
+			p("\tADDQ $64, %s", r)
+		}
+		p("\tADDQ $256, DI")
+	})
 }
 
 // dpbf16ps writes VDPBF16PS zmm(dst) += zmm(src1) · zmm(src2) (pairs of
