@@ -72,10 +72,6 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 
 	mr, w := mk.mr, mk.nr
 	pv := mk.forRows(dv) // the kernel of Oᵀ += Vᵀ·Pᵀ (Dv rows)
-	// With a bf16 kernel (bf16 compute) Q, K, V and P are rounded to bf16
-	// as they are packed (pairs for VDPBF16PS); the scores, the softmax
-	// and the sums stay float32.
-	bf16 := mk.pairs || mk.round
 	kbMax := ceilDiv(256, mr) * mr
 	// Key blocks: the prefix keys' first, then k's; none straddles the two.
 	type keyBlock struct {
@@ -150,13 +146,11 @@ func attentionFast(n *tensor.Node, mk *microKernel) error {
 			if blk.prefix {
 				src, vsrc = kpa, vpa
 			}
-			if bf16 {
-				mk.packFor(kpack[jb*kpSize:], ceilDiv(blk.kb, mr), d, mr, func(dst []float32) { src.packA(dst, blk.j0, blk.kb, 0, d, mr) })
-				pv.packFor(vpack[jb*vpSize:], ceilDiv(dv, pv.mr), blk.kb, pv.mr, func(dst []float32) { vsrc.packA(dst, 0, dv, blk.j0, blk.kb, pv.mr) })
-				continue
-			}
-			src.packA(kpack[jb*kpSize:], blk.j0, blk.kb, 0, d, mr)
-			vsrc.packA(vpack[jb*vpSize:], 0, dv, blk.j0, blk.kb, pv.mr)
+			// With a bf16 kernel (bf16 compute) K and V are rounded to
+			// bf16 as they are packed (pairs for VDPBF16PS), as Q and P are
+			// below; the scores, the softmax and the sums stay float32.
+			mk.packFor(kpack[jb*kpSize:], ceilDiv(blk.kb, mr), d, mr, func(dst []float32) { src.packA(dst, blk.j0, blk.kb, 0, d, mr) })
+			pv.packFor(vpack[jb*vpSize:], ceilDiv(dv, pv.mr), blk.kb, pv.mr, func(dst []float32) { vsrc.packA(dst, 0, dv, blk.j0, blk.kb, pv.mr) })
 		}
 		for qi := q0; qi < q1; qi++ {
 			i0 := qi * w
