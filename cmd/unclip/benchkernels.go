@@ -52,14 +52,17 @@ type kernelResult struct {
 	Device  string `json:"device"`
 	Kernels string `json:"kernels,omitempty"` // CPU kernel variant
 	// Winograd is the CPU's Winograd mode (auto, off or always).
-	Winograd string  `json:"winograd,omitempty"`
-	Threads  int     `json:"threads"`
-	Reps     int     `json:"reps"`
-	Seconds  float64 `json:"seconds"` // median
-	GFLOPS   float64 `json:"gflops"`
-	GBPS     float64 `json:"gbps"`
+	Winograd string `json:"winograd,omitempty"`
+	// Packed: the weights were packed once, as a loaded model's are.
+	Packed  bool    `json:"packed,omitempty"`
+	Threads int     `json:"threads"`
+	Reps    int     `json:"reps"`
+	Seconds float64 `json:"seconds"` // median
+	GFLOPS  float64 `json:"gflops"`
+	GBPS    float64 `json:"gbps"`
 	// PeakPct is GFLOPS as a percentage of the measured FMA peak on the
-	// same threads (CPU only; 0 when not measured).
+	// same threads, or of the bf16 dot-product peak for bf16 products
+	// (CPU only; 0 when not measured).
 	PeakPct float64 `json:"peak_pct,omitempty"`
 }
 
@@ -88,10 +91,12 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
 	noPeak := fs.Bool("no-peak", false, "do not measure the FMA peak")
 	winograd := fs.String("winograd", "", "CPU 3×3 convolutions as Winograd F(4×4,3×3): auto, always or off (default: $UNCLIP_WINOGRAD, else auto)")
+	precision := fs.String("precision", "fp32", "CPU compute precision of matmul, conv2d and attention: fp32 or bf16 (bfloat16 operands, float32 accumulation; % peak is then of the bf16 dot-product peak)")
+	packed := fs.Bool("packed", false, "mark the weights (a /linear matmul's B, a convolution's kernel) as model weights, so the CPU kernels pack them once in the warm-up run, as they do for a loaded model")
 	tile := fs.String("tile", "", "Vulkan: force the kernel tile of --op (matmul, conv2d: BMxBNxBKxTMxTN such as 128x128x16x8x8; attention: BQxBKV such as 64x32), for tuning sweeps")
 	fs.Usage = func() {
 		stderr := fs.Output()
-		fmt.Fprintln(stderr, "usage: unclip bench kernels [--op OP] [--shape S]... [--threads N] [--reps N] [--json]")
+		fmt.Fprintln(stderr, "usage: unclip bench kernels [--op OP] [--shape S]... [--precision fp32|bf16] [--packed] [--threads N] [--reps N] [--json]")
 		fmt.Fprintln(stderr, "\nshapes (x-separated):")
 		fmt.Fprintln(stderr, "  matmul     MxKxN[/linear]       (/linear: B is a transposed (N, K) weight)")
 		fmt.Fprintln(stderr, "  conv2d     NxCxHxW[:O[:K]]      (stride 1, same padding; O=C, K=3 by default)")
@@ -145,6 +150,14 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--winograd: %w", err)
 		}
 	}
+	bf16 := false
+	switch strings.ToLower(*precision) {
+	case "fp32", "f32", "float32":
+	case "bf16", "bfloat16":
+		bf16 = true
+	default:
+		return fmt.Errorf("--precision %q: want fp32 or bf16", *precision)
+	}
 	if *tile != "" && len(ops) != 1 {
 		return fmt.Errorf("--tile needs a single --op")
 	}
@@ -162,10 +175,29 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	isCPU := dev == tensor.CPU()
+	if bf16 {
+		if !isCPU {
+			return fmt.Errorf("--precision bf16: %s computes in its own precision (bench kernels times float32 there)", dev.Name())
+		}
+		if cpu.Kernels() == "ref" {
+			return fmt.Errorf("--precision bf16 runs in the fast CPU kernels, and the reference kernels are selected")
+		}
+		cpu.SetBF16(true)
+		defer cpu.SetBF16(false)
+	}
 	nthr := cpu.Threads()
-	var peak float64
+	// peak is the FMA peak; bf16Peak the bf16 dot-product peak that
+	// --precision bf16's products are measured against (the FMA peak
+	// where the CPU lacks AVX512_BF16 and rounds float32 operands).
+	var peak, bf16Peak float64
 	if isCPU && !*noPeak {
 		_, peak = cpu.MeasurePeak(nthr, 5)
+		bf16Peak = peak
+		if bf16 {
+			if v, g := cpu.MeasureBF16Peak(nthr, 5); v != "" {
+				bf16Peak = g
+			}
+		}
 	}
 	var results []kernelResult
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -174,15 +206,29 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 		if isCPU {
 			fmt.Fprintf(stdout, ", kernels %s, winograd %s", cpu.Kernels(), cpu.Winograd())
 		}
+		if bf16 {
+			_, native := cpu.BF16()
+			if native {
+				fmt.Fprintf(stdout, ", bf16 products (AVX512_BF16)")
+			} else {
+				fmt.Fprintf(stdout, ", bf16 products (rounded float32 operands: no AVX512_BF16)")
+			}
+		}
+		if *packed {
+			fmt.Fprintf(stdout, ", weights packed once")
+		}
 		if peak > 0 {
 			fmt.Fprintf(stdout, ", measured FMA peak %.1f GFLOP/s", peak)
+		}
+		if bf16 && bf16Peak != peak {
+			fmt.Fprintf(stdout, ", bf16 peak %.1f GFLOP/s", bf16Peak)
 		}
 		fmt.Fprintf(stdout, ", median of %d runs\n", *reps)
 		fmt.Fprintln(tw, "op\tshape\tms\tGFLOP/s\tGB/s\t% peak\t")
 	}
 	for _, sp := range specs {
 		o, s := sp.op, sp.shape
-		bc := prepareBench(dev, sp)
+		bc := prepareBench(dev, sp, *packed)
 		// One warm-up run (packing buffers, page faults, weight uploads).
 		if err := dev.Run(bc.node); err != nil {
 			return fmt.Errorf("%s %s: %w", o, s, err)
@@ -207,13 +253,19 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 		if len(times)%2 == 0 {
 			med = (times[len(times)/2-1] + times[len(times)/2]) / 2
 		}
+		// bf16 applies to the products: matmul, conv2d and attention.
+		products := o == "matmul" || o == "conv2d" || o == "attention"
 		res := kernelResult{Op: o, Shape: s, DType: "f32", Device: dev.Name(), Threads: nthr, Reps: *reps,
-			Seconds: med, GFLOPS: bc.flops / med / 1e9, GBPS: bc.bytes / med / 1e9}
+			Seconds: med, GFLOPS: bc.flops / med / 1e9, GBPS: bc.bytes / med / 1e9, Packed: *packed}
 		if isCPU {
 			res.Kernels = cpu.Kernels()
 			res.Winograd = cpu.Winograd()
-			if peak > 0 && bc.flops > 0 {
-				res.PeakPct = 100 * res.GFLOPS / peak
+			p := peak
+			if bf16 && products {
+				res.DType, p = "bf16", bf16Peak
+			}
+			if p > 0 && bc.flops > 0 {
+				res.PeakPct = 100 * res.GFLOPS / p
 			}
 		}
 		results = append(results, res)
@@ -394,8 +446,9 @@ func parseBench(op, shape string) (*benchSpec, error) {
 	return sp, nil
 }
 
-// prepareBench builds the operands of a parsed op and shape on dev.
-func prepareBench(dev tensor.Backend, sp *benchSpec) *benchCase {
+// prepareBench builds the operands of a parsed op and shape on dev; with
+// packed, the weights are marked as a model's are (tensor.Storage.MarkWeight).
+func prepareBench(dev tensor.Backend, sp *benchSpec, packed bool) *benchCase {
 	rng := rand.New(rand.NewPCG(1, 2))
 	d := sp.dims
 	switch sp.op {
@@ -408,6 +461,9 @@ func prepareBench(dev tensor.Backend, sp *benchSpec) *benchCase {
 		} else {
 			b = randTensor(dev, rng, k, n)
 		}
+		if packed {
+			b.Storage().MarkWeight()
+		}
 		return &benchCase{node: newNode(dev, tensor.OpMatMul, []int{m, n}, a, b),
 			flops: 2 * float64(m) * float64(k) * float64(n), bytes: 4 * float64(m*k+k*n+m*n)}
 	case "conv2d":
@@ -416,6 +472,9 @@ func prepareBench(dev tensor.Backend, sp *benchSpec) *benchCase {
 		oh, ow := h+2*(k/2)-k+1, w+2*(k/2)-k+1
 		x := randTensor(dev, rng, n, c, h, w)
 		wt := randTensor(dev, rng, o, c, k, k)
+		if packed {
+			wt.Storage().MarkWeight()
+		}
 		bias := randTensor(dev, rng, o)
 		nd := newNode(dev, tensor.OpConv2d, []int{n, o, oh, ow}, x, wt, bias)
 		nd.Int[0], nd.Int[1], nd.Int[2], nd.Int[3] = 1, 1, k/2, k/2
@@ -454,7 +513,7 @@ func prepareBench(dev tensor.Backend, sp *benchSpec) *benchCase {
 
 // peakResult is one line of "unclip bench peak --json".
 type peakResult struct {
-	Op      string  `json:"op"` // "fma_peak"
+	Op      string  `json:"op"` // "fma_peak" or "bf16_peak"
 	Variant string  `json:"variant"`
 	Device  string  `json:"device"`
 	Threads int     `json:"threads"`
@@ -466,7 +525,7 @@ func runBenchPeak(args []string, stdout, stderr io.Writer) error {
 	threads := fs.Int("threads", 0, "measure 1..N threads (0: all cores; at most 1024)")
 	reps := fs.Int("reps", 9, "timed runs (the median is reported)")
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
-	setUsage(fs, "unclip bench peak [--threads N] [--reps N] [--json]\n\nMeasures the CPU's FMA peak on 1..N threads and keeps it for 'unclip devices'.")
+	setUsage(fs, "unclip bench peak [--threads N] [--reps N] [--json]\n\nMeasures the CPU's FMA peak (and, where the CPU has AVX512_BF16, its bf16 dot-product peak) on 1..N threads and keeps it for 'unclip devices'.")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
@@ -484,17 +543,31 @@ func runBenchPeak(args []string, stdout, stderr io.Writer) error {
 		if variant == "" {
 			return fmt.Errorf("no FMA peak loop for this CPU or build (purego or not amd64)")
 		}
-		if err := savePeak(variant, t, g); err != nil {
-			fmt.Fprintf(stderr, "warning: the peak is not kept for 'unclip devices': %v\n", err)
+		if err := reportPeak(stdout, stderr, *asJSON, peakResult{Op: "fma_peak", Variant: variant, Device: "cpu", Threads: t, GFLOPS: g}); err != nil {
+			return err
 		}
-		r := peakResult{Op: "fma_peak", Variant: variant, Device: "cpu", Threads: t, GFLOPS: g}
-		if *asJSON {
-			if err := json.NewEncoder(stdout).Encode(r); err != nil {
+		// The bf16 dot product (--precision bf16), where the CPU has it.
+		if bv, bg := cpu.MeasureBF16Peak(t, *reps); bv != "" {
+			if err := reportPeak(stdout, stderr, *asJSON, peakResult{Op: "bf16_peak", Variant: bv, Device: "cpu", Threads: t, GFLOPS: bg}); err != nil {
 				return err
 			}
-			continue
 		}
-		fmt.Fprintf(stdout, "FMA peak (%s, %d thread(s)): %.1f GFLOP/s\n", variant, t, g)
 	}
 	return nil
+}
+
+// reportPeak keeps a measured peak for "unclip devices" and prints it.
+func reportPeak(stdout, stderr io.Writer, asJSON bool, r peakResult) error {
+	if err := savePeak(r.Variant, r.Threads, r.GFLOPS); err != nil {
+		fmt.Fprintf(stderr, "warning: the peak is not kept for 'unclip devices': %v\n", err)
+	}
+	if asJSON {
+		return json.NewEncoder(stdout).Encode(r)
+	}
+	what := "FMA peak"
+	if r.Op == "bf16_peak" {
+		what = "bf16 dot-product peak"
+	}
+	_, err := fmt.Fprintf(stdout, "%s (%s, %d thread(s)): %.1f GFLOP/s\n", what, r.Variant, r.Threads, r.GFLOPS)
+	return err
 }

@@ -45,6 +45,11 @@ func runDevices(args []string, stdout, stderr io.Writer) error {
 	} else {
 		fmt.Fprintf(stdout, "         FMA peak not measured on %d threads yet: run 'unclip bench peak' (a few seconds; it is kept for this listing)\n", n)
 	}
+	if v := cpu.BF16PeakVariant(); v != "" {
+		if g := cachedPeak(v, n); g > 0 {
+			fmt.Fprintf(stdout, "         bf16 dot-product peak %.1f GFLOP/s on %d threads (measured by 'unclip bench peak')\n", g, n)
+		}
+	}
 	ds, err := vulkan.Devices()
 	if err != nil {
 		if errors.Is(err, vulkan.ErrUnavailable) {

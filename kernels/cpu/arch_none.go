@@ -12,5 +12,5 @@ func pairBF16(dst, lo, hi []float32) { pairBF16Go(dst, lo, hi) }
 
 var archKernels []*microKernel
 
-// peakLoops is empty without assembly.
-var peakLoops []peakLoop
+// peakLoops and bf16PeakLoops are empty without assembly.
+var peakLoops, bf16PeakLoops []peakLoop

@@ -148,8 +148,15 @@ type peakLoop struct {
 
 // PeakVariant names the FMA loop MeasurePeak runs on this CPU ("" when
 // there is none).
-func PeakVariant() string {
-	for _, pl := range peakLoops {
+func PeakVariant() string { return loopVariant(peakLoops) }
+
+// BF16PeakVariant names the loop MeasureBF16Peak runs on this CPU (""
+// when there is none).
+func BF16PeakVariant() string { return loopVariant(bf16PeakLoops) }
+
+// loopVariant names the first usable loop of loops.
+func loopVariant(loops []peakLoop) string {
+	for _, pl := range loops {
 		if pl.ok {
 			return pl.name
 		}
@@ -162,10 +169,23 @@ func PeakVariant() string {
 // returns the variant timed and the median GFLOP/s of reps runs. It reports
 // ("", 0) where no assembly loop exists.
 func MeasurePeak(threads, reps int) (variant string, gflops float64) {
+	return measureLoop(peakLoops, threads, reps)
+}
+
+// MeasureBF16Peak is MeasurePeak for the bfloat16 dot product that
+// --precision bf16 computes with (VDPBF16PS: two products per float32
+// lane, so twice the FMA rate where the CPU runs it at full width). It
+// reports ("", 0) where the CPU lacks AVX512_BF16.
+func MeasureBF16Peak(threads, reps int) (variant string, gflops float64) {
+	return measureLoop(bf16PeakLoops, threads, reps)
+}
+
+// measureLoop times the first usable loop of loops (see MeasurePeak).
+func measureLoop(loops []peakLoop, threads, reps int) (variant string, gflops float64) {
 	var pl *peakLoop
-	for i := range peakLoops {
-		if peakLoops[i].ok {
-			pl = &peakLoops[i]
+	for i := range loops {
+		if loops[i].ok {
+			pl = &loops[i]
 			break
 		}
 	}

@@ -55,6 +55,9 @@ func fmaPeakAVX512(n int)
 //go:noescape
 func fmaPeakAVX2(n int)
 
+//go:noescape
+func bf16PeakAVX512(n int)
+
 var (
 	hasAVX512 = cpuid.CPU.Supports(cpuid.AVX512F)
 	hasAVX2   = cpuid.CPU.Supports(cpuid.AVX2, cpuid.FMA3)
@@ -82,6 +85,12 @@ var archKernels = []*microKernel{
 var peakLoops = []peakLoop{
 	{name: "avx512", flopsPerIter: 12 * 32, fn: fmaPeakAVX512, ok: hasAVX512},
 	{name: "avx2", flopsPerIter: 12 * 16, fn: fmaPeakAVX2, ok: hasAVX2},
+}
+
+// bf16PeakLoops is the bf16 dot-product throughput loop: 12 independent
+// VDPBF16PS, each 16 lanes × 2 products (64 FLOPs).
+var bf16PeakLoops = []peakLoop{
+	{name: "avx512-bf16", flopsPerIter: 12 * 64, fn: bf16PeakAVX512, ok: hasBF16},
 }
 
 //go:noescape

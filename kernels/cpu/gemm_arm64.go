@@ -35,3 +35,6 @@ var archKernels = []*microKernel{
 var peakLoops = []peakLoop{
 	{name: "neon", flopsPerIter: 24 * 8, fn: fmaPeakNEON, ok: true},
 }
+
+// bf16PeakLoops is empty: no bf16 dot-product kernel on arm64.
+var bf16PeakLoops []peakLoop

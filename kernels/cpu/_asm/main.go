@@ -1,7 +1,7 @@
 // Command _asm writes the assembly leaf kernels of the CPU backend:
 // ../gemm_amd64.s, the amd64 SGEMM register micro-kernels (AVX-512 12×32
 // and 8×32, AVX2+FMA 6×16), direct 3×3 convolution kernels, the FMA peak
-// loops that "unclip bench peak" times, the vectorised softmax, norm and
+// loops (float32 FMA and bf16 VDPBF16PS) that "unclip bench peak" times, the vectorised softmax, norm and
 // GELU helpers and the Winograd convolution's stride-4 shuffles; and, with -arch arm64, ../gemm_arm64.s, the NEON 8×12 SGEMM
 // and 3×3 convolution kernels and FMA peak loop (arm64.go).
 //
@@ -60,6 +60,7 @@ func amd64() {
 	conv3x3("conv3x3x6x16AVX2", "Y", 6, 2, 32, 12, 14, 2)
 	peak("fmaPeakAVX512", "Z")
 	peak("fmaPeakAVX2", "Y")
+	peakBF16("bf16PeakAVX512")
 	maxAVX2()
 	expSumAVX2()
 	colSoftmaxAVX2()
@@ -597,6 +598,31 @@ func peak(name, r string) {
 	p("%s_loop:", name)
 	for i := 0; i < 12; i++ {
 		p("\tVFMADD231PS %s12, %s13, %s%d", r, r, r, i)
+	}
+	p("\tDECQ DX")
+	p("\tJNZ %s_loop", name)
+	p("%s_done:", name)
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+// peakBF16 writes a loop of n iterations of 12 independent VDPBF16PS
+// (zmm: 16 lanes × 2 bf16 products each), the bf16 counterpart of peak.
+//
+//	func name(n int)
+func peakBF16(name string) {
+	p("")
+	p("// func %s(n int)", name)
+	p("TEXT ·%s(SB), NOSPLIT, $0-8", name)
+	p("\tMOVQ n+0(FP), DX")
+	for i := 0; i < 14; i++ {
+		p("\tVPXORD Z%d, Z%d, Z%d", i, i, i)
+	}
+	p("\tTESTQ DX, DX")
+	p("\tJEQ %s_done", name)
+	p("%s_loop:", name)
+	for i := 0; i < 12; i++ {
+		dpbf16ps(i, 12, 13)
 	}
 	p("\tDECQ DX")
 	p("\tJNZ %s_loop", name)
