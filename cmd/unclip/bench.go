@@ -74,7 +74,7 @@ func runBenchPipeline(args []string, stdout, stderr io.Writer) error {
 	threads := fs.Int("threads", 0, threadsFlagHelp)
 	asJSON := fs.Bool("json", false, "print JSON")
 	precision := fs.String("precision", "fp32", precisionFlagHelp)
-	profile := fs.Bool("profile", false, "time every GPU kernel and print a table at the end (Vulkan)")
+	profile := fs.Bool("profile", false, "time every kernel and print a table at the end (Vulkan: per shader, GPU timestamps; CPU: per op class, wall time)")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the timed stages to this file (read it with 'go tool pprof')")
 	eager := fs.Bool("eager", false, "run the denoising steps op by op instead of replaying captured step graphs")
 	dryRun := fs.Bool("dry-run", false, "capture and plan every stage and print the memory each needs, without running a step")

@@ -224,6 +224,11 @@ func TestBenchPipelineDemo(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "demo (tiny, untrained)") {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
+	// --profile on the CPU: the op table, with the U-Nets' convolutions.
+	code, _, stderr = cli(t, "bench", "pipeline", "-m", "demo", "--device", "cpu", "--stages", "decoder", "--decoder-steps", "2", "--profile")
+	if code != 0 || !strings.Contains(stderr, "op profile (cpu") || !strings.Contains(stderr, "conv2d 3x3") || !strings.Contains(stderr, "total") {
+		t.Errorf("--profile: exit %d, stderr %q", code, stderr)
+	}
 	for _, extra := range [][]string{{"--config", "karlo"}, {"--random-weights"}, {"--variant", "fp16"}} {
 		args := append([]string{"bench", "pipeline", "-m", "demo", "--device", "cpu"}, extra...)
 		if code, _, stderr := cli(t, args...); code == 0 || !strings.Contains(stderr, "-m demo is the built-in tiny model: it takes no "+extra[0]) {

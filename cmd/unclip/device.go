@@ -191,6 +191,11 @@ func say(w io.Writer, format string, args ...any) {
 
 // printProfile prints the per-kernel time table of a profiling backend.
 func printProfile(dev tensor.Backend, w io.Writer) {
+	if c, ok := dev.(cpu.Backend); ok {
+		stats, _ := c.Profile()
+		fmt.Fprintf(w, "\nop profile (cpu, %d threads, kernels %s):\n%s", cpu.Threads(), cpu.Kernels(), cpu.FormatProfile(stats))
+		return
+	}
 	p, ok := dev.(vulkan.Profiler)
 	if !ok {
 		return

@@ -103,7 +103,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.out, "o", "out.png", `output image, .png or .jpg; with several images a pattern with %d (image index, %03d pads), else "-N" is added before the extension`)
 	fs.IntVar(&f.n, "n", 1, "images per prompt")
 	fs.IntVar(&f.batchSize, "batch-size", 0, "images computed together (0: as many as fit in memory; a run larger than one batch seeds batch k with seed+k)")
-	fs.BoolVar(&f.profile, "profile", false, "time every GPU kernel and print a table at the end (Vulkan)")
+	fs.BoolVar(&f.profile, "profile", false, "time every kernel and print a table at the end (Vulkan: per shader, GPU timestamps; CPU: per op class, wall time)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "load the model, capture and plan every stage and print the memory each needs (weights, arena), without running a step or writing an image")
 	fs.StringVar(&f.intermediates, "save-intermediates", "", "also write image embeddings, the 64×64 images and the final images to this .safetensors file")
 	fs.StringVar(&f.embeddings, "image-embeddings", "", "CLIP image embeddings to decode instead of running the prior: a .safetensors file with an image_embeddings tensor (what --save-intermediates writes) or a single (rows, dim) tensor, one row per prompt or per image")

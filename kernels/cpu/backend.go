@@ -131,6 +131,14 @@ func (Backend) Sync() error { return nil }
 // are selected (see SetKernels).
 func (Backend) Run(n *tensor.Node) error {
 	mk := active.Load()
+	if prof.on.Load() {
+		return profiled(n, mk, func() error { return runOp(n, mk) })
+	}
+	return runOp(n, mk)
+}
+
+// runOp executes one op with the fast kernels mk (nil: the reference ones).
+func runOp(n *tensor.Node, mk *microKernel) error {
 	if err := unpackSources(n, mk != nil); err != nil {
 		return err
 	}

@@ -26,8 +26,7 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 	sy, sx, py, px := n.Int[0], n.Int[1], n.Int[2], n.Int[3]
 	bsz, c, h, w := xs[0], xs[1], xs[2], xs[3]
 	ckk := c * kh * kw
-	winograd := winogradFor(n, mk)
-	direct := !winograd && directWorthIt(mk, c, o, kh, kw, sy, sx, py, px, ow)
+	winograd, direct := convRoute(n, mk)
 	// The weight packed once (not for Winograd, which transforms it at
 	// every call); resolved before the weight is read, as it may unpack it.
 	var pa *packedOp
@@ -228,4 +227,15 @@ func upsampleNearestFast(n *tensor.Node) error {
 		}
 	})
 	return nil
+}
+
+// convRoute reports how conv2dFast runs the convolution node n on mk: as
+// Winograd F(4×4, 3×3), with the direct 3×3 kernel, or (neither) as an
+// implicit GEMM.
+func convRoute(n *tensor.Node, mk *microKernel) (winograd, direct bool) {
+	if winogradFor(n, mk) {
+		return true, false
+	}
+	xs, ws, ds := n.Src[0].Shape(), n.Src[1].Shape(), n.Dst.Shape()
+	return false, directWorthIt(mk, xs[1], ws[0], ws[2], ws[3], n.Int[0], n.Int[1], n.Int[2], n.Int[3], ds[3])
 }

@@ -110,13 +110,7 @@ func runFast(n *tensor.Node, mk *microKernel) (done bool, err error) {
 	case tensor.OpAttention:
 		return true, attentionFast(n, computeKernel(mk))
 	case tensor.OpConv2d:
-		ck := computeKernel(mk)
-		if ck != mk && winogradBeatsBF16(n, mk) {
-			// bfloat16 compute: F(4×4, 3×3) in float32 is both faster and
-			// more accurate than the bf16 direct kernel on large maps.
-			ck = mk
-		}
-		return true, conv2dFast(n, ck)
+		return true, conv2dFast(n, convKernel(n, mk))
 	case tensor.OpUpsampleNearest:
 		return true, upsampleNearestFast(n)
 	case tensor.OpLayerNorm:
@@ -136,6 +130,18 @@ func runFast(n *tensor.Node, mk *microKernel) (done bool, err error) {
 		}
 	}
 	return false, nil
+}
+
+// convKernel is the kernel a convolution node runs on: mk, or with
+// bfloat16 compute on the bf16 kernel, except where F(4×4, 3×3) in
+// float32 is both faster and more accurate than the bf16 direct kernel
+// (large maps).
+func convKernel(n *tensor.Node, mk *microKernel) *microKernel {
+	ck := computeKernel(mk)
+	if ck != mk && winogradBeatsBF16(n, mk) {
+		return mk
+	}
+	return ck
 }
 
 // peakLoop is an FMA throughput loop: n iterations of flopsPerIter FLOPs.
