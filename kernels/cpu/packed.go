@@ -3,6 +3,7 @@ package cpu
 import (
 	"encoding/binary"
 	"math"
+	"time"
 	"unsafe"
 
 	"github.com/unclip-go/unclip/tensor"
@@ -191,8 +192,15 @@ func packedWeight(t *tensor.Tensor, want packedOp, fill func(dst []float32)) (*p
 	}
 	reserved.Add(int64(len(mem)))
 	p.mem, p.data = mem, tensor.Float32View(mem)
+	var t0 time.Time
+	if prof.on.Load() {
+		t0 = time.Now()
+	}
 	fill(p.data)
 	st.Pack(&p) // gives the plain copy back (Backend.Free unmaps a Reserve mapping)
+	if !t0.IsZero() {
+		prof.packing.Add(int64(time.Since(t0)))
+	}
 	return &p, nil
 }
 

@@ -32,10 +32,18 @@ type OpStat struct {
 }
 
 var prof struct {
-	on    atomic.Bool
-	mu    sync.Mutex
-	stats map[string]*OpStat
+	on atomic.Bool
+	// packing accumulates the time spent packing weights (packedWeight),
+	// which the first op to use a weight pays: profiled moves it from the
+	// op's class to packingClass.
+	packing atomic.Int64
+	mu      sync.Mutex
+	stats   map[string]*OpStat
 }
+
+// packingClass is the profile's class of weight packing: once per weight,
+// on first use, so a short run's first step is not the ops' steady state.
+const packingClass = "weight packing (first use)"
 
 // SetProfile turns op profiling on (from the next op, with empty totals)
 // or off. It never fails on the CPU.
@@ -67,14 +75,26 @@ func (Backend) Profile() ([]OpStat, error) {
 	return out, nil
 }
 
-// profiled runs n through run and adds its time to n's class.
+// profiled runs n through run and adds its time to n's class, and the
+// time it spent packing weights to packingClass.
 func profiled(n *tensor.Node, mk *microKernel, run func() error) error {
+	p0 := prof.packing.Load()
 	t0 := time.Now()
 	err := run()
 	d := time.Since(t0)
+	packing := time.Duration(prof.packing.Load() - p0)
 	name, flops := opClass(n, mk)
 	prof.mu.Lock()
 	defer prof.mu.Unlock()
+	addStat(name, d-packing, flops)
+	if packing > 0 {
+		addStat(packingClass, packing, 0)
+	}
+	return err
+}
+
+// addStat adds one call of d to the class name (prof.mu held).
+func addStat(name string, d time.Duration, flops float64) {
 	if prof.stats == nil {
 		prof.stats = map[string]*OpStat{}
 	}
@@ -86,7 +106,6 @@ func profiled(n *tensor.Node, mk *microKernel, run func() error) error {
 	s.Calls++
 	s.Time += d
 	s.Flops += flops
-	return err
 }
 
 var unaryNames = map[tensor.UnaryKind]string{

@@ -60,11 +60,48 @@ func TestProfile(t *testing.T) {
 	if !strings.Contains(table, "matmul") || !strings.Contains(table, "total") {
 		t.Errorf("table:\n%s", table)
 	}
+	if got[packingClass].Calls != 0 {
+		t.Errorf("packing counted without a weight: %+v", got[packingClass])
+	}
 	// Off, then on again: the totals start afresh.
 	b.SetProfile(false)
 	run()
 	b.SetProfile(true)
 	if stats, _ := b.Profile(); len(stats) != 0 {
 		t.Errorf("after turning profiling on again: %+v", stats)
+	}
+}
+
+// TestProfileWeightPacking checks that the first product on a model weight
+// books its packing apart from the op, and the next one books none.
+func TestProfileWeightPacking(t *testing.T) {
+	if active.Load() == nil {
+		t.Skip("the reference kernels do not pack weights")
+	}
+	b := Backend{}
+	defer b.SetProfile(false)
+	rng := rand.New(rand.NewPCG(23, 24))
+	a := tensor.FromFloat32(randSlice(rng, 40*64), 40, 64)
+	w := tensor.FromFloat32(randSlice(rng, 96*64), 96, 64) // 96 columns: whole panels, so it is packed
+	w.Storage().MarkWeight()
+	b.SetProfile(true)
+	for i := 0; i < 2; i++ {
+		if err := b.Run(matmulNode(a, w.T(), nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w.Storage().Packing() == nil {
+		t.Fatal("the weight was not packed")
+	}
+	stats, _ := b.Profile()
+	got := map[string]OpStat{}
+	for _, s := range stats {
+		got[s.Name] = s
+	}
+	if p := got[packingClass]; p.Calls != 1 || p.Time <= 0 || p.Flops != 0 {
+		t.Errorf("packing: %+v (all: %+v)", p, stats)
+	}
+	if mm := got["matmul"]; mm.Calls != 2 || mm.Time <= 0 {
+		t.Errorf("matmul: %+v (all: %+v)", mm, stats)
 	}
 }
