@@ -552,10 +552,28 @@ func storeTile(tile []float32, nr int, c []float32, ldc, rows, cols int, acc boo
 // fillBias sets the rows×cols tile at c (row stride ldc), whose first
 // element is C[i][j], to rb[i+r] + cb[j+q] (a nil bias counts as zero).
 func fillBias(c []float32, ldc, rows, cols, i, j int, rb, cb []float32) {
+	// Per row one pass that writes (a copy of the column bias, or a
+	// fill), not a clear and an add: this runs before every first-K-block
+	// tile of a product with a bias.
 	for r := 0; r < rows; r++ {
 		row := c[r*ldc : r*ldc+cols]
-		clear(row)
-		biasTile(row, 1, cols, 0, rowAt(rb, i+r), colFrom(cb, j))
+		switch {
+		case cb != nil:
+			copy(row, cb[j:j+cols])
+			if rb != nil {
+				v := rb[i+r]
+				for q := range row {
+					row[q] += v
+				}
+			}
+		case rb != nil:
+			v := rb[i+r]
+			for q := range row {
+				row[q] = v
+			}
+		default:
+			clear(row)
+		}
 	}
 }
 

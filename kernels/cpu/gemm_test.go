@@ -251,3 +251,39 @@ func TestPack12(t *testing.T) {
 		}
 	}
 }
+
+// TestFillBias checks fillBias against its definition, C[i+r][j+q] =
+// rb[i+r] + cb[j+q], with either bias absent, on a tile inside a larger
+// row stride (the columns past the tile are left alone).
+func TestFillBias(t *testing.T) {
+	rb := []float32{1, 2, 3, 4, 5}
+	cb := []float32{10, 20, 30, 40, 50, 60}
+	const rows, cols, ldc, i, j = 3, 4, 7, 1, 2
+	for _, c := range []struct {
+		name   string
+		rb, cb []float32
+	}{{"both", rb, cb}, {"rows", rb, nil}, {"columns", nil, cb}, {"none", nil, nil}} {
+		got := make([]float32, rows*ldc)
+		for k := range got {
+			got[k] = -1
+		}
+		fillBias(got, ldc, rows, cols, i, j, c.rb, c.cb)
+		for r := 0; r < rows; r++ {
+			for q := 0; q < ldc; q++ {
+				want := float32(-1)
+				if q < cols {
+					want = 0
+					if c.rb != nil {
+						want += c.rb[i+r]
+					}
+					if c.cb != nil {
+						want += c.cb[j+q]
+					}
+				}
+				if g := got[r*ldc+q]; g != want {
+					t.Errorf("%s: [%d][%d] = %g, want %g", c.name, r, q, g, want)
+				}
+			}
+		}
+	}
+}
