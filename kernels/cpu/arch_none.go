@@ -10,6 +10,9 @@ var bf16Kernel *microKernel
 // pairBF16 is the pair conversion of the bf16 packers (pairBF16Go).
 func pairBF16(dst, lo, hi []float32) { pairBF16Go(dst, lo, hi) }
 
+// pairRows is the row-pair conversion of the bf16 packers (pairRowsGo).
+func pairRows(dst, src []float32, kp, w int) { pairRowsGo(dst, src, kp, w) }
+
 var archKernels []*microKernel
 
 // peakLoops and bf16PeakLoops are empty without assembly.

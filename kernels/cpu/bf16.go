@@ -76,6 +76,19 @@ func pairBF16Go(dst, lo, hi []float32) {
 	}
 }
 
+// pairRowsGo is the pure-Go twin of pairRows: row p < kp of dst (w
+// values) pairs row 2p of src (the low halves) with row 2p+1 (row stride
+// w), as pairBF16Go does. dst may be src itself: each row pair is read
+// before the row it becomes is written.
+func pairRowsGo(dst, src []float32, kp, w int) { pairRowsWith(pairBF16Go, dst, src, kp, w) }
+
+// pairRowsWith converts the row pairs one row at a time with pair.
+func pairRowsWith(pair func(dst, lo, hi []float32), dst, src []float32, kp, w int) {
+	for p := 0; p < kp; p++ {
+		pair(dst[p*w:(p+1)*w], src[2*p*w:(2*p+1)*w], src[(2*p+1)*w:(2*p+2)*w])
+	}
+}
+
 // tail is s[i:], or nil for a nil s.
 func tail(s []float32, i int) []float32 {
 	if s == nil {

@@ -424,13 +424,10 @@ func toPairs(dst, src []float32, panels, kc, w int) {
 		s := src[q*kc*w : (q+1)*kc*w]
 		d := dst[q*kp*w : (q+1)*kp*w]
 		if w >= 16 || w > batch {
-			for p := 0; p < kp; p++ {
-				lo := s[2*p*w : 2*p*w+w]
-				var hi []float32
-				if 2*p+1 < kc {
-					hi = s[(2*p+1)*w : (2*p+1)*w+w]
-				}
-				pairBF16(d[p*w:p*w+w], lo, hi)
+			full := kc / 2 // row pairs; an odd kc leaves a last row paired with zeros
+			pairRows(d, s, full, w)
+			if full < kp {
+				pairBF16(d[full*w:kp*w], s[(kc-1)*w:kc*w], nil)
 			}
 			continue
 		}

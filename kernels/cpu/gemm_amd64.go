@@ -44,6 +44,20 @@ func pairBF16(dst, lo, hi []float32) {
 }
 
 //go:noescape
+func pairRowsBF16AVX512(src, dst *float32, rows, w int)
+
+// pairRows converts kp row pairs of a panel of width w (see pairRowsGo),
+// in one AVX-512 call where the CPU has it and w is a multiple of 16.
+func pairRows(dst, src []float32, kp, w int) {
+	if hasAVX512 && w > 0 && w%16 == 0 && kp > 0 {
+		_, _ = src[2*kp*w-1], dst[kp*w-1]
+		pairRowsBF16AVX512(&src[0], &dst[0], kp, w)
+		return
+	}
+	pairRowsWith(pairBF16, dst, src, kp, w)
+}
+
+//go:noescape
 func conv3x3x12x32AVX512(nci int, a, b, c *float32, ldc, wp, hwp int, acc bool)
 
 //go:noescape

@@ -27,6 +27,9 @@ var bf16Kernel *microKernel
 // pairBF16 is the pair conversion of the bf16 packers (pairBF16Go).
 func pairBF16(dst, lo, hi []float32) { pairBF16Go(dst, lo, hi) }
 
+// pairRows is the row-pair conversion of the bf16 packers (pairRowsGo).
+func pairRows(dst, src []float32, kp, w int) { pairRowsGo(dst, src, kp, w) }
+
 var archKernels = []*microKernel{
 	{name: "neon", mr: 8, nr: 12, mc: 128, kc: 512, nc: 4092, fn: sgemm8x12NEON, conv: conv3x3x8x12NEON, ok: true},
 }

@@ -55,6 +55,7 @@ func amd64() {
 	gemmBF16("bf16gemm12x32AVX512", 12, 2, 24, 26, 6)
 	conv3x3BF16("bf16conv3x3x12x32AVX512", 12, 2, 24, 26, 6)
 	pairBF16AVX512()
+	pairRowsBF16AVX512()
 	winoShuffles()
 	conv3x3("conv3x3x12x32AVX512", "Z", 12, 2, 64, 24, 26, 6)
 	conv3x3("conv3x3x6x16AVX2", "Y", 6, 2, 32, 12, 14, 2)
@@ -252,6 +253,54 @@ func pairBF16AVX512() {
 	p("")
 	p("// func pairBF16AVX512(lo, hi, dst *float32, n int)")
 	p("TEXT ·pairBF16AVX512(SB), NOSPLIT, $0-32")
+	pairConsts()
+	p("\tMOVQ lo+0(FP), AX")
+	p("\tMOVQ hi+8(FP), BX")
+	p("\tMOVQ dst+16(FP), CX")
+	p("\tMOVQ n+24(FP), DX")
+	p("pairBF16AVX512_loop:")
+	pairStep()
+	p("\tSUBQ $16, DX")
+	p("\tJNZ pairBF16AVX512_loop")
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+// pairRowsBF16AVX512 writes the pair conversion of whole row pairs, the
+// layout of a packed panel of width w: for p < rows, row p of dst (w
+// values) pairs row 2p of src with row 2p+1 (row stride w), as
+// pairBF16AVX512 does for one row; one call per panel instead of one per
+// row pair (a 32-wide panel's rows are two steps each).
+//
+//	func pairRowsBF16AVX512(src, dst *float32, rows, w int) // rows > 0, w a positive multiple of 16
+func pairRowsBF16AVX512() {
+	p("")
+	p("// func pairRowsBF16AVX512(src, dst *float32, rows, w int)")
+	p("TEXT ·pairRowsBF16AVX512(SB), NOSPLIT, $0-32")
+	pairConsts()
+	p("\tMOVQ src+0(FP), R9")
+	p("\tMOVQ dst+8(FP), CX")
+	p("\tMOVQ rows+16(FP), R10")
+	p("\tMOVQ w+24(FP), R11")
+	p("\tLEAQ (R11*4), R12 // row bytes")
+	p("pairRowsBF16AVX512_rows:")
+	p("\tMOVQ R9, AX")
+	p("\tLEAQ (R9)(R12*1), BX")
+	p("\tMOVQ R11, DX")
+	p("pairRowsBF16AVX512_loop:")
+	pairStep()
+	p("\tSUBQ $16, DX")
+	p("\tJNZ pairRowsBF16AVX512_loop")
+	p("\tLEAQ (R9)(R12*2), R9")
+	p("\tDECQ R10")
+	p("\tJNZ pairRowsBF16AVX512_rows")
+	p("\tVZEROUPPER")
+	p("\tRET")
+}
+
+// pairConsts loads the pair conversion's constants into Z26..Z31 (AX
+// clobbered).
+func pairConsts() {
 	for _, c := range []struct {
 		reg  int
 		bits uint32
@@ -259,11 +308,11 @@ func pairBF16AVX512() {
 		p("\tMOVL $0x%08x, AX", c.bits)
 		p("\tVPBROADCASTD AX, Z%d", c.reg)
 	}
-	p("\tMOVQ lo+0(FP), AX")
-	p("\tMOVQ hi+8(FP), BX")
-	p("\tMOVQ dst+16(FP), CX")
-	p("\tMOVQ n+24(FP), DX")
-	p("pairBF16AVX512_loop:")
+}
+
+// pairStep converts 16 lanes: (AX) the low halves, (BX) the high ones,
+// into (CX), and advances the three pointers.
+func pairStep() {
 	// round(x) = (x + 0x7fff + (x>>16 & 1)) >> 16, in Z2 (lo) and Z5 (hi)
 	for _, r := range []struct{ in, out, tmp, k int }{{0, 2, 3, 1}, {1, 5, 6, 2}} {
 		src := "(AX)"
@@ -289,10 +338,6 @@ func pairBF16AVX512() {
 	p("\tADDQ $64, AX")
 	p("\tADDQ $64, BX")
 	p("\tADDQ $64, CX")
-	p("\tSUBQ $16, DX")
-	p("\tJNZ pairBF16AVX512_loop")
-	p("\tVZEROUPPER")
-	p("\tRET")
 }
 
 // winoShuffles writes the stride-4 shuffles of the Winograd convolution's
