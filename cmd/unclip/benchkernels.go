@@ -537,37 +537,39 @@ func runBenchPeak(args []string, stdout, stderr io.Writer) error {
 	if err := setThreads(*threads, stderr); err != nil {
 		return err
 	}
+	// report keeps a measured peak for "unclip devices" (warning once
+	// when it cannot) and prints it.
+	warned := false
+	report := func(r peakResult) error {
+		if err := savePeak(r.Variant, r.Threads, r.GFLOPS); err != nil && !warned {
+			fmt.Fprintf(stderr, "warning: the peak is not kept for 'unclip devices': %v\n", err)
+			warned = true
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(r)
+		}
+		what := "FMA peak"
+		if r.Op == "bf16_peak" {
+			what = "bf16 dot-product peak"
+		}
+		_, err := fmt.Fprintf(stdout, "%s (%s, %d thread(s)): %.1f GFLOP/s\n", what, r.Variant, r.Threads, r.GFLOPS)
+		return err
+	}
 	n := cpu.Threads()
 	for t := 1; t <= n; t++ {
 		variant, g := cpu.MeasurePeak(t, *reps)
 		if variant == "" {
 			return fmt.Errorf("no FMA peak loop for this CPU or build (purego or not amd64)")
 		}
-		if err := reportPeak(stdout, stderr, *asJSON, peakResult{Op: "fma_peak", Variant: variant, Device: "cpu", Threads: t, GFLOPS: g}); err != nil {
+		if err := report(peakResult{Op: "fma_peak", Variant: variant, Device: "cpu", Threads: t, GFLOPS: g}); err != nil {
 			return err
 		}
 		// The bf16 dot product (--precision bf16), where the CPU has it.
 		if bv, bg := cpu.MeasureBF16Peak(t, *reps); bv != "" {
-			if err := reportPeak(stdout, stderr, *asJSON, peakResult{Op: "bf16_peak", Variant: bv, Device: "cpu", Threads: t, GFLOPS: bg}); err != nil {
+			if err := report(peakResult{Op: "bf16_peak", Variant: bv, Device: "cpu", Threads: t, GFLOPS: bg}); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
-}
-
-// reportPeak keeps a measured peak for "unclip devices" and prints it.
-func reportPeak(stdout, stderr io.Writer, asJSON bool, r peakResult) error {
-	if err := savePeak(r.Variant, r.Threads, r.GFLOPS); err != nil {
-		fmt.Fprintf(stderr, "warning: the peak is not kept for 'unclip devices': %v\n", err)
-	}
-	if asJSON {
-		return json.NewEncoder(stdout).Encode(r)
-	}
-	what := "FMA peak"
-	if r.Op == "bf16_peak" {
-		what = "bf16 dot-product peak"
-	}
-	_, err := fmt.Fprintf(stdout, "%s (%s, %d thread(s)): %.1f GFLOP/s\n", what, r.Variant, r.Threads, r.GFLOPS)
-	return err
 }
