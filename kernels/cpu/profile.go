@@ -1,8 +1,9 @@
 package cpu
 
 import (
+	"cmp"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,11 +67,8 @@ func (Backend) Profile() ([]OpStat, error) {
 	for _, s := range prof.stats {
 		out = append(out, *s)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Time != out[j].Time {
-			return out[i].Time > out[j].Time
-		}
-		return out[i].Name < out[j].Name
+	slices.SortFunc(out, func(a, b OpStat) int {
+		return cmp.Or(cmp.Compare(b.Time, a.Time), strings.Compare(a.Name, b.Name))
 	})
 	return out, nil
 }

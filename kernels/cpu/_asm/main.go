@@ -631,24 +631,8 @@ func (t *tile) epilogue(accArg string) {
 //
 //	func name(n int)
 func peak(name, r string) {
-	p("")
-	p("// func %s(n int)", name)
-	p("TEXT ·%s(SB), NOSPLIT, $0-8", name)
-	p("\tMOVQ n+0(FP), DX")
-	for i := 0; i < 14; i++ {
-		p("\tVXORPS X%d, X%d, X%d", i, i, i)
-	}
-	p("\tTESTQ DX, DX")
-	p("\tJEQ %s_done", name)
-	p("%s_loop:", name)
-	for i := 0; i < 12; i++ {
-		p("\tVFMADD231PS %s12, %s13, %s%d", r, r, r, i)
-	}
-	p("\tDECQ DX")
-	p("\tJNZ %s_loop", name)
-	p("%s_done:", name)
-	p("\tVZEROUPPER")
-	p("\tRET")
+	peakLoop(name, func(i int) { p("\tVXORPS X%d, X%d, X%d", i, i, i) },
+		func(i int) { p("\tVFMADD231PS %s12, %s13, %s%d", r, r, r, i) })
 }
 
 // peakBF16 writes a loop of n iterations of 12 independent VDPBF16PS
@@ -656,18 +640,25 @@ func peak(name, r string) {
 //
 //	func name(n int)
 func peakBF16(name string) {
+	peakLoop(name, func(i int) { p("\tVPXORD Z%d, Z%d, Z%d", i, i, i) },
+		func(i int) { dpbf16ps(i, 12, 13) })
+}
+
+// peakLoop writes a throughput loop: registers 0..13 cleared with zero,
+// then n iterations of op on accumulators 0..11 (sources 12 and 13).
+func peakLoop(name string, zero, op func(i int)) {
 	p("")
 	p("// func %s(n int)", name)
 	p("TEXT ·%s(SB), NOSPLIT, $0-8", name)
 	p("\tMOVQ n+0(FP), DX")
 	for i := 0; i < 14; i++ {
-		p("\tVPXORD Z%d, Z%d, Z%d", i, i, i)
+		zero(i)
 	}
 	p("\tTESTQ DX, DX")
 	p("\tJEQ %s_done", name)
 	p("%s_loop:", name)
 	for i := 0; i < 12; i++ {
-		dpbf16ps(i, 12, 13)
+		op(i)
 	}
 	p("\tDECQ DX")
 	p("\tJNZ %s_loop", name)
