@@ -7,11 +7,14 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/klauspost/cpuid/v2"
 
 	"github.com/unclip-go/unclip/kernels/cpu"
 	"github.com/unclip-go/unclip/tensor"
@@ -54,7 +57,9 @@ type kernelResult struct {
 	// Winograd is the CPU's Winograd mode (auto, off or always).
 	Winograd string `json:"winograd,omitempty"`
 	// Packed: the weights were packed once, as a loaded model's are.
-	Packed  bool    `json:"packed,omitempty"`
+	Packed bool `json:"packed,omitempty"`
+	// Cold: each run read its weight from memory (--cold).
+	Cold    bool    `json:"cold,omitempty"`
 	Threads int     `json:"threads"`
 	Reps    int     `json:"reps"`
 	Seconds float64 `json:"seconds"` // median
@@ -92,11 +97,12 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 	noPeak := fs.Bool("no-peak", false, "do not measure the FMA peak")
 	winograd := fs.String("winograd", "", "CPU 3×3 convolutions as Winograd F(4×4,3×3): auto, always or off (default: $UNCLIP_WINOGRAD, else auto)")
 	precision := fs.String("precision", "fp32", "CPU compute precision of matmul, conv2d and attention: fp32 or bf16 (bfloat16 operands, float32 accumulation; % peak is then of the bf16 dot-product peak)")
+	cold := fs.Bool("cold", false, "matmul and conv2d on the CPU: rotate over copies of the weight that together exceed twice the last-level cache, so that each run reads its weight from memory, as a model step does (with --packed: the in-model cost)")
 	packed := fs.Bool("packed", false, "mark the weights (a /linear matmul's B, a convolution's kernel) as model weights, so the CPU kernels pack them once in the warm-up run, as they do for a loaded model")
 	tile := fs.String("tile", "", "Vulkan: force the kernel tile of --op (matmul, conv2d: BMxBNxBKxTMxTN such as 128x128x16x8x8; attention: BQxBKV such as 64x32), for tuning sweeps")
 	fs.Usage = func() {
 		stderr := fs.Output()
-		fmt.Fprintln(stderr, "usage: unclip bench kernels [--op OP] [--shape S]... [--precision fp32|bf16] [--packed] [--threads N] [--reps N] [--json]")
+		fmt.Fprintln(stderr, "usage: unclip bench kernels [--op OP] [--shape S]... [--precision fp32|bf16] [--packed] [--cold] [--threads N] [--reps N] [--json]")
 		fmt.Fprintln(stderr, "\nshapes (x-separated):")
 		fmt.Fprintln(stderr, "  matmul     MxKxN[/linear]       (/linear: B is a transposed (N, K) weight)")
 		fmt.Fprintln(stderr, "  conv2d     NxCxHxW[:O[:K]]      (stride 1, same padding; O=C, K=3 by default)")
@@ -217,6 +223,9 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 		if *packed {
 			fmt.Fprintf(stdout, ", weights packed once")
 		}
+		if *cold {
+			fmt.Fprintf(stdout, ", weights cold")
+		}
 		if peak > 0 {
 			fmt.Fprintf(stdout, ", measured FMA peak %.1f GFLOP/s", peak)
 		}
@@ -229,9 +238,16 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 	for _, sp := range specs {
 		o, s := sp.op, sp.shape
 		bc := prepareBench(dev, sp, *packed)
-		// One warm-up run (packing buffers, page faults, weight uploads).
-		if err := dev.Run(bc.node); err != nil {
-			return fmt.Errorf("%s %s: %w", o, s, err)
+		nodes := []*tensor.Node{bc.node}
+		if *cold && isCPU {
+			nodes = coldCopies(dev, bc.node, *packed)
+		}
+		// One warm-up run of each node (packing buffers and weights,
+		// page faults, weight uploads).
+		for _, nd := range nodes {
+			if err := dev.Run(nd); err != nil {
+				return fmt.Errorf("%s %s: %w", o, s, err)
+			}
 		}
 		if err := dev.Sync(); err != nil {
 			return err
@@ -239,7 +255,7 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 		times := make([]float64, 0, *reps)
 		for r := 0; r < *reps; r++ {
 			t0 := time.Now()
-			err := dev.Run(bc.node)
+			err := dev.Run(nodes[r%len(nodes)])
 			if err == nil {
 				err = dev.Sync()
 			}
@@ -256,7 +272,7 @@ func runBenchKernels(args []string, stdout, stderr io.Writer) error {
 		// bf16 applies to the products: matmul, conv2d and attention.
 		products := o == "matmul" || o == "conv2d" || o == "attention"
 		res := kernelResult{Op: o, Shape: s, DType: "f32", Device: dev.Name(), Threads: nthr, Reps: *reps,
-			Seconds: med, GFLOPS: bc.flops / med / 1e9, GBPS: bc.bytes / med / 1e9, Packed: *packed}
+			Seconds: med, GFLOPS: bc.flops / med / 1e9, GBPS: bc.bytes / med / 1e9, Packed: *packed, Cold: len(nodes) > 1}
 		if isCPU {
 			res.Kernels = cpu.Kernels()
 			res.Winograd = cpu.Winograd()
@@ -509,6 +525,56 @@ func prepareBench(dev tensor.Backend, sp *benchSpec, packed bool) *benchCase {
 	nd := newNode(dev, tensor.OpLayerNorm, d, x, w, b)
 	nd.Float[0] = 1e-5
 	return &benchCase{node: nd, bytes: 8 * float64(d[0]*d[1])}
+}
+
+// maxColdCopies bounds --cold's copies of a weight.
+const maxColdCopies = 256
+
+// coldCopies returns n and copies of it that differ only in their weight
+// (Src[1] of a matmul or convolution; other ops return n alone): enough
+// copies that their weights together exceed twice the last-level cache
+// (cpuid's; 32 MiB where it reports none), so that running them in turn
+// reads each weight from memory. The copies are capped at a quarter of
+// the memory available, and at maxColdCopies (tiny weights stay in cache
+// whatever their number).
+func coldCopies(dev tensor.Backend, n *tensor.Node, packed bool) []*tensor.Node {
+	if n.Op != tensor.OpMatMul && n.Op != tensor.OpConv2d {
+		return []*tensor.Node{n}
+	}
+	w := n.Src[1]
+	wbytes := int64(4 * w.Numel())
+	llc := int64(cpuid.CPU.Cache.L3)
+	if llc <= 0 {
+		llc = 32 << 20
+	}
+	copies := min(maxColdCopies, max(2, int(2*llc/max(wbytes, 1))+1))
+	if avail := int64(memAvailable()); avail > 0 {
+		if fit := int(avail / 4 / max(wbytes, 1)); fit < copies {
+			if fit < 2 {
+				return []*tensor.Node{n} // no room for a second copy: warm (JSON cold false)
+			}
+			copies = fit
+		}
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	out := []*tensor.Node{n}
+	for i := 1; i < copies; i++ {
+		var nw *tensor.Tensor
+		if w.IsContiguous() {
+			nw = randTensor(dev, rng, w.Shape()...)
+		} else { // a /linear weight, (N, K) viewed transposed
+			sh := w.Shape()
+			nw = randTensor(dev, rng, sh[1], sh[0]).T()
+		}
+		if packed {
+			nw.Storage().MarkWeight()
+		}
+		c := *n
+		c.Src = slices.Clone(n.Src)
+		c.Src[1] = nw
+		out = append(out, &c)
+	}
+	return out
 }
 
 // peakResult is one line of "unclip bench peak --json".

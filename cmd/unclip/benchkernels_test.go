@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
@@ -135,5 +136,47 @@ func TestPrepareBenchPacked(t *testing.T) {
 				t.Errorf("%s %s --packed=%v: weight packed %v", c.op, c.shape, packed, got)
 			}
 		}
+	}
+}
+
+// TestColdCopies checks --cold's copies: at least two, each with a weight
+// of its own (the same shape and layout, marked with --packed) and the
+// other operands shared; ops without a weight run alone. And the JSON
+// line says cold.
+func TestColdCopies(t *testing.T) {
+	for _, c := range []struct{ op, shape string }{{"matmul", "20x40x30/linear"}, {"matmul", "20x40x30"}, {"conv2d", "1x8x9x9:16"}} {
+		sp, err := parseBench(c.op, c.shape)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bc := prepareBench(tensor.CPU(), sp, true)
+		nodes := coldCopies(tensor.CPU(), bc.node, true)
+		if len(nodes) < 2 {
+			t.Fatalf("%s %s: %d nodes", c.op, c.shape, len(nodes))
+		}
+		w := bc.node.Src[1]
+		for i, n := range nodes[1:] {
+			nw := n.Src[1]
+			if nw.Storage() == w.Storage() || !slices.Equal(nw.Shape(), w.Shape()) || !slices.Equal(nw.Strides(), w.Strides()) ||
+				!nw.Storage().Packable() {
+				t.Errorf("%s %s copy %d: weight %v strides %v (packable %v), want a new %v strides %v", c.op, c.shape, i+1,
+					nw.Shape(), nw.Strides(), nw.Storage().Packable(), w.Shape(), w.Strides())
+			}
+			if n.Src[0] != bc.node.Src[0] || n.Dst != bc.node.Dst {
+				t.Errorf("%s %s copy %d: the input or result is not shared", c.op, c.shape, i+1)
+			}
+		}
+	}
+	sp, _ := parseBench("softmax", "3x33")
+	if n := coldCopies(tensor.CPU(), prepareBench(tensor.CPU(), sp, false).node, false); len(n) != 1 {
+		t.Errorf("softmax: %d nodes, want 1", len(n))
+	}
+	var out bytes.Buffer
+	if err := runBenchKernels([]string{"--op", "matmul", "--shape", "7x33x9/linear", "--cold", "--threads", "1", "--reps", "3", "--json", "--no-peak"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var r kernelResult
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil || !r.Cold {
+		t.Errorf("--cold: %v, %s", err, out.String())
 	}
 }
