@@ -26,7 +26,8 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 	sy, sx, py, px := n.Int[0], n.Int[1], n.Int[2], n.Int[3]
 	bsz, c, h, w := xs[0], xs[1], xs[2], xs[3]
 	ckk := c * kh * kw
-	winograd, direct := convRoute(n, mk)
+	route := convRoute(n, mk)
+	winograd, direct := route == routeWinograd, route == routeDirect
 	// The weight packed once (not for Winograd, which transforms it at
 	// every call); resolved before the weight is read, as it may unpack it.
 	var pa *packedOp
@@ -60,7 +61,7 @@ func conv2dFast(n *tensor.Node, mk *microKernel) error {
 	}
 	y := out(n.Dst)
 	hwo := oh * ow
-	pointwise := kh == 1 && kw == 1 && sy == 1 && sx == 1 && py == 0 && px == 0
+	pointwise := route == routePointwise
 	threads := Threads()
 	if winograd {
 		conv2dWinograd(mk, threads, x, wo, bias, ep, y, bsz, c, h, w, o)
@@ -229,13 +230,32 @@ func upsampleNearestFast(n *tensor.Node) error {
 	return nil
 }
 
-// convRoute reports how conv2dFast runs the convolution node n on mk: as
-// Winograd F(4×4, 3×3), with the direct 3×3 kernel, or (neither) as an
-// implicit GEMM.
-func convRoute(n *tensor.Node, mk *microKernel) (winograd, direct bool) {
+// convPath is how conv2dFast runs a convolution (convRoute).
+type convPath int
+
+const (
+	routeIm2col    convPath = iota // an implicit GEMM over the im2col matrix
+	routeWinograd                  // Winograd F(4×4, 3×3)
+	routeDirect                    // the direct 3×3 kernel
+	routePointwise                 // 1×1, stride 1, unpadded: a plain GEMM on the image
+)
+
+func (r convPath) String() string {
+	return [...]string{"im2col", "winograd", "direct", "gemm"}[r]
+}
+
+// convRoute reports how conv2dFast runs the convolution node n on mk.
+func convRoute(n *tensor.Node, mk *microKernel) convPath {
 	if winogradFor(n, mk) {
-		return true, false
+		return routeWinograd
 	}
 	xs, ws, ds := n.Src[0].Shape(), n.Src[1].Shape(), n.Dst.Shape()
-	return false, directWorthIt(mk, xs[1], ws[0], ws[2], ws[3], n.Int[0], n.Int[1], n.Int[2], n.Int[3], ds[3])
+	kh, kw, sy, sx, py, px := ws[2], ws[3], n.Int[0], n.Int[1], n.Int[2], n.Int[3]
+	switch {
+	case directWorthIt(mk, xs[1], ws[0], kh, kw, sy, sx, py, px, ds[3]):
+		return routeDirect
+	case kh == 1 && kw == 1 && sy == 1 && sx == 1 && py == 0 && px == 0:
+		return routePointwise
+	}
+	return routeIm2col
 }

@@ -160,14 +160,22 @@ func PeakVariant() string { return loopVariant(peakLoops) }
 // when there is none).
 func BF16PeakVariant() string { return loopVariant(bf16PeakLoops) }
 
-// loopVariant names the first usable loop of loops.
+// loopVariant names the first usable loop of loops ("" when none is).
 func loopVariant(loops []peakLoop) string {
-	for _, pl := range loops {
-		if pl.ok {
-			return pl.name
-		}
+	if pl := firstLoop(loops); pl != nil {
+		return pl.name
 	}
 	return ""
+}
+
+// firstLoop is the first usable loop of loops, or nil.
+func firstLoop(loops []peakLoop) *peakLoop {
+	for i := range loops {
+		if loops[i].ok {
+			return &loops[i]
+		}
+	}
+	return nil
 }
 
 // MeasurePeak times the FMA throughput loop of the widest vector unit on
@@ -188,13 +196,7 @@ func MeasureBF16Peak(threads, reps int) (variant string, gflops float64) {
 
 // measureLoop times the first usable loop of loops (see MeasurePeak).
 func measureLoop(loops []peakLoop, threads, reps int) (variant string, gflops float64) {
-	var pl *peakLoop
-	for i := range loops {
-		if loops[i].ok {
-			pl = &loops[i]
-			break
-		}
-	}
+	pl := firstLoop(loops)
 	if pl == nil {
 		return "", 0
 	}

@@ -558,10 +558,7 @@ func fillBias(c []float32, ldc, rows, cols, i, j int, rb, cb []float32) {
 		case cb != nil:
 			copy(row, cb[j:j+cols])
 			if rb != nil {
-				v := rb[i+r]
-				for q := range row {
-					row[q] += v
-				}
+				biasTile(row, 1, cols, 0, rb[i+r:], nil)
 			}
 		case rb != nil:
 			v := rb[i+r]

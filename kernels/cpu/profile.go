@@ -130,21 +130,12 @@ func opClass(n *tensor.Node, mk *microKernel) (name string, flops float64) {
 	case tensor.OpConv2d:
 		ws, ds := n.Src[1].Shape(), n.Dst.Shape()
 		flops = 2 * float64(n.Dst.Numel()) * float64(ws[1]*ws[2]*ws[3])
-		route := "im2col"
+		name = fmt.Sprintf("conv2d %dx%d", ws[2], ws[3])
 		if mk != nil {
 			ck = convKernel(n, mk)
-			switch winograd, direct := convRoute(n, ck); {
-			case winograd:
-				route = "winograd"
-			case direct:
-				route = "direct"
-			case ws[2] == 1 && ws[3] == 1 && n.Int[0] == 1 && n.Int[1] == 1 && n.Int[2] == 0 && n.Int[3] == 0:
-				route = "gemm"
-			}
-		} else {
-			route = ""
+			name += " " + convRoute(n, ck).String()
 		}
-		name = strings.TrimSpace(fmt.Sprintf("conv2d %dx%d %s", ws[2], ws[3], route)) + fmt.Sprintf(" %dx%d", ds[2], ds[3])
+		name += fmt.Sprintf(" %dx%d", ds[2], ds[3])
 	case tensor.OpAttention:
 		q := n.Src[0].Shape()
 		bh, lq, d := q[0]*q[1], q[2], q[3]
